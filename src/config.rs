@@ -1,0 +1,428 @@
+//! Settings: environment variables, optionally overlaid by a TOML file (`--config FILE`), whose
+//! keys are the variable names in lower case without the `AUTHGATE_` prefix (`public_url`,
+//! `listen`, `database_url`, ...). A value in the file wins over the environment.
+//!
+//! Every failure names the setting in one line and never prints a secret value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::oauth::redirect::RedirectAllowlist;
+use crate::oauth::scope::ScopeSet;
+use crate::oauth::url_rules::is_loopback_host;
+
+/// One variable: its environment name and whether its value is secret.
+struct Var {
+    env: &'static str,
+    secret: bool,
+}
+
+const VARS: &[Var] = &[
+    Var { env: "AUTHGATE_PUBLIC_URL", secret: false },
+    Var { env: "AUTHGATE_LISTEN", secret: false },
+    Var { env: "DATABASE_URL", secret: true },
+    Var { env: "AUTHGATE_SCOPES", secret: false },
+    Var { env: "AUTHGATE_ALLOWED_REDIRECTS", secret: false },
+    Var { env: "AUTHGATE_REGISTER_RATE_LIMIT", secret: false },
+    Var { env: "AUTHGATE_DCR_IDLE_TTL", secret: false },
+    Var { env: "AUTHGATE_CIMD_TEST_HOSTS", secret: false },
+    Var { env: "AUTHGATE_CIMD_TEST_CA_FILE", secret: false },
+];
+
+fn toml_key(env: &str) -> String {
+    env.strip_prefix("AUTHGATE_").unwrap_or(env).to_ascii_lowercase()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(var: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("configuration error: {var}: {why}"))
+}
+
+/// The raw values, by environment name, before validation.
+#[derive(Default)]
+pub struct RawConfig(BTreeMap<&'static str, String>);
+
+impl RawConfig {
+    /// Reads the known variables from an environment (passed in, so tests need not touch the
+    /// process environment).
+    pub fn from_env<I: IntoIterator<Item = (String, String)>>(env: I) -> Self {
+        let all: BTreeMap<String, String> = env.into_iter().collect();
+        let mut raw = BTreeMap::new();
+        for var in VARS {
+            if let Some(v) = all.get(var.env) {
+                raw.insert(var.env, v.clone());
+            }
+        }
+        Self(raw)
+    }
+
+    /// Overlays the values of a TOML document.
+    pub fn overlay_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| err(origin, format!("not valid TOML: {}", e.message())))?;
+        for (key, value) in table {
+            let var = VARS
+                .iter()
+                .find(|v| toml_key(v.env) == key)
+                .ok_or_else(|| err(origin, format!("unknown setting {key:?}")))?;
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .into_iter()
+                    .map(|i| match i {
+                        toml::Value::String(s) => Ok(s),
+                        _ => Err(err(&key, "list entries must be strings")),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+                    .join(","),
+                _ => return Err(err(&key, "must be a string, number, boolean or list")),
+            };
+            self.0.insert(var.env, text);
+        }
+        Ok(())
+    }
+
+    pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
+        self.0.insert(env, value.into());
+    }
+
+    fn get(&self, env: &str) -> Option<&str> {
+        self.0.get(env).map(String::as_str).filter(|s| !s.trim().is_empty())
+    }
+
+    /// The names of the settings given, with secret values masked: for start-up logs.
+    pub fn describe(&self) -> Vec<String> {
+        VARS.iter()
+            .filter_map(|v| {
+                self.0.get(v.env).map(|val| {
+                    if v.secret {
+                        format!("{}=<set>", v.env)
+                    } else {
+                        format!("{}={val}", v.env)
+                    }
+                })
+            })
+            .collect()
+    }
+}
+
+/// A rate of `burst` events refilled over `per_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per_seconds: u32,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    /// The issuer, byte for byte, with no trailing slash: `https://mcp.example.com`.
+    pub issuer: String,
+    pub public_url: Url,
+    /// No public URL was configured: serving on loopback for local development.
+    pub dev_mode: bool,
+    pub listen: SocketAddr,
+    pub database_url: SecretString,
+    pub scopes: ScopeSet,
+    pub allowed_redirects: RedirectAllowlist,
+    pub register_rate_limit: RateLimit,
+    pub dcr_idle_ttl: i64,
+    pub cimd_test_hosts: Vec<(String, SocketAddr)>,
+    pub cimd_test_ca_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("issuer", &self.issuer)
+            .field("dev_mode", &self.dev_mode)
+            .field("listen", &self.listen)
+            .field("database_url", &"[redacted]")
+            .field("scopes", &self.scopes.to_string())
+            .field("allowed_redirects", &self.allowed_redirects)
+            .field("register_rate_limit", &self.register_rate_limit)
+            .field("dcr_idle_ttl", &self.dcr_idle_ttl)
+            .field("cimd_test_hosts", &self.cimd_test_hosts)
+            .finish()
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://authgate.db";
+
+impl Settings {
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        let listen_raw = raw.get("AUTHGATE_LISTEN").unwrap_or(DEFAULT_LISTEN);
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|_| err("AUTHGATE_LISTEN", "must be an address and port such as 127.0.0.1:8080"))?;
+
+        let (public_raw, dev_mode) = match raw.get("AUTHGATE_PUBLIC_URL") {
+            Some(v) => (v.trim().to_owned(), false),
+            None if listen.ip().is_loopback() => (format!("http://{listen}"), true),
+            None => {
+                return Err(err(
+                    "AUTHGATE_PUBLIC_URL",
+                    "is required when AUTHGATE_LISTEN is not a loopback address (for example https://mcp.example.com)",
+                ));
+            }
+        };
+        let (issuer, public_url) = parse_public_url(&public_raw)?;
+
+        let database_url = raw.get("DATABASE_URL").unwrap_or(DEFAULT_DATABASE_URL);
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(err(
+                "DATABASE_URL",
+                "must start with sqlite: or postgres:// (value not shown)",
+            ));
+        }
+
+        let scopes = ScopeSet::parse(&raw.get("AUTHGATE_SCOPES").unwrap_or("mcp").replace(',', " "));
+        if scopes.is_empty() {
+            return Err(err("AUTHGATE_SCOPES", "must list at least one scope"));
+        }
+        if scopes.contains("offline_access") {
+            return Err(err(
+                "AUTHGATE_SCOPES",
+                "must not contain offline_access: refresh tokens are issued without it",
+            ));
+        }
+
+        let allowed_redirects = RedirectAllowlist::new(
+            raw.get("AUTHGATE_ALLOWED_REDIRECTS")
+                .map(split_list)
+                .unwrap_or_default(),
+        );
+
+        let register_rate_limit = parse_rate(
+            "AUTHGATE_REGISTER_RATE_LIMIT",
+            raw.get("AUTHGATE_REGISTER_RATE_LIMIT").unwrap_or("300/min"),
+        )?;
+        let dcr_idle_ttl = parse_duration(
+            "AUTHGATE_DCR_IDLE_TTL",
+            raw.get("AUTHGATE_DCR_IDLE_TTL").unwrap_or("24h"),
+        )?;
+
+        let mut cimd_test_hosts = Vec::new();
+        if let Some(list) = raw.get("AUTHGATE_CIMD_TEST_HOSTS") {
+            for entry in split_list(list) {
+                let (host, addr) = entry.split_once('=').ok_or_else(|| {
+                    err("AUTHGATE_CIMD_TEST_HOSTS", "entries must look like host=127.0.0.1:8443")
+                })?;
+                let addr: SocketAddr = addr.parse().map_err(|_| {
+                    err("AUTHGATE_CIMD_TEST_HOSTS", "entries must look like host=127.0.0.1:8443")
+                })?;
+                if !addr.ip().is_loopback() {
+                    return Err(err(
+                        "AUTHGATE_CIMD_TEST_HOSTS",
+                        "may only map a host to a loopback address",
+                    ));
+                }
+                cimd_test_hosts.push((host.to_ascii_lowercase(), addr));
+            }
+        }
+
+        Ok(Self {
+            issuer,
+            public_url,
+            dev_mode,
+            listen,
+            database_url: SecretString::from(database_url.to_owned()),
+            scopes,
+            allowed_redirects,
+            register_rate_limit,
+            dcr_idle_ttl,
+            cimd_test_hosts,
+            cimd_test_ca_file: raw.get("AUTHGATE_CIMD_TEST_CA_FILE").map(PathBuf::from),
+        })
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    /// `<issuer><path>`: every advertised URL is built here, from the configured public URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    /// The path of the issuer (`""` for a host-only issuer), for path-inserted well-known URLs.
+    pub fn issuer_path(&self) -> &str {
+        self.public_url.path().trim_end_matches('/')
+    }
+
+    pub fn public_url_is_loopback(&self) -> bool {
+        is_loopback_host(&self.public_url)
+    }
+}
+
+/// Normalizes the public URL into the issuer string: scheme and host lower case (as `Url` does),
+/// no trailing slash, no query, fragment or user information.
+fn parse_public_url(raw: &str) -> Result<(String, Url), ConfigError> {
+    const VAR: &str = "AUTHGATE_PUBLIC_URL";
+    let url = Url::parse(raw).map_err(|_| err(VAR, "must be an absolute URL such as https://mcp.example.com"))?;
+    if url.query().is_some() || url.fragment().is_some() || raw.contains('#') {
+        return Err(err(VAR, "must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(err(VAR, "must not contain user information"));
+    }
+    if url.host().is_none() {
+        return Err(err(VAR, "must have a host"));
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&url) => {}
+        "http" => return Err(err(VAR, "must use https unless the host is loopback")),
+        _ => return Err(err(VAR, "must be an https URL")),
+    }
+    let issuer = url.as_str().trim_end_matches('/').to_owned();
+    let normalized = Url::parse(&format!("{issuer}/")).map_err(|_| err(VAR, "is not a valid URL"))?;
+    Ok((issuer, normalized))
+}
+
+fn split_list(raw: &str) -> Vec<String> {
+    raw.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `N/sec`, `N/min` or `N/hour`: N events per period, also the burst.
+fn parse_rate(var: &str, raw: &str) -> Result<RateLimit, ConfigError> {
+    let bad = || err(var, "must look like 300/min (periods: sec, min, hour)");
+    let (n, period) = raw.trim().split_once('/').ok_or_else(bad)?;
+    let burst: u32 = n.trim().parse().map_err(|_| bad())?;
+    let per_seconds = match period.trim() {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        _ => return Err(bad()),
+    };
+    if burst == 0 {
+        return Err(err(var, "must allow at least one request"));
+    }
+    Ok(RateLimit { burst, per_seconds })
+}
+
+/// A duration in seconds: `90`, `90s`, `15m`, `24h` or `7d`.
+pub fn parse_duration(var: &str, raw: &str) -> Result<i64, ConfigError> {
+    let raw = raw.trim();
+    let bad = || err(var, "must be a duration such as 3600, 90s, 15m, 24h or 7d");
+    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, "s"),
+    };
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::from_raw(&RawConfig::from_env(
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        ))
+    }
+
+    #[test]
+    fn defaults_are_a_loopback_dev_server() {
+        let s = settings(&[]).unwrap();
+        assert!(s.dev_mode);
+        assert_eq!(s.issuer, "http://127.0.0.1:8080");
+        assert_eq!(s.database_url(), "sqlite://authgate.db");
+        assert_eq!(s.scopes.to_string(), "mcp");
+    }
+
+    #[test]
+    fn issuer_is_normalized_once() {
+        let s = settings(&[("AUTHGATE_PUBLIC_URL", "https://MCP.Example.com/")]).unwrap();
+        assert_eq!(s.issuer, "https://mcp.example.com");
+        assert_eq!(s.url("/token"), "https://mcp.example.com/token");
+        assert_eq!(s.issuer_path(), "");
+        let s = settings(&[("AUTHGATE_PUBLIC_URL", "https://example.com/auth/")]).unwrap();
+        assert_eq!(s.issuer, "https://example.com/auth");
+        assert_eq!(s.issuer_path(), "/auth");
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        for (pairs, var) in [
+            (vec![("AUTHGATE_PUBLIC_URL", "http://mcp.example.com")], "AUTHGATE_PUBLIC_URL"),
+            (vec![("AUTHGATE_PUBLIC_URL", "not a url")], "AUTHGATE_PUBLIC_URL"),
+            (vec![("AUTHGATE_PUBLIC_URL", "https://x.example/?a=b")], "AUTHGATE_PUBLIC_URL"),
+            (vec![("AUTHGATE_LISTEN", "0.0.0.0:80")], "AUTHGATE_PUBLIC_URL"),
+            (vec![("AUTHGATE_LISTEN", "localhost")], "AUTHGATE_LISTEN"),
+            (vec![("AUTHGATE_REGISTER_RATE_LIMIT", "fast")], "AUTHGATE_REGISTER_RATE_LIMIT"),
+            (vec![("AUTHGATE_DCR_IDLE_TTL", "soon")], "AUTHGATE_DCR_IDLE_TTL"),
+            (vec![("AUTHGATE_SCOPES", "mcp offline_access")], "AUTHGATE_SCOPES"),
+            (vec![("AUTHGATE_CIMD_TEST_HOSTS", "claude.ai=10.0.0.1:443")], "AUTHGATE_CIMD_TEST_HOSTS"),
+        ] {
+            let e = settings(&pairs).unwrap_err();
+            assert!(e.0.contains(var), "{e} should name {var}");
+            assert_eq!(e.0.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn database_url_is_never_printed() {
+        let e = settings(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).unwrap_err();
+        assert!(e.0.contains("DATABASE_URL") && !e.0.contains("hunter2"));
+        let s = settings(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let mut raw = RawConfig::default();
+        raw.set("DATABASE_URL", "postgres://u:hunter2@h/db");
+        assert!(!raw.describe().join(" ").contains("hunter2"));
+    }
+
+    #[test]
+    fn toml_overlays_environment() {
+        let mut raw = RawConfig::from_env([("AUTHGATE_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
+        raw.overlay_toml("listen = \"127.0.0.1:2\"\nallowed_redirects = [\"https://a/*\", \"https://b/*\"]\n", "f.toml")
+            .unwrap();
+        let s = Settings::from_raw(&raw).unwrap();
+        assert_eq!(s.listen.port(), 2);
+        assert!(s.allowed_redirects.allows("https://b/x"));
+        assert!(!s.allowed_redirects.allows("https://c/x"));
+        let e = raw.overlay_toml("lisen = 1", "f.toml").unwrap_err();
+        assert!(e.0.contains("lisen"));
+    }
+
+    #[test]
+    fn rates_and_durations() {
+        assert_eq!(parse_rate("X", "10/sec").unwrap(), RateLimit { burst: 10, per_seconds: 1 });
+        assert_eq!(parse_duration("X", "15m").unwrap(), 900);
+        assert_eq!(parse_duration("X", "3600").unwrap(), 3600);
+        assert!(parse_duration("X", "0").is_err());
+    }
+}

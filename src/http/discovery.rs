@@ -1,0 +1,87 @@
+//! Discovery documents: RFC 8414 authorization-server metadata and RFC 9728 protected-resource
+//! metadata, built from the configured public URL only (never from `Host` or `X-Forwarded-*`).
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::config::Settings;
+use crate::state::AppState;
+
+/// The path of the default MCP resource under the public URL.
+pub const MCP_PATH: &str = "/mcp";
+
+pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
+    json!({
+        "issuer": settings.issuer,
+        "registration_endpoint": settings.url("/register"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+        "client_id_metadata_document_supported": true,
+        "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
+        "authorization_response_iss_parameter_supported": true,
+    })
+}
+
+/// The canonical URI of the MCP resource: what clients send as `resource` and tokens carry as `aud`.
+pub fn mcp_resource(settings: &Settings) -> String {
+    settings.url(MCP_PATH)
+}
+
+pub fn protected_resource_metadata(settings: &Settings) -> serde_json::Value {
+    json!({
+        "resource": mcp_resource(settings),
+        "authorization_servers": [settings.issuer],
+        "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "resource_name": "MCP server",
+    })
+}
+
+pub fn serialize(doc: &serde_json::Value) -> Bytes {
+    Bytes::from(doc.to_string())
+}
+
+fn json_document(body: Bytes) -> Response {
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    resp
+}
+
+pub async fn as_metadata(State(state): State<AppState>) -> Response {
+    json_document(state.as_metadata.clone())
+}
+
+pub async fn resource_metadata(State(state): State<AppState>) -> Response {
+    json_document(state.resource_metadata.clone())
+}
+
+/// The well-known paths served, root forms first; path-inserted forms follow when the issuer or
+/// resource has a path (RFC 8414 §3.1, RFC 9728 §3.1).
+pub fn as_metadata_paths(settings: &Settings) -> Vec<String> {
+    let mut paths = vec!["/.well-known/oauth-authorization-server".to_owned()];
+    let issuer_path = settings.issuer_path();
+    if !issuer_path.is_empty() {
+        paths.push(format!("/.well-known/oauth-authorization-server{issuer_path}"));
+    }
+    paths
+}
+
+pub fn resource_metadata_paths(settings: &Settings) -> Vec<String> {
+    let mut paths = vec![
+        "/.well-known/oauth-protected-resource".to_owned(),
+        format!("/.well-known/oauth-protected-resource{MCP_PATH}"),
+    ];
+    let full = format!("{}{MCP_PATH}", settings.issuer_path());
+    if full != MCP_PATH {
+        paths.push(format!("/.well-known/oauth-protected-resource{full}"));
+    }
+    paths
+}

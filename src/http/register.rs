@@ -1,0 +1,110 @@
+//! `POST /register`: Dynamic Client Registration (RFC 7591), shaped by what real MCP clients send.
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::ApiError;
+use crate::oauth::OAuthError;
+use crate::oauth::client::{ClientMetadata, MetadataSource, parse_client_metadata};
+use crate::oauth::secrets::{PlainSecret, SecretKind};
+use crate::state::AppState;
+use crate::store::ClientRecord;
+
+/// Real registration bodies are under 1 KB; anything far larger is not a client.
+pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
+/// Prefix of generated client ids; never `https://`, which would read as a metadata document.
+pub const CLIENT_ID_PREFIX: &str = "agc_";
+
+#[derive(Serialize)]
+struct RegistrationResponse<'a> {
+    client_id: &'a str,
+    client_id_issued_at: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret_expires_at: Option<i64>,
+    #[serde(flatten)]
+    metadata: &'a ClientMetadata,
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    state
+        .register_limiter
+        .check(peer.ip(), now)
+        .map_err(ApiError::RateLimited)?;
+
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::bad_request(OAuthError::invalid_client_metadata(
+            "the registration request must be application/json",
+        )));
+    }
+    let bytes = axum::body::to_bytes(body, MAX_REGISTRATION_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::OAuth(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                OAuthError::invalid_client_metadata("the registration request is too large"),
+            )
+        })?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
+        ApiError::bad_request(OAuthError::invalid_client_metadata(
+            "the registration request is not valid JSON",
+        ))
+    })?;
+    let metadata = parse_client_metadata(
+        &value,
+        MetadataSource::Registration,
+        &state.settings.scopes,
+        &state.settings.allowed_redirects,
+    )
+    .map_err(ApiError::bad_request)?;
+
+    let client_id = format!("{CLIENT_ID_PREFIX}{}", state.random.id());
+    let secret = metadata
+        .token_endpoint_auth_method
+        .uses_secret()
+        .then(|| PlainSecret::new(state.random.token()));
+    let record = ClientRecord {
+        id: client_id.clone(),
+        secret_hash: secret.as_ref().map(|s| s.hash(SecretKind::ClientSecret)),
+        secret_expires_at: 0,
+        metadata,
+        created_at: now,
+        last_used_at: None,
+    };
+    state.store.insert_client(&record).await?;
+    tracing::info!(
+        client.id = %record.id,
+        client.auth_method = record.metadata.token_endpoint_auth_method.as_str(),
+        "client registered"
+    );
+
+    let body = RegistrationResponse {
+        client_id: &record.id,
+        client_id_issued_at: now,
+        client_secret: secret.as_ref().map(PlainSecret::expose),
+        client_secret_expires_at: secret.as_ref().map(|_| record.secret_expires_at),
+        metadata: &record.metadata,
+    };
+    let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(resp)
+}

@@ -1,0 +1,469 @@
+//! Client metadata (RFC 7591 §2) as registered by DCR or published in a Client ID Metadata
+//! Document, and the rules both must pass.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::OAuthError;
+use super::redirect::{
+    ApplicationType, MAX_REDIRECT_URIS, RedirectAllowlist, validate_redirect_uri,
+};
+use super::scope::ScopeSet;
+use super::url_rules::has_dot_segments;
+
+const MAX_STRING_LEN: usize = 2048;
+const MAX_NAME_LEN: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuthMethod {
+    None,
+    ClientSecretPost,
+    ClientSecretBasic,
+}
+
+impl TokenAuthMethod {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "none" => Some(Self::None),
+            "client_secret_post" => Some(Self::ClientSecretPost),
+            "client_secret_basic" => Some(Self::ClientSecretBasic),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::ClientSecretPost => "client_secret_post",
+            Self::ClientSecretBasic => "client_secret_basic",
+        }
+    }
+
+    pub fn uses_secret(self) -> bool {
+        self != Self::None
+    }
+}
+
+pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH_TOKEN: &str = "refresh_token";
+const SUPPORTED_GRANTS: &[&str] = &[GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN];
+
+/// Registered metadata, after validation. Serialized as the stored form and echoed in the
+/// registration response; absent fields are omitted, never `null` (SDK schemas reject nulls).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientMetadata {
+    pub redirect_uris: Vec<String>,
+    pub token_endpoint_auth_method: TokenAuthMethod,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+    pub application_type: ApplicationType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logo_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tos_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub software_version: Option<String>,
+}
+
+impl ClientMetadata {
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+}
+
+/// Where metadata came from: the rules differ slightly (documents may not carry secrets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataSource {
+    Registration,
+    Document,
+}
+
+/// Parses and validates a registration request body or a metadata document. Unknown fields are
+/// ignored (clients send extensions); unsupported grant types are dropped (Claude's document
+/// lists `jwt-bearer`); scopes are narrowed to those offered.
+pub fn parse_client_metadata(
+    body: &Value,
+    source: MetadataSource,
+    offered_scopes: &ScopeSet,
+    allowlist: &RedirectAllowlist,
+) -> Result<ClientMetadata, OAuthError> {
+    let obj = body
+        .as_object()
+        .ok_or_else(|| OAuthError::invalid_client_metadata("the body must be a JSON object"))?;
+
+    let application_type = match opt_string(obj, "application_type")? {
+        None => ApplicationType::Web,
+        Some("web") => ApplicationType::Web,
+        Some("native") => ApplicationType::Native,
+        Some(_) => {
+            return Err(OAuthError::invalid_client_metadata(
+                "application_type must be \"web\" or \"native\"",
+            ));
+        }
+    };
+
+    let redirect_uris = match obj.get("redirect_uris") {
+        None | Some(Value::Null) => {
+            return Err(OAuthError::invalid_redirect_uri(
+                "redirect_uris is required for the authorization code flow",
+            ));
+        }
+        Some(v) => string_array(v, "redirect_uris", OAuthError::invalid_redirect_uri)?,
+    };
+    if redirect_uris.is_empty() {
+        return Err(OAuthError::invalid_redirect_uri(
+            "redirect_uris must list at least one URI",
+        ));
+    }
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(OAuthError::invalid_redirect_uri(format!(
+            "at most {MAX_REDIRECT_URIS} redirect URIs may be registered"
+        )));
+    }
+    for uri in &redirect_uris {
+        validate_redirect_uri(uri, application_type)?;
+        if !allowlist.allows(uri) {
+            return Err(OAuthError::invalid_redirect_uri(format!(
+                "redirect URI {uri:?} is not allowed by this server's policy"
+            )));
+        }
+    }
+
+    if source == MetadataSource::Document {
+        for forbidden in ["client_secret", "client_secret_expires_at"] {
+            if obj.contains_key(forbidden) {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "a client metadata document must not contain {forbidden}"
+                )));
+            }
+        }
+    }
+    let token_endpoint_auth_method = match opt_string(obj, "token_endpoint_auth_method")? {
+        // RFC 7591 §2: the default is client_secret_basic. A document cannot hold a shared
+        // secret, so there the only sensible reading of an omitted method is a public client.
+        None if source == MetadataSource::Document => TokenAuthMethod::None,
+        None => TokenAuthMethod::ClientSecretBasic,
+        Some(raw) => match (TokenAuthMethod::parse(raw), source) {
+            (Some(TokenAuthMethod::None), _) => TokenAuthMethod::None,
+            (Some(m), MetadataSource::Registration) => m,
+            (Some(_), MetadataSource::Document) => {
+                return Err(OAuthError::invalid_client_metadata(
+                    "a client metadata document cannot use a shared-secret authentication method; use \"none\"",
+                ));
+            }
+            (None, _) => {
+                return Err(OAuthError::invalid_client_metadata(format!(
+                    "token_endpoint_auth_method {raw:?} is not supported; use none, client_secret_post or client_secret_basic"
+                )));
+            }
+        },
+    };
+
+    let grant_types = match obj.get("grant_types") {
+        None | Some(Value::Null) => vec![GRANT_AUTHORIZATION_CODE.to_owned()],
+        Some(v) => {
+            let listed = string_array(v, "grant_types", OAuthError::invalid_client_metadata)?;
+            let kept: Vec<String> = SUPPORTED_GRANTS
+                .iter()
+                .filter(|g| listed.iter().any(|l| l == *g))
+                .map(|g| (*g).to_owned())
+                .collect();
+            if !kept.iter().any(|g| g == GRANT_AUTHORIZATION_CODE) {
+                return Err(OAuthError::invalid_client_metadata(
+                    "grant_types must include authorization_code",
+                ));
+            }
+            kept
+        }
+    };
+
+    let response_types = match obj.get("response_types") {
+        None | Some(Value::Null) => vec!["code".to_owned()],
+        Some(v) => {
+            let listed = string_array(v, "response_types", OAuthError::invalid_client_metadata)?;
+            if listed != ["code"] {
+                return Err(OAuthError::invalid_client_metadata(
+                    "response_types must be [\"code\"]",
+                ));
+            }
+            listed
+        }
+    };
+
+    let scope = opt_string(obj, "scope")?
+        .map(|raw| ScopeSet::parse(raw).narrow_to(offered_scopes).to_string());
+
+    let contacts = match obj.get("contacts") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(string_array(v, "contacts", OAuthError::invalid_client_metadata)?),
+    };
+
+    let client_name = opt_string(obj, "client_name")?.map(str::to_owned);
+    if client_name
+        .as_deref()
+        .is_some_and(|n| n.chars().count() > MAX_NAME_LEN)
+    {
+        return Err(OAuthError::invalid_client_metadata(format!(
+            "client_name is longer than {MAX_NAME_LEN} characters"
+        )));
+    }
+
+    Ok(ClientMetadata {
+        redirect_uris,
+        token_endpoint_auth_method,
+        grant_types,
+        response_types,
+        application_type,
+        client_name,
+        client_uri: opt_web_uri(obj, "client_uri")?,
+        logo_uri: opt_web_uri(obj, "logo_uri")?,
+        tos_uri: opt_web_uri(obj, "tos_uri")?,
+        policy_uri: opt_web_uri(obj, "policy_uri")?,
+        contacts,
+        scope,
+        software_id: opt_string(obj, "software_id")?.map(str::to_owned),
+        software_version: opt_string(obj, "software_version")?.map(str::to_owned),
+    })
+}
+
+fn opt_string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, OAuthError> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_STRING_LEN => Ok(Some(s.as_str())),
+        Some(Value::String(_)) => Err(OAuthError::invalid_client_metadata(format!(
+            "{key} is longer than {MAX_STRING_LEN} characters"
+        ))),
+        Some(_) => Err(OAuthError::invalid_client_metadata(format!(
+            "{key} must be a string"
+        ))),
+    }
+}
+
+fn string_array(
+    v: &Value,
+    key: &str,
+    err: fn(String) -> OAuthError,
+) -> Result<Vec<String>, OAuthError> {
+    let arr = v
+        .as_array()
+        .ok_or_else(|| err(format!("{key} must be an array of strings")))?;
+    if arr.len() > 50 {
+        return Err(err(format!("{key} has too many entries")));
+    }
+    arr.iter()
+        .map(|item| match item {
+            Value::String(s) if s.len() <= MAX_STRING_LEN => Ok(s.clone()),
+            _ => Err(err(format!("{key} must be an array of strings"))),
+        })
+        .collect()
+}
+
+/// URIs that a consent page may show as a link must be web URLs, never `javascript:`.
+fn opt_web_uri(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, OAuthError> {
+    let Some(raw) = opt_string(obj, key)? else {
+        return Ok(None);
+    };
+    match Url::parse(raw) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() => {
+            Ok(Some(raw.to_owned()))
+        }
+        _ => Err(OAuthError::invalid_client_metadata(format!(
+            "{key} must be an http or https URL"
+        ))),
+    }
+}
+
+/// Is this `client_id` a Client ID Metadata Document URL rather than a registered id? Generated
+/// ids never start with `https://`, so the prefix alone decides.
+pub fn is_metadata_document_id(client_id: &str) -> bool {
+    client_id.starts_with("https://")
+}
+
+/// Checks the shape of a CIMD `client_id` URL before anything is fetched: https, a host, a
+/// non-root path, no fragment, no userinfo, no dot segments.
+pub fn validate_metadata_document_url(client_id: &str) -> Result<Url, OAuthError> {
+    let bad = |why: &str| {
+        OAuthError::new(
+            super::ErrorCode::InvalidClient,
+            format!("client_id URL {why}"),
+        )
+    };
+    if client_id.len() > MAX_STRING_LEN {
+        return Err(bad("is too long"));
+    }
+    if client_id.contains('#') {
+        return Err(bad("must not have a fragment"));
+    }
+    if has_dot_segments(client_id) {
+        return Err(bad("must not contain dot segments"));
+    }
+    let url = Url::parse(client_id).map_err(|_| bad("is not a valid URL"))?;
+    if url.scheme() != "https" {
+        return Err(bad("must use https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain user information"));
+    }
+    if url.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        return Err(bad("must have a path"));
+    }
+    Ok(url)
+}
+
+/// Validates a fetched metadata document for `client_id`: its `client_id` must equal the URL byte
+/// for byte, then the common metadata rules apply with the document restrictions.
+pub fn parse_metadata_document(
+    client_id: &str,
+    doc: &Value,
+    offered_scopes: &ScopeSet,
+    allowlist: &RedirectAllowlist,
+) -> Result<ClientMetadata, OAuthError> {
+    let doc_id = doc.get("client_id").and_then(Value::as_str);
+    if doc_id != Some(client_id) {
+        return Err(OAuthError::new(
+            super::ErrorCode::InvalidClient,
+            "the metadata document's client_id does not equal its URL",
+        ));
+    }
+    parse_client_metadata(doc, MetadataSource::Document, offered_scopes, allowlist).map_err(|e| {
+        OAuthError::new(
+            super::ErrorCode::InvalidClient,
+            format!("invalid client metadata document: {}", e.description),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::oauth::ErrorCode;
+
+    fn offered() -> ScopeSet {
+        ScopeSet::parse("mcp")
+    }
+
+    fn reg(body: Value) -> Result<ClientMetadata, OAuthError> {
+        parse_client_metadata(
+            &body,
+            MetadataSource::Registration,
+            &offered(),
+            &RedirectAllowlist::default(),
+        )
+    }
+
+    #[test]
+    fn claude_dcr_body() {
+        let m = reg(json!({"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"})).unwrap();
+        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::ClientSecretPost);
+        assert_eq!(m.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(m.scope, None);
+    }
+
+    #[test]
+    fn defaults_follow_rfc7591() {
+        let m = reg(json!({"redirect_uris":["https://a.example/cb"]})).unwrap();
+        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::ClientSecretBasic);
+        assert_eq!(m.grant_types, ["authorization_code"]);
+        assert_eq!(m.response_types, ["code"]);
+        assert_eq!(m.application_type, ApplicationType::Web);
+    }
+
+    #[test]
+    fn scopes_are_narrowed_and_empty_scope_accepted() {
+        let m = reg(json!({"redirect_uris":["https://a.example/cb"],"scope":"claudeai mcp"})).unwrap();
+        assert_eq!(m.scope.as_deref(), Some("mcp"));
+        let m = reg(json!({"redirect_uris":["https://a.example/cb"],"scope":""})).unwrap();
+        assert_eq!(m.scope.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn rejections() {
+        let cases = [
+            (json!([]), ErrorCode::InvalidClientMetadata),
+            (json!({}), ErrorCode::InvalidRedirectUri),
+            (json!({"redirect_uris":[]}), ErrorCode::InvalidRedirectUri),
+            (json!({"redirect_uris":"https://a.example/cb"}), ErrorCode::InvalidRedirectUri),
+            (json!({"redirect_uris":["http://a.example/cb"]}), ErrorCode::InvalidRedirectUri),
+            (json!({"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}), ErrorCode::InvalidClientMetadata),
+            (json!({"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}), ErrorCode::InvalidClientMetadata),
+            (json!({"redirect_uris":["https://a.example/cb"],"response_types":["token"]}), ErrorCode::InvalidClientMetadata),
+            (json!({"redirect_uris":["https://a.example/cb"],"client_name":7}), ErrorCode::InvalidClientMetadata),
+            (json!({"redirect_uris":["https://a.example/cb"],"client_uri":"javascript:alert(1)"}), ErrorCode::InvalidClientMetadata),
+            (json!({"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}), ErrorCode::InvalidClientMetadata),
+            (json!({"redirect_uris":["https://a.example/cb"],"client_name":"x".repeat(201)}), ErrorCode::InvalidClientMetadata),
+        ];
+        for (body, code) in cases {
+            assert_eq!(reg(body.clone()).unwrap_err().code, code, "{body}");
+        }
+    }
+
+    #[test]
+    fn allowlist_applies() {
+        let list = RedirectAllowlist::new(vec!["https://claude.ai/*".into()]);
+        let ok = parse_client_metadata(&json!({"redirect_uris":["https://claude.ai/api/mcp/auth_callback"]}), MetadataSource::Registration, &offered(), &list);
+        assert!(ok.is_ok());
+        let err = parse_client_metadata(&json!({"redirect_uris":["https://evil.example/cb"]}), MetadataSource::Registration, &offered(), &list).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidRedirectUri);
+    }
+
+    #[test]
+    fn claude_metadata_document() {
+        let id = "https://claude.ai/oauth/mcp-oauth-client-metadata";
+        let doc = json!({"client_id":id,"client_name":"Claude","client_uri":"https://claude.ai","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:jwt-bearer"],"response_types":["code"],"token_endpoint_auth_method":"none"});
+        let m = parse_metadata_document(id, &doc, &offered(), &RedirectAllowlist::default()).unwrap();
+        assert_eq!(m.grant_types, ["authorization_code", "refresh_token"]);
+        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::None);
+    }
+
+    #[test]
+    fn document_rules() {
+        let id = "https://app.example/client.json";
+        let base = json!({"client_id":id,"redirect_uris":["http://localhost/callback"]});
+        let list = RedirectAllowlist::default();
+        assert!(parse_metadata_document(id, &base, &offered(), &list).is_ok());
+        assert!(parse_metadata_document("https://app.example/client.json/", &base, &offered(), &list).is_err());
+        let mut with_secret = base.clone();
+        with_secret["client_secret"] = json!("x");
+        assert!(parse_metadata_document(id, &with_secret, &offered(), &list).is_err());
+        let mut post = base.clone();
+        post["token_endpoint_auth_method"] = json!("client_secret_post");
+        assert!(parse_metadata_document(id, &post, &offered(), &list).is_err());
+    }
+
+    #[test]
+    fn document_url_shape() {
+        assert!(validate_metadata_document_url("https://claude.ai/oauth/mcp-oauth-client-metadata").is_ok());
+        for bad in [
+            "http://claude.ai/oauth/x",
+            "https://claude.ai",
+            "https://claude.ai/",
+            "https://claude.ai/x#frag",
+            "https://user@claude.ai/x",
+            "https://claude.ai/a/../b",
+            "https://claude.ai/a/./b",
+        ] {
+            assert!(validate_metadata_document_url(bad).is_err(), "{bad}");
+        }
+        assert!(is_metadata_document_id("https://x.example/a"));
+        assert!(!is_metadata_document_id("agc_abc"));
+    }
+}

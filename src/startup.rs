@@ -1,0 +1,112 @@
+//! Building and running the server: state, router, listener, background jobs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::cimd::{CimdResolver, FetchOptions};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::http::{self, discovery};
+use crate::random::Random;
+use crate::ratelimit::RateLimiter;
+use crate::state::{App, AppState};
+use crate::store::DynStore;
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds the application on an already bound listener (tests bind port 0 first, so the public
+    /// URL can name the real port).
+    pub async fn build(
+        settings: Settings,
+        listener: TcpListener,
+        store: DynStore,
+        clock: Arc<dyn Clock>,
+        random: Arc<dyn Random>,
+    ) -> Result<Self, anyhow::Error> {
+        let extra_ca_pem = match &settings.cimd_test_ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("AUTHGATE_CIMD_TEST_CA_FILE: cannot read {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        let cimd = CimdResolver::new(
+            settings.scopes.clone(),
+            settings.allowed_redirects.clone(),
+            FetchOptions {
+                test_hosts: settings.cimd_test_hosts.clone(),
+                extra_ca_pem,
+            },
+        )?;
+        let app = App {
+            as_metadata: discovery::serialize(&discovery::authorization_server_metadata(&settings)),
+            resource_metadata: discovery::serialize(&discovery::protected_resource_metadata(
+                &settings,
+            )),
+            register_limiter: RateLimiter::new(settings.register_rate_limit),
+            cimd,
+            settings,
+            store,
+            clock,
+            random,
+        };
+        Ok(Self {
+            listener,
+            state: AppState(Arc::new(app)),
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
+    /// Serves until `shutdown` resolves, with the background jobs running alongside.
+    pub async fn run_until<F>(self, shutdown: F) -> std::io::Result<()>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let jobs = tokio::spawn(background_jobs(self.state.clone()));
+        let router = http::router(self.state);
+        let result = axum::serve(
+            self.listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        jobs.abort();
+        result
+    }
+}
+
+/// Periodic clean-up. Every instance runs it; the deletes are idempotent, so several instances
+/// on one database do not conflict.
+async fn background_jobs(state: AppState) {
+    let period = Duration::from_secs(u64::try_from(state.settings.dcr_idle_ttl / 4).unwrap_or(600).clamp(1, 600));
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tick.tick().await;
+        if let Err(e) = remove_idle_clients(&state).await {
+            tracing::warn!(error = %e, "idle client clean-up failed");
+        }
+    }
+}
+
+/// Deletes registrations that never completed a token exchange within the idle time.
+pub async fn remove_idle_clients(state: &AppState) -> Result<u64, crate::store::StoreError> {
+    let cutoff = state.clock.now() - state.settings.dcr_idle_ttl;
+    let removed = state.store.delete_idle_clients(cutoff).await?;
+    if removed > 0 {
+        tracing::info!(removed, "removed idle registered clients");
+    }
+    Ok(removed)
+}

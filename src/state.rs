@@ -1,0 +1,36 @@
+//! What every handler can reach, built once at start-up.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::cimd::CimdResolver;
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::random::Random;
+use crate::ratelimit::RateLimiter;
+use crate::store::DynStore;
+
+pub struct App {
+    pub settings: Settings,
+    pub store: DynStore,
+    pub clock: Arc<dyn Clock>,
+    pub random: Arc<dyn Random>,
+    pub cimd: CimdResolver,
+    pub register_limiter: RateLimiter,
+    /// Discovery documents never change while running: serialized once.
+    pub as_metadata: Bytes,
+    pub resource_metadata: Bytes,
+}
+
+#[derive(Clone)]
+pub struct AppState(pub Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
