@@ -64,6 +64,7 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
     async fn delete_client(&self, id: &str) -> Result<bool, StoreError>;
+    async fn count_clients(&self) -> Result<i64, StoreError>;
     async fn touch_client(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
     /// Removes clients registered before `registered_before` that never completed a token
     /// exchange. Returns how many were removed.

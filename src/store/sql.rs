@@ -41,6 +41,7 @@ pub(super) fn metadata_json(client: &ClientRecord) -> Result<String, StoreError>
 pub(super) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_hash, secret_expires_at, metadata, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_CLIENT: &str = "SELECT id, secret_hash, secret_expires_at, metadata, created_at, last_used_at FROM clients WHERE id = $1";
 pub(super) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
+pub(super) const COUNT_CLIENTS: &str = "SELECT COUNT(*) FROM clients";
 pub(super) const TOUCH_CLIENT: &str = "UPDATE clients SET last_used_at = $2 WHERE id = $1";
 pub(super) const DELETE_IDLE_CLIENTS: &str =
     "DELETE FROM clients WHERE last_used_at IS NULL AND created_at < $1";
@@ -92,6 +93,13 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn count_clients(&self) -> Result<i64, $crate::store::StoreError> {
+                let (n,): (i64,) = sqlx::query_as($crate::store::sql::COUNT_CLIENTS)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(n)
             }
 
             async fn touch_client(

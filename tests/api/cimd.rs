@@ -1,0 +1,257 @@
+//! Client ID Metadata Documents fetched from a real TLS test host on loopback, reached only
+//! through the documented test setting (`AUTHGATE_CIMD_TEST_HOSTS` + `AUTHGATE_CIMD_TEST_CA_FILE`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use authgate::cimd::{CimdResolver, FetchOptions};
+use authgate::oauth::ErrorCode;
+use authgate::oauth::client::TokenAuthMethod;
+use authgate::oauth::redirect::RedirectAllowlist;
+use authgate::oauth::scope::ScopeSet;
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use serde_json::json;
+
+pub const CLAUDE_CIMD: &str = "https://claude.ai/oauth/mcp-oauth-client-metadata";
+pub const CLAUDE_CODE_CIMD: &str = "https://claude.ai/oauth/claude-code-client-metadata";
+
+pub struct DocHost {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+    pub hits: Arc<AtomicUsize>,
+}
+
+fn json_doc(body: serde_json::Value, cache: Option<&'static str>) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    if let Some(c) = cache {
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(c));
+    }
+    resp
+}
+
+/// An https server for `claude.ai` and `docs.example`, with its own CA, serving the real
+/// documents and a set of broken ones.
+pub async fn spawn_doc_host() -> DocHost {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "authgate test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec![
+        "claude.ai".to_owned(),
+        "docs.example".to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])
+    .unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = hits.clone();
+    let counted2 = hits.clone();
+    let app = Router::new()
+        .route(
+            "/oauth/mcp-oauth-client-metadata",
+            get(|| async {
+                json_doc(json!({"client_id":CLAUDE_CIMD,"client_name":"Claude","client_uri":"https://claude.ai","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:jwt-bearer"],"response_types":["code"],"token_endpoint_auth_method":"none"}), Some("public, max-age=3600"))
+            }),
+        )
+        .route(
+            "/oauth/claude-code-client-metadata",
+            get(|| async {
+                json_doc(json!({"client_id":CLAUDE_CODE_CIMD,"client_name":"Claude Code","client_uri":"https://claude.ai","redirect_uris":["http://localhost/callback","http://127.0.0.1/callback"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}), None)
+            }),
+        )
+        .route(
+            "/cached",
+            get(move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                json_doc(json!({"client_id":"https://docs.example/cached","redirect_uris":["https://docs.example/cb"]}), Some("max-age=600"))
+            }),
+        )
+        .route(
+            "/uncached",
+            get(move || async move {
+                counted2.fetch_add(1, Ordering::SeqCst);
+                json_doc(json!({"client_id":"https://docs.example/uncached","redirect_uris":["https://docs.example/cb"]}), Some("no-store"))
+            }),
+        )
+        .route(
+            "/self",
+            get(|headers: axum::http::HeaderMap| async move {
+                // Whatever name it was reached by, this document is valid for that URL, so only
+                // the address guard can stop it.
+                let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned();
+                json_doc(json!({"client_id":format!("https://{host}/self"),"redirect_uris":["https://docs.example/cb"]}), None)
+            }),
+        )
+        .route("/forged", get(|| async { json_doc(json!({"client_id":"https://docs.example/other","redirect_uris":["https://docs.example/cb"]}), None) }))
+        .route("/trailing", get(|| async { json_doc(json!({"client_id":"https://docs.example/trailing/","redirect_uris":["https://docs.example/cb"]}), None) }))
+        .route("/big", get(|| async { json_doc(json!({"client_id":"https://docs.example/big","redirect_uris":["https://docs.example/cb"],"client_name":"x".repeat(6000)}), None) }))
+        .route("/big-chunked", get(|| async {
+            let body = format!(r#"{{"client_id":"https://docs.example/big-chunked","redirect_uris":["https://docs.example/cb"],"pad":"{}"}}"#, "x".repeat(6000));
+            let stream = futures::stream::iter(body.into_bytes().chunks(1000).map(|c| Ok::<_, std::io::Error>(bytes::Bytes::copy_from_slice(c))).collect::<Vec<_>>());
+            axum::body::Body::from_stream(stream).into_response()
+        }))
+        .route("/redirect", get(|| async { (StatusCode::FOUND, [(header::LOCATION, CLAUDE_CIMD)]).into_response() }))
+        .route("/missing", get(|| async { StatusCode::NOT_FOUND.into_response() }))
+        .route("/html", get(|| async { axum::response::Html("<html>hello</html>").into_response() }))
+        .route("/secret", get(|| async { json_doc(json!({"client_id":"https://docs.example/secret","redirect_uris":["https://docs.example/cb"],"client_secret":"abc"}), None) }))
+        .route("/post", get(|| async { json_doc(json!({"client_id":"https://docs.example/post","redirect_uris":["https://docs.example/cb"],"token_endpoint_auth_method":"client_secret_post"}), None) }))
+        .route("/badredirect", get(|| async { json_doc(json!({"client_id":"https://docs.example/badredirect","redirect_uris":["http://evil.example/cb"]}), None) }));
+
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cert_der = leaf.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                        .await;
+                }
+            });
+        }
+    });
+    DocHost {
+        addr,
+        ca_pem: ca_cert.pem(),
+        hits,
+    }
+}
+
+fn resolver(host: &DocHost) -> CimdResolver {
+    CimdResolver::new(
+        ScopeSet::parse("mcp"),
+        RedirectAllowlist::default(),
+        FetchOptions {
+            test_hosts: vec![
+                ("claude.ai".into(), host.addr),
+                ("docs.example".into(), host.addr),
+            ],
+            extra_ca_pem: Some(host.ca_pem.clone().into_bytes()),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn claude_document_resolves() {
+    let host = spawn_doc_host().await;
+    let m = resolver(&host).resolve(CLAUDE_CIMD, 0).await.unwrap();
+    assert_eq!(m.client_name.as_deref(), Some("Claude"));
+    assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::None);
+    assert_eq!(m.grant_types, ["authorization_code", "refresh_token"], "jwt-bearer ignored");
+    assert_eq!(m.redirect_uris, ["https://claude.ai/api/mcp/auth_callback"]);
+}
+
+#[tokio::test]
+async fn claude_code_document_resolves() {
+    let host = spawn_doc_host().await;
+    let m = resolver(&host).resolve(CLAUDE_CODE_CIMD, 0).await.unwrap();
+    assert_eq!(m.redirect_uris, ["http://localhost/callback", "http://127.0.0.1/callback"]);
+    assert!(authgate::oauth::redirect::find_matching(&m.redirect_uris, "http://localhost:49152/callback").is_some());
+}
+
+#[tokio::test]
+async fn bad_documents_are_refused() {
+    let host = spawn_doc_host().await;
+    let r = resolver(&host);
+    for path in [
+        "forged", "trailing", "big", "big-chunked", "redirect", "missing", "html", "secret", "post",
+        "badredirect",
+    ] {
+        let id = format!("https://docs.example/{path}");
+        let err = r.resolve(&id, 0).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClient, "{path}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn documents_are_cached_per_headers_and_failures_never() {
+    let host = spawn_doc_host().await;
+    let r = resolver(&host);
+    r.resolve("https://docs.example/cached", 0).await.unwrap();
+    r.resolve("https://docs.example/cached", 599).await.unwrap();
+    assert_eq!(host.hits.load(Ordering::SeqCst), 1, "served from the cache while fresh");
+    r.resolve("https://docs.example/cached", 601).await.unwrap();
+    assert_eq!(host.hits.load(Ordering::SeqCst), 2, "refetched once stale");
+    host.hits.store(0, Ordering::SeqCst);
+    r.resolve("https://docs.example/uncached", 0).await.unwrap();
+    r.resolve("https://docs.example/uncached", 0).await.unwrap();
+    assert_eq!(host.hits.load(Ordering::SeqCst), 2, "no-store is not cached");
+    assert!(r.resolve("https://docs.example/missing", 0).await.is_err());
+    assert!(r.resolve("https://docs.example/missing", 0).await.is_err());
+}
+
+#[tokio::test]
+async fn private_addresses_are_refused() {
+    let host = spawn_doc_host().await;
+    // The same server, reached without the test mapping: loopback by DNS or literal is refused.
+    let plain = CimdResolver::new(
+        ScopeSet::parse("mcp"),
+        RedirectAllowlist::default(),
+        FetchOptions {
+            test_hosts: vec![],
+            extra_ca_pem: Some(host.ca_pem.clone().into_bytes()),
+        },
+    )
+    .unwrap();
+    let port = host.addr.port();
+    for id in [
+        format!("https://localhost:{port}/self"),
+        format!("https://127.0.0.1:{port}/self"),
+        "https://169.254.169.254/latest/meta-data".to_owned(),
+        "https://10.0.0.1/client.json".to_owned(),
+    ] {
+        let err = plain.resolve(&id, 0).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClient, "{id}");
+    }
+}
+
+#[tokio::test]
+async fn the_test_mapping_reaches_the_self_document() {
+    // Proves the /self route works, so `private_addresses_are_refused` fails only by the guard.
+    let host = spawn_doc_host().await;
+    assert!(resolver(&host).resolve("https://docs.example/self", 0).await.is_ok());
+}
+
+#[tokio::test]
+async fn malformed_client_id_urls_are_refused_before_any_fetch() {
+    let host = spawn_doc_host().await;
+    let r = resolver(&host);
+    for id in [
+        "https://docs.example",
+        "https://docs.example/",
+        "https://docs.example/cached#x",
+        "https://user@docs.example/cached",
+        "https://docs.example/a/../cached",
+    ] {
+        assert!(r.resolve(id, 0).await.is_err(), "{id}");
+    }
+    assert_eq!(host.hits.load(Ordering::SeqCst), 0);
+}

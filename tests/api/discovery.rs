@@ -1,0 +1,167 @@
+use serde_json::Value;
+
+use crate::both_backends;
+use crate::helpers::{Backend, spawn_app, spawn_app_with};
+
+async fn as_metadata_is_complete(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let resp = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let m: Value = resp.json().await.unwrap();
+    assert_eq!(m["issuer"], app.base);
+    assert_eq!(m["registration_endpoint"], app.url("/register"));
+    assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        m["token_endpoint_auth_methods_supported"],
+        serde_json::json!(["none", "client_secret_post", "client_secret_basic"])
+    );
+    assert_eq!(m["client_id_metadata_document_supported"], true);
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(m["scopes_supported"], serde_json::json!(["mcp"]));
+    let grants = m["grant_types_supported"].as_array().unwrap();
+    assert!(grants.contains(&"authorization_code".into()));
+    assert!(!m.as_object().unwrap().values().any(Value::is_null));
+}
+
+async fn resource_metadata_at_both_locations(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for path in [
+        "/.well-known/oauth-protected-resource/mcp",
+        "/.well-known/oauth-protected-resource",
+    ] {
+        let resp = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let prm: Value = resp.json().await.unwrap();
+        assert_eq!(prm["resource"], app.url("/mcp"));
+        assert_eq!(prm["authorization_servers"], serde_json::json!([app.base]));
+        assert!(
+            !prm["scopes_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&"offline_access".into())
+        );
+    }
+}
+
+async fn issuer_is_the_configured_public_url_not_the_host_header(backend: Backend) {
+    let app = spawn_app_with(backend, |raw| {
+        raw.set("AUTHGATE_PUBLIC_URL", "https://mcp.example.com/");
+    })
+    .await;
+    let m: Value = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .header("Host", "evil.example")
+        .header("X-Forwarded-Host", "evil.example")
+        .header("X-Forwarded-Proto", "http")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m["issuer"], "https://mcp.example.com");
+    assert_eq!(m["registration_endpoint"], "https://mcp.example.com/register");
+    let prm: Value = app
+        .http
+        .get(app.url("/.well-known/oauth-protected-resource/mcp"))
+        .header("X-Forwarded-Host", "evil.example")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(prm["authorization_servers"][0], m["issuer"], "byte-identical issuer");
+    assert_eq!(prm["resource"], "https://mcp.example.com/mcp");
+}
+
+async fn issuer_with_a_path_gets_path_inserted_documents(backend: Backend) {
+    let app = spawn_app_with(backend, |raw| {
+        raw.set("AUTHGATE_PUBLIC_URL", "https://example.com/gate");
+    })
+    .await;
+    for path in [
+        "/.well-known/oauth-authorization-server/gate",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let resp = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let m: Value = resp.json().await.unwrap();
+        assert_eq!(m["issuer"], "https://example.com/gate");
+    }
+    let resp = app
+        .http
+        .get(app.url("/.well-known/oauth-protected-resource/gate/mcp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let prm: Value = resp.json().await.unwrap();
+    assert_eq!(prm["resource"], "https://example.com/gate/mcp");
+}
+
+async fn openid_configuration_is_absent(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let resp = app
+        .http
+        .get(app.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+async fn cors_on_discovery_and_register(backend: Backend) {
+    let app = spawn_app(backend).await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/oauth-protected-resource/mcp",
+        "/register",
+    ] {
+        let pre = app
+            .http
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .header("Origin", "http://localhost:6274")
+            .header("Access-Control-Request-Method", "POST")
+            .header("Access-Control-Request-Headers", "content-type, mcp-protocol-version")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(pre.status(), 204, "{path}");
+        assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+        assert!(pre.headers().get("access-control-allow-credentials").is_none());
+        let allowed = pre.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+        assert!(allowed.contains("mcp-protocol-version") && allowed.contains("authorization"));
+    }
+    let resp = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server"))
+        .header("Origin", "http://localhost:6274")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        resp.headers()["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("WWW-Authenticate")
+    );
+}
+
+both_backends!(
+    as_metadata_is_complete,
+    resource_metadata_at_both_locations,
+    issuer_is_the_configured_public_url_not_the_host_header,
+    issuer_with_a_path_gets_path_inserted_documents,
+    openid_configuration_is_absent,
+    cors_on_discovery_and_register,
+);

@@ -1,0 +1,155 @@
+use std::str::FromStr;
+use std::sync::Arc;
+
+use authgate::clock::MockClock;
+use authgate::config::{RawConfig, Settings};
+use authgate::random::SystemRandom;
+use authgate::startup::Application;
+use authgate::state::AppState;
+use authgate::store::{DynStore, PgStore, SqliteStore};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
+/// Generates one `#[tokio::test]` per backend for each listed `async fn(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server the tests use. Unreachable is a failure, never a skip.
+pub fn pg_admin_url() -> String {
+    std::env::var("AUTHGATE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+pub const T0: i64 = 1_790_000_000;
+
+/// A fresh, migrated store: a new SQLite file, or a new PostgreSQL schema.
+pub async fn fresh_store(backend: Backend) -> DynStore {
+    open_store(backend, &format!("t{}", uuid::Uuid::new_v4().simple())).await
+}
+
+/// Opens (creating on first use) the store called `name`: opening it again is a restart.
+pub async fn open_store(backend: Backend, name: &str) -> DynStore {
+    match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("authgate-{name}.db"));
+            let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+                .unwrap()
+                .create_if_missing(true)
+                .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .busy_timeout(std::time::Duration::from_secs(10));
+            Arc::new(SqliteStore::connect_with(opts).await.unwrap())
+        }
+        Backend::Postgres => {
+            let admin = pg_admin_url();
+            let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
+                panic!("PostgreSQL is required for the tests and is unreachable at AUTHGATE_TEST_DATABASE_URL ({e}); start it (see .ci/run)")
+            });
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {name}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+            pool.close().await;
+            let opts = PgConnectOptions::from_str(&admin)
+                .unwrap()
+                .options([("search_path", name)]);
+            Arc::new(PgStore::connect_with(opts).await.unwrap())
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub clock: MockClock,
+    pub store: DynStore,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        use authgate::clock::Clock;
+        self.clock.now()
+    }
+
+    pub async fn register(&self, body: serde_json::Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Boots the real application on a random loopback port. `configure` may set any variable.
+pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut RawConfig)) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut raw = RawConfig::default();
+    raw.set("AUTHGATE_LISTEN", addr.to_string());
+    raw.set("AUTHGATE_PUBLIC_URL", format!("http://{addr}"));
+    configure(&mut raw);
+    let settings = Settings::from_raw(&raw).unwrap();
+    let store = fresh_store(backend).await;
+    let clock = MockClock::new(T0);
+    let app = Application::build(
+        settings,
+        listener,
+        store.clone(),
+        Arc::new(clock.clone()),
+        Arc::new(SystemRandom),
+    )
+    .await
+    .unwrap();
+    let state = app.state();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        state,
+        clock,
+        store,
+    }
+}
+
+pub const CLAUDE_DCR_BODY: &str = r#"{"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"}"#;
+
+pub const INSPECTOR_DCR_BODY: &str = r#"{"redirect_uris":["http://localhost:6274/oauth/callback","http://localhost:6274/oauth/callback/debug"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"MCP Inspector","client_uri":"https://github.com/modelcontextprotocol/inspector","scope":""}"#;
+
+pub const MCP_REMOTE_DCR_BODY: &str = r#"{"redirect_uris":["http://localhost:3334/oauth/callback"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"MCP CLI Client","client_uri":"https://github.com/modelcontextprotocol/mcp-cli","software_id":"2e6dc280-f3c3-4e01-99a7-8181dbd1d23d","software_version":"0.1.38","scope":"mcp"}"#;
