@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+use crate::oauth::identity::LoginPolicy;
 use crate::oauth::redirect::RedirectAllowlist;
+use crate::upstream::UpstreamConfig;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
 
@@ -32,6 +34,20 @@ const VARS: &[Var] = &[
     Var { env: "AUTHGATE_DCR_IDLE_TTL", secret: false },
     Var { env: "AUTHGATE_CIMD_TEST_HOSTS", secret: false },
     Var { env: "AUTHGATE_CIMD_TEST_CA_FILE", secret: false },
+    Var { env: "AUTHGATE_UPSTREAM_ISSUER", secret: false },
+    Var { env: "AUTHGATE_UPSTREAM_CLIENT_ID", secret: false },
+    Var { env: "AUTHGATE_UPSTREAM_CLIENT_SECRET", secret: true },
+    Var { env: "AUTHGATE_UPSTREAM_AUTH_METHOD", secret: false },
+    Var { env: "AUTHGATE_UPSTREAM_SCOPES", secret: false },
+    Var { env: "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", secret: false },
+    Var { env: "AUTHGATE_ALLOWED_EMAILS", secret: false },
+    Var { env: "AUTHGATE_ALLOWED_DOMAINS", secret: false },
+    Var { env: "AUTHGATE_ALLOW_ANY_USER", secret: false },
+    Var { env: "AUTHGATE_ACCESS_TOKEN_TTL", secret: false },
+    Var { env: "AUTHGATE_REFRESH_TOKEN_IDLE_TTL", secret: false },
+    Var { env: "AUTHGATE_REFRESH_TOKEN_TTL", secret: false },
+    Var { env: "AUTHGATE_REFRESH_GRACE", secret: false },
+    Var { env: "AUTHGATE_SESSION_TTL", secret: false },
 ];
 
 fn toml_key(env: &str) -> String {
@@ -146,6 +162,14 @@ pub struct Settings {
     pub dcr_idle_ttl: i64,
     pub cimd_test_hosts: Vec<(String, SocketAddr)>,
     pub cimd_test_ca_file: Option<PathBuf>,
+    /// `None`: the built-in development login (loopback public URL only).
+    pub upstream: Option<UpstreamConfig>,
+    pub login_policy: LoginPolicy,
+    pub access_token_ttl: i64,
+    pub refresh_idle_ttl: i64,
+    pub refresh_ttl: i64,
+    pub refresh_grace: i64,
+    pub session_ttl: i64,
 }
 
 impl fmt::Debug for Settings {
@@ -160,7 +184,10 @@ impl fmt::Debug for Settings {
             .field("register_rate_limit", &self.register_rate_limit)
             .field("dcr_idle_ttl", &self.dcr_idle_ttl)
             .field("cimd_test_hosts", &self.cimd_test_hosts)
-            .finish()
+            .field("upstream", &self.upstream)
+            .field("login_policy", &self.login_policy)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -242,7 +269,35 @@ impl Settings {
             }
         }
 
+        let upstream = parse_upstream(raw, &issuer, is_loopback_host(&public_url))?;
+        let flag = |var: &str| raw.get(var).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        let login_policy = LoginPolicy {
+            emails: raw.get("AUTHGATE_ALLOWED_EMAILS").map(split_list).unwrap_or_default(),
+            domains: raw
+                .get("AUTHGATE_ALLOWED_DOMAINS")
+                .map(|d| split_list(d).into_iter().map(|x| x.trim_start_matches('@').to_owned()).collect())
+                .unwrap_or_default(),
+            anyone: false,
+        };
+        let anyone = flag("AUTHGATE_ALLOW_ANY_USER")
+            || (upstream.is_none() && login_policy.emails.is_empty() && login_policy.domains.is_empty());
+        if !anyone && login_policy.emails.is_empty() && login_policy.domains.is_empty() {
+            return Err(err(
+                "AUTHGATE_ALLOWED_EMAILS",
+                "name who may log in (or AUTHGATE_ALLOWED_DOMAINS), or set AUTHGATE_ALLOW_ANY_USER=true to admit everyone the upstream provider authenticates",
+            ));
+        }
+        let login_policy = LoginPolicy { anyone, ..login_policy };
+        let dur = |var: &str, default: &str| parse_duration(var, raw.get(var).unwrap_or(default));
+
         Ok(Self {
+            upstream,
+            login_policy,
+            access_token_ttl: dur("AUTHGATE_ACCESS_TOKEN_TTL", "1h")?,
+            refresh_idle_ttl: dur("AUTHGATE_REFRESH_TOKEN_IDLE_TTL", "30d")?,
+            refresh_ttl: dur("AUTHGATE_REFRESH_TOKEN_TTL", "90d")?,
+            refresh_grace: dur("AUTHGATE_REFRESH_GRACE", "30s")?,
+            session_ttl: dur("AUTHGATE_SESSION_TTL", "12h")?,
             issuer,
             public_url,
             dev_mode,
@@ -274,6 +329,71 @@ impl Settings {
     pub fn public_url_is_loopback(&self) -> bool {
         is_loopback_host(&self.public_url)
     }
+}
+
+fn parse_upstream(
+    raw: &RawConfig,
+    issuer: &str,
+    public_is_loopback: bool,
+) -> Result<Option<UpstreamConfig>, ConfigError> {
+    const ISSUER: &str = "AUTHGATE_UPSTREAM_ISSUER";
+    let Some(up_issuer) = raw.get(ISSUER).map(str::trim) else {
+        if !public_is_loopback {
+            return Err(err(
+                ISSUER,
+                "is required: the built-in development login only runs on a loopback public URL",
+            ));
+        }
+        return Ok(None);
+    };
+    let url = Url::parse(up_issuer).map_err(|_| err(ISSUER, "must be an absolute URL (copy it exactly from the provider's discovery document)"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback_host(&url) => {}
+        _ => return Err(err(ISSUER, "must use https (http is accepted only on loopback, for tests)")),
+    }
+    let client_id = raw
+        .get("AUTHGATE_UPSTREAM_CLIENT_ID")
+        .ok_or_else(|| err("AUTHGATE_UPSTREAM_CLIENT_ID", "is required with AUTHGATE_UPSTREAM_ISSUER"))?;
+    let client_secret = raw
+        .get("AUTHGATE_UPSTREAM_CLIENT_SECRET")
+        .ok_or_else(|| err("AUTHGATE_UPSTREAM_CLIENT_SECRET", "is required with AUTHGATE_UPSTREAM_ISSUER"))?;
+    let auth_method_basic = match raw.get("AUTHGATE_UPSTREAM_AUTH_METHOD").unwrap_or("client_secret_post") {
+        "client_secret_post" => false,
+        "client_secret_basic" => true,
+        _ => {
+            return Err(err(
+                "AUTHGATE_UPSTREAM_AUTH_METHOD",
+                "must be client_secret_post or client_secret_basic",
+            ));
+        }
+    };
+    let scopes = split_list(raw.get("AUTHGATE_UPSTREAM_SCOPES").unwrap_or("openid email profile"));
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(err("AUTHGATE_UPSTREAM_SCOPES", "must include openid"));
+    }
+    let mut authorize_params = Vec::new();
+    if let Some(p) = raw.get("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS") {
+        for pair in p.split(['&', ',']).map(str::trim).filter(|s| !s.is_empty()) {
+            let (k, v) = pair.split_once('=').ok_or_else(|| {
+                err("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", "must look like connection=google-oauth2&audience=https://api")
+            })?;
+            const RESERVED: &[&str] = &["client_id", "redirect_uri", "response_type", "state", "nonce", "code_challenge", "code_challenge_method", "scope", "resource"];
+            if RESERVED.contains(&k.trim()) {
+                return Err(err("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", format!("may not set {}", k.trim())));
+            }
+            authorize_params.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    Ok(Some(UpstreamConfig {
+        issuer: up_issuer.to_owned(),
+        client_id: client_id.to_owned(),
+        client_secret: SecretString::from(client_secret.to_owned()),
+        auth_method_basic,
+        scopes,
+        authorize_params,
+        callback_url: format!("{issuer}/oauth/callback"),
+    }))
 }
 
 /// Normalizes the public URL into the issuer string: scheme and host lower case (as `Url` does),
@@ -364,13 +484,26 @@ mod tests {
         assert_eq!(s.scopes.to_string(), "mcp");
     }
 
+    const UPSTREAM: [(&str, &str); 4] = [
+        ("AUTHGATE_UPSTREAM_ISSUER", "https://tenant.auth0.example/"),
+        ("AUTHGATE_UPSTREAM_CLIENT_ID", "cid"),
+        ("AUTHGATE_UPSTREAM_CLIENT_SECRET", "upstream-s3cret"),
+        ("AUTHGATE_ALLOW_ANY_USER", "true"),
+    ];
+
+    fn with_upstream(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v = UPSTREAM.to_vec();
+        v.extend_from_slice(extra);
+        v
+    }
+
     #[test]
     fn issuer_is_normalized_once() {
-        let s = settings(&[("AUTHGATE_PUBLIC_URL", "https://MCP.Example.com/")]).unwrap();
+        let s = settings(&with_upstream(&[("AUTHGATE_PUBLIC_URL", "https://MCP.Example.com/")])).unwrap();
         assert_eq!(s.issuer, "https://mcp.example.com");
         assert_eq!(s.url("/token"), "https://mcp.example.com/token");
         assert_eq!(s.issuer_path(), "");
-        let s = settings(&[("AUTHGATE_PUBLIC_URL", "https://example.com/auth/")]).unwrap();
+        let s = settings(&with_upstream(&[("AUTHGATE_PUBLIC_URL", "https://example.com/auth/")])).unwrap();
         assert_eq!(s.issuer, "https://example.com/auth");
         assert_eq!(s.issuer_path(), "/auth");
     }
@@ -387,6 +520,14 @@ mod tests {
             (vec![("AUTHGATE_DCR_IDLE_TTL", "soon")], "AUTHGATE_DCR_IDLE_TTL"),
             (vec![("AUTHGATE_SCOPES", "mcp offline_access")], "AUTHGATE_SCOPES"),
             (vec![("AUTHGATE_CIMD_TEST_HOSTS", "claude.ai=10.0.0.1:443")], "AUTHGATE_CIMD_TEST_HOSTS"),
+            (vec![("AUTHGATE_PUBLIC_URL", "https://mcp.example.com")], "AUTHGATE_UPSTREAM_ISSUER"),
+            (vec![("AUTHGATE_UPSTREAM_ISSUER", "http://idp.example.com/")], "AUTHGATE_UPSTREAM_ISSUER"),
+            (vec![("AUTHGATE_UPSTREAM_ISSUER", "https://idp.example.com/")], "AUTHGATE_UPSTREAM_CLIENT_ID"),
+            (with_upstream(&[("AUTHGATE_UPSTREAM_AUTH_METHOD", "private_key_jwt")]), "AUTHGATE_UPSTREAM_AUTH_METHOD"),
+            (with_upstream(&[("AUTHGATE_UPSTREAM_SCOPES", "email")]), "AUTHGATE_UPSTREAM_SCOPES"),
+            (with_upstream(&[("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", "redirect_uri=https://evil")]), "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS"),
+            (with_upstream(&[("AUTHGATE_ACCESS_TOKEN_TTL", "forever")]), "AUTHGATE_ACCESS_TOKEN_TTL"),
+            (UPSTREAM[..3].to_vec(), "AUTHGATE_ALLOWED_EMAILS"),
         ] {
             let e = settings(&pairs).unwrap_err();
             assert!(e.0.contains(var), "{e} should name {var}");
@@ -398,8 +539,9 @@ mod tests {
     fn database_url_is_never_printed() {
         let e = settings(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).unwrap_err();
         assert!(e.0.contains("DATABASE_URL") && !e.0.contains("hunter2"));
-        let s = settings(&[("DATABASE_URL", "postgres://u:hunter2@h/db")]).unwrap();
+        let s = settings(&with_upstream(&[("DATABASE_URL", "postgres://u:hunter2@h/db")])).unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert!(!format!("{s:?}").contains("upstream-s3cret"));
         let mut raw = RawConfig::default();
         raw.set("DATABASE_URL", "postgres://u:hunter2@h/db");
         assert!(!raw.describe().join(" ").contains("hunter2"));
@@ -416,6 +558,26 @@ mod tests {
         assert!(!s.allowed_redirects.allows("https://c/x"));
         let e = raw.overlay_toml("lisen = 1", "f.toml").unwrap_err();
         assert!(e.0.contains("lisen"));
+    }
+
+    #[test]
+    fn upstream_settings() {
+        let s = settings(&with_upstream(&[
+            ("AUTHGATE_PUBLIC_URL", "https://mcp.example.com"),
+            ("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", "connection=google-oauth2&audience=https://api.example"),
+        ]))
+        .unwrap();
+        let up = s.upstream.unwrap();
+        assert_eq!(up.callback_url, "https://mcp.example.com/oauth/callback");
+        assert_eq!(up.scopes, ["openid", "email", "profile"]);
+        assert_eq!(up.authorize_params[0], ("connection".to_owned(), "google-oauth2".to_owned()));
+        assert!(!up.auth_method_basic);
+        let dev = settings(&[]).unwrap();
+        assert!(dev.upstream.is_none());
+        assert!(dev.login_policy.anyone, "the development login admits anyone unless a list is set");
+        let listed = settings(&[("AUTHGATE_ALLOWED_DOMAINS", "@corp.example")]).unwrap();
+        assert!(!listed.login_policy.anyone);
+        assert_eq!(listed.login_policy.domains, ["corp.example"]);
     }
 
     #[test]

@@ -13,3 +13,5 @@ pub mod ratelimit;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod keys;
+pub mod upstream;

@@ -10,6 +10,8 @@ use crate::cimd::{CimdResolver, FetchOptions};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, discovery};
+use crate::keys::Keystore;
+use crate::upstream::OidcUpstream;
 use crate::random::Random;
 use crate::ratelimit::RateLimiter;
 use crate::state::{App, AppState};
@@ -44,7 +46,20 @@ impl Application {
                 extra_ca_pem,
             },
         )?;
+        let keys = Keystore::load_or_create(
+            store.clone(),
+            settings.access_token_ttl,
+            clock.now(),
+            random.as_ref(),
+        )
+        .await?;
+        let upstream = match &settings.upstream {
+            Some(cfg) => Some(OidcUpstream::new(cfg.clone())?),
+            None => None,
+        };
         let app = App {
+            keys,
+            upstream,
             as_metadata: discovery::serialize(&discovery::authorization_server_metadata(&settings)),
             resource_metadata: discovery::serialize(&discovery::protected_resource_metadata(
                 &settings,
@@ -97,6 +112,10 @@ async fn background_jobs(state: AppState) {
         tick.tick().await;
         if let Err(e) = remove_idle_clients(&state).await {
             tracing::warn!(error = %e, "idle client clean-up failed");
+        }
+        // Another instance may have rotated the keys.
+        if let Err(e) = state.keys.reload(state.clock.now()).await {
+            tracing::warn!(error = %e, "reloading signing keys failed");
         }
     }
 }

@@ -8,6 +8,8 @@ use bytes::Bytes;
 use crate::cimd::CimdResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::keys::Keystore;
+use crate::upstream::OidcUpstream;
 use crate::random::Random;
 use crate::ratelimit::RateLimiter;
 use crate::store::DynStore;
@@ -19,6 +21,9 @@ pub struct App {
     pub random: Arc<dyn Random>,
     pub cimd: CimdResolver,
     pub register_limiter: RateLimiter,
+    pub keys: Keystore,
+    /// `None`: the built-in development login.
+    pub upstream: Option<OidcUpstream>,
     /// Discovery documents never change while running: serialized once.
     pub as_metadata: Bytes,
     pub resource_metadata: Bytes,

@@ -10,18 +10,25 @@ use serde_json::json;
 use crate::config::Settings;
 use crate::state::AppState;
 
+pub const JWKS_PATH: &str = "/jwks.json";
+
 /// The path of the default MCP resource under the public URL.
 pub const MCP_PATH: &str = "/mcp";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     json!({
         "issuer": settings.issuer,
+        "authorization_endpoint": settings.url("/authorize"),
+        "token_endpoint": settings.url("/token"),
         "registration_endpoint": settings.url("/register"),
+        "revocation_endpoint": settings.url("/revoke"),
+        "jwks_uri": settings.url(JWKS_PATH),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
         "client_id_metadata_document_supported": true,
         "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
@@ -57,6 +64,12 @@ fn json_document(body: Bytes) -> Response {
 
 pub async fn as_metadata(State(state): State<AppState>) -> Response {
     json_document(state.as_metadata.clone())
+}
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut resp = json_document(state.keys.jwks());
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    resp
 }
 
 pub async fn resource_metadata(State(state): State<AppState>) -> Response {

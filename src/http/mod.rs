@@ -1,10 +1,18 @@
 //! The HTTP surface: one router per area, merged here. Handlers extract, parse, decide with
 //! `oauth`, persist with `store`, and respond.
 
+pub mod authorize;
+pub mod client_auth;
+pub mod clients;
+pub mod cookies;
 pub mod cors;
 pub mod discovery;
 pub mod error;
+pub mod login;
+pub mod pages;
 pub mod register;
+pub mod revoke;
+pub mod token;
 
 use axum::Router;
 use axum::middleware::from_fn;
@@ -13,7 +21,11 @@ use axum::routing::{get, post};
 use crate::state::AppState;
 
 pub fn router(state: AppState) -> Router {
-    let mut cors_routes = Router::new().route("/register", post(register::register));
+    let mut cors_routes = Router::new()
+        .route("/register", post(register::register))
+        .route("/token", post(token::token))
+        .route("/revoke", post(revoke::revoke))
+        .route(discovery::JWKS_PATH, get(discovery::jwks));
     for path in discovery::as_metadata_paths(&state.settings) {
         cors_routes = cors_routes.route(&path, get(discovery::as_metadata));
     }
@@ -22,5 +34,18 @@ pub fn router(state: AppState) -> Router {
     }
     let cors_routes = cors_routes.layer(from_fn(cors::cors));
 
-    Router::new().merge(cors_routes).with_state(state)
+    // Browser pages: no CORS, ever.
+    let mut pages = Router::new()
+        .route("/authorize", get(authorize::authorize))
+        .route(authorize::CONSENT_PATH, post(authorize::consent));
+    if state.upstream.is_some() {
+        pages = pages.route(login::CALLBACK_PATH, get(login::callback));
+    } else {
+        pages = pages.route(
+            login::DEV_LOGIN_PATH,
+            get(login::dev_login_page).post(login::dev_login),
+        );
+    }
+
+    Router::new().merge(cors_routes).merge(pages).with_state(state)
 }

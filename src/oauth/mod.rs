@@ -9,3 +9,7 @@ pub mod secrets;
 pub mod url_rules;
 
 pub use error::{ErrorCode, OAuthError};
+pub mod grant;
+pub mod pkce;
+pub mod resource;
+pub mod identity;

@@ -69,6 +69,169 @@ pub trait Store: Send + Sync + 'static {
     /// Removes clients registered before `registered_before` that never completed a token
     /// exchange. Returns how many were removed.
     async fn delete_idle_clients(&self, registered_before: Timestamp) -> Result<u64, StoreError>;
+
+    async fn insert_pending(&self, p: &PendingRecord) -> Result<(), StoreError>;
+    async fn get_pending(&self, id_hash: &str) -> Result<Option<PendingRecord>, StoreError>;
+    async fn get_pending_by_upstream_state(
+        &self,
+        state_hash: &str,
+    ) -> Result<Option<PendingRecord>, StoreError>;
+    /// Records the approval and the upstream leg's secrets. Allowed again while the upstream
+    /// login has not completed, so a double submit still leads somewhere.
+    async fn set_pending_upstream(
+        &self,
+        id_hash: &str,
+        state_hash: &str,
+        nonce: &str,
+        verifier: &str,
+    ) -> Result<bool, StoreError>;
+    /// Marks the request done; `false` when it already was (a second callback loses).
+    async fn finish_pending(&self, id_hash: &str) -> Result<bool, StoreError>;
+
+    async fn insert_session(&self, s: &SessionRecord) -> Result<(), StoreError>;
+    async fn get_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+
+    async fn upsert_consent(&self, c: &ConsentRecord) -> Result<(), StoreError>;
+    async fn get_consent(
+        &self,
+        subject: &str,
+        client_id: &str,
+    ) -> Result<Option<ConsentRecord>, StoreError>;
+    async fn delete_consent(&self, subject: &str, client_id: &str) -> Result<bool, StoreError>;
+
+    /// Stores a new grant family and its authorization code together.
+    async fn insert_grant(&self, family: &FamilyRecord, code: &CodeRecord) -> Result<(), StoreError>;
+    async fn get_family(&self, id: &str) -> Result<Option<FamilyRecord>, StoreError>;
+    async fn revoke_family(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
+    async fn touch_family(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
+
+    async fn get_code(&self, hash: &str) -> Result<Option<CodeRecord>, StoreError>;
+    /// Consumes a code; exactly one caller gets `true`, however many race.
+    async fn use_code(&self, hash: &str, now: Timestamp) -> Result<bool, StoreError>;
+
+    async fn insert_refresh(&self, r: &RefreshRecord) -> Result<(), StoreError>;
+    async fn get_refresh(&self, hash: &str) -> Result<Option<RefreshRecord>, StoreError>;
+    /// Rotates `hash` to `successor` atomically; exactly one caller gets `true`.
+    async fn rotate_refresh(
+        &self,
+        hash: &str,
+        now: Timestamp,
+        sealed_successor: &str,
+        successor: &RefreshRecord,
+    ) -> Result<bool, StoreError>;
+
+    async fn revoke_access_token(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError>;
+    async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
+
+    async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError>;
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Stops signing with every key but `keep`; they stay published until their tokens expire.
+    async fn retire_keys_except(&self, keep: &str, now: Timestamp) -> Result<u64, StoreError>;
+}
+
+/// An authorization request between `/authorize` and the redirect back to the client.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingRecord {
+    pub id_hash: String,
+    /// Hash of the browser-binding cookie of the browser that started the request.
+    pub browser_hash: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub code_challenge: String,
+    pub scope: String,
+    pub resource: String,
+    /// `consent`, `upstream` (approved, at the upstream login) or `done`.
+    pub status: String,
+    pub upstream_state_hash: Option<String>,
+    pub upstream_nonce: Option<String>,
+    pub upstream_verifier: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+pub const PENDING_CONSENT: &str = "consent";
+pub const PENDING_UPSTREAM: &str = "upstream";
+pub const PENDING_DONE: &str = "done";
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id_hash: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConsentRecord {
+    pub subject: String,
+    pub client_id: String,
+    pub scope: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+}
+
+/// Everything one authorization produced: its code, refresh tokens and access tokens share it,
+/// and revoking it revokes them all.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct FamilyRecord {
+    pub id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub email: Option<String>,
+    pub scope: String,
+    pub resource: String,
+    pub created_at: Timestamp,
+    /// Absolute end of the grant.
+    pub expires_at: Timestamp,
+    pub last_used_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CodeRecord {
+    pub hash: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub code_challenge: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    pub used_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RefreshRecord {
+    pub hash: String,
+    pub family_id: String,
+    pub created_at: Timestamp,
+    /// Idle expiry: each rotation gives the successor a new one.
+    pub expires_at: Timestamp,
+    pub rotated_at: Option<Timestamp>,
+    pub successor_sealed: Option<String>,
+}
+
+#[derive(Clone, sqlx::FromRow)]
+pub struct KeyRecord {
+    pub kid: String,
+    pub alg: String,
+    /// PKCS#8 DER, base64.
+    pub private_der: String,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for KeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyRecord")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
 }
 
 pub type DynStore = Arc<dyn Store>;

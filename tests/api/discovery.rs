@@ -16,6 +16,10 @@ async fn as_metadata_is_complete(backend: Backend) {
     let m: Value = resp.json().await.unwrap();
     assert_eq!(m["issuer"], app.base);
     assert_eq!(m["registration_endpoint"], app.url("/register"));
+    assert_eq!(m["authorization_endpoint"], app.url("/authorize"));
+    assert_eq!(m["token_endpoint"], app.url("/token"));
+    assert_eq!(m["revocation_endpoint"], app.url("/revoke"));
+    assert_eq!(m["jwks_uri"], app.url("/jwks.json"));
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
     assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
     assert_eq!(
@@ -53,6 +57,7 @@ async fn resource_metadata_at_both_locations(backend: Backend) {
 async fn issuer_is_the_configured_public_url_not_the_host_header(backend: Backend) {
     let app = spawn_app_with(backend, |raw| {
         raw.set("AUTHGATE_PUBLIC_URL", "https://mcp.example.com/");
+        crate::helpers::stub_upstream(raw);
     })
     .await;
     let m: Value = app
@@ -86,6 +91,7 @@ async fn issuer_is_the_configured_public_url_not_the_host_header(backend: Backen
 async fn issuer_with_a_path_gets_path_inserted_documents(backend: Backend) {
     let app = spawn_app_with(backend, |raw| {
         raw.set("AUTHGATE_PUBLIC_URL", "https://example.com/gate");
+        crate::helpers::stub_upstream(raw);
     })
     .await;
     for path in [
@@ -125,6 +131,9 @@ async fn cors_on_discovery_and_register(backend: Backend) {
         "/.well-known/oauth-authorization-server",
         "/.well-known/oauth-protected-resource/mcp",
         "/register",
+        "/token",
+        "/revoke",
+        "/jwks.json",
     ] {
         let pre = app
             .http
@@ -157,7 +166,42 @@ async fn cors_on_discovery_and_register(backend: Backend) {
     );
 }
 
+async fn no_cors_on_authorize(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let pre = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/authorize"))
+        .header("Origin", "http://localhost:6274")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(pre.headers().get("access-control-allow-origin").is_none());
+    let get = app
+        .http
+        .get(app.url("/authorize?client_id=x"))
+        .header("Origin", "http://localhost:6274")
+        .send()
+        .await
+        .unwrap();
+    assert!(get.headers().get("access-control-allow-origin").is_none());
+}
+
+async fn jwks_publishes_the_signing_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "EC");
+    assert_eq!(keys[0]["crv"], "P-256");
+    assert_eq!(keys[0]["alg"], "ES256");
+    assert!(keys[0]["kid"].is_string());
+    assert!(keys[0].get("d").is_none(), "no private part");
+}
+
 both_backends!(
+    no_cors_on_authorize,
+    jwks_publishes_the_signing_key,
     as_metadata_is_complete,
     resource_metadata_at_both_locations,
     issuer_is_the_configured_public_url_not_the_host_header,

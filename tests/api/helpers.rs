@@ -88,11 +88,31 @@ pub struct TestApp {
     pub state: AppState,
     pub clock: MockClock,
     pub store: DynStore,
+    backend: Backend,
+    store_name: String,
+    settings: Settings,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Stops the server and starts a new one on the same address, settings and database (reopened),
+    /// as a process restart would.
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.server.take() {
+            let _ = task.await;
+        }
+        let addr = self.settings.listen;
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let store = open_store(self.backend, &self.store_name).await;
+        start(self.backend, self.store_name.clone(), self.settings.clone(), listener, store, self.clock.clone()).await
     }
 
     pub fn clock_now(&self) -> i64 {
@@ -123,10 +143,22 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut RawCon
     raw.set("AUTHGATE_PUBLIC_URL", format!("http://{addr}"));
     configure(&mut raw);
     let settings = Settings::from_raw(&raw).unwrap();
-    let store = fresh_store(backend).await;
-    let clock = MockClock::new(T0);
+    let store_name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let store = open_store(backend, &store_name).await;
+    start(backend, store_name, settings, listener, store, MockClock::new(T0)).await
+}
+
+async fn start(
+    backend: Backend,
+    store_name: String,
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    store: DynStore,
+    clock: MockClock,
+) -> TestApp {
+    let base = format!("http://{}", settings.listen);
     let app = Application::build(
-        settings,
+        settings.clone(),
         listener,
         store.clone(),
         Arc::new(clock.clone()),
@@ -135,9 +167,12 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut RawCon
     .await
     .unwrap();
     let state = app.state();
-    tokio::spawn(app.run_until(std::future::pending()));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async move {
+        let _ = rx.await;
+    }));
     TestApp {
-        base: format!("http://{addr}"),
+        base,
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -145,6 +180,11 @@ pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut RawCon
         state,
         clock,
         store,
+        backend,
+        store_name,
+        settings,
+        shutdown: Some(tx),
+        server: Some(server),
     }
 }
 
@@ -153,3 +193,12 @@ pub const CLAUDE_DCR_BODY: &str = r#"{"redirect_uris":["https://claude.ai/api/mc
 pub const INSPECTOR_DCR_BODY: &str = r#"{"redirect_uris":["http://localhost:6274/oauth/callback","http://localhost:6274/oauth/callback/debug"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"MCP Inspector","client_uri":"https://github.com/modelcontextprotocol/inspector","scope":""}"#;
 
 pub const MCP_REMOTE_DCR_BODY: &str = r#"{"redirect_uris":["http://localhost:3334/oauth/callback"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"MCP CLI Client","client_uri":"https://github.com/modelcontextprotocol/mcp-cli","software_id":"2e6dc280-f3c3-4e01-99a7-8181dbd1d23d","software_version":"0.1.38","scope":"mcp"}"#;
+
+/// An upstream provider that is never contacted (discovery is lazy): for tests of a
+/// non-loopback public URL, which requires one.
+pub fn stub_upstream(raw: &mut RawConfig) {
+    raw.set("AUTHGATE_UPSTREAM_ISSUER", "https://login.example.invalid/");
+    raw.set("AUTHGATE_UPSTREAM_CLIENT_ID", "authgate");
+    raw.set("AUTHGATE_UPSTREAM_CLIENT_SECRET", "upstream-secret");
+    raw.set("AUTHGATE_ALLOW_ANY_USER", "true");
+}

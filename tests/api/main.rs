@@ -6,3 +6,7 @@ mod discovery;
 mod helpers;
 mod register;
 mod store;
+mod authorize;
+mod browser;
+mod flow;
+mod token;

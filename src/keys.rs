@@ -1,0 +1,238 @@
+//! Signing keys for access tokens (RFC 9068 JWTs, ES256). Keys live in the database so that
+//! restarts and several instances share them; rotation keeps retired keys published until the
+//! tokens they signed have expired.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use jsonwebtoken::jwk::{Jwk, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::random::Random;
+use crate::store::{DynStore, KeyRecord, StoreError};
+
+const ALG: &str = "ES256";
+const TOKEN_TYPE: &str = "at+jwt";
+
+/// The claims of an authgate access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub scope: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub jti: String,
+    /// The grant family, so that revoking a grant revokes its access tokens too.
+    pub sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("key generation failed")]
+    Generate,
+    #[error("stored key {0} is unusable")]
+    Corrupt(String),
+    #[error("no signing key is loaded")]
+    NoSigningKey,
+    #[error("signing failed: {0}")]
+    Sign(#[from] jsonwebtoken::errors::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a presented token was refused. Only the kind is kept: the details would help an attacker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRejection {
+    Malformed,
+    UnknownKey,
+    BadSignature,
+    WrongIssuer,
+    WrongAudience,
+    Expired,
+}
+
+struct Loaded {
+    signing: Option<(String, EncodingKey)>,
+    verifying: HashMap<String, DecodingKey>,
+    jwks: Bytes,
+}
+
+pub struct Keystore {
+    store: DynStore,
+    /// Retired keys stay published this long: the access-token lifetime.
+    overlap: i64,
+    loaded: RwLock<Loaded>,
+}
+
+fn generate_pkcs8() -> Result<Vec<u8>, KeyError> {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+        .map_err(|_| KeyError::Generate)?;
+    Ok(doc.as_ref().to_vec())
+}
+
+fn public_jwk(kid: &str, der: &[u8]) -> Result<Jwk, KeyError> {
+    let enc = EncodingKey::from_ec_der(der);
+    let mut jwk = Jwk::from_encoding_key(&enc, Algorithm::ES256)
+        .map_err(|_| KeyError::Corrupt(kid.to_owned()))?;
+    jwk.common.key_id = Some(kid.to_owned());
+    jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+    jwk.common.key_algorithm = Some(KeyAlgorithm::ES256);
+    Ok(jwk)
+}
+
+impl Keystore {
+    /// Loads the keys, creating the first one on first start.
+    pub async fn load_or_create(
+        store: DynStore,
+        overlap: i64,
+        now: Timestamp,
+        random: &dyn Random,
+    ) -> Result<Self, KeyError> {
+        let ks = Self {
+            store,
+            overlap,
+            loaded: RwLock::new(Loaded {
+                signing: None,
+                verifying: HashMap::new(),
+                jwks: Bytes::from_static(b"{\"keys\":[]}"),
+            }),
+        };
+        let keys = ks.store.list_keys().await?;
+        if !keys.iter().any(|k| k.retired_at.is_none()) {
+            ks.create_key(now, random).await?;
+        }
+        ks.reload(now).await?;
+        Ok(ks)
+    }
+
+    async fn create_key(&self, now: Timestamp, random: &dyn Random) -> Result<String, KeyError> {
+        let der = generate_pkcs8()?;
+        let kid = random.id();
+        self.store
+            .insert_key(&KeyRecord {
+                kid: kid.clone(),
+                alg: ALG.to_owned(),
+                private_der: STANDARD.encode(der),
+                created_at: now,
+                retired_at: None,
+            })
+            .await?;
+        Ok(kid)
+    }
+
+    /// Adds a new signing key and retires the others (they stay published for the overlap).
+    pub async fn rotate(&self, now: Timestamp, random: &dyn Random) -> Result<String, KeyError> {
+        let kid = self.create_key(now, random).await?;
+        self.store.retire_keys_except(&kid, now).await?;
+        self.reload(now).await?;
+        Ok(kid)
+    }
+
+    /// Re-reads the keys from the database (another instance may have rotated them).
+    pub async fn reload(&self, now: Timestamp) -> Result<(), KeyError> {
+        let keys = self.store.list_keys().await?;
+        let mut signing = None;
+        let mut verifying = HashMap::new();
+        let mut jwks = Vec::new();
+        for k in &keys {
+            let published = k.retired_at.is_none_or(|at| at + self.overlap > now);
+            if !published || k.alg != ALG {
+                continue;
+            }
+            let der = STANDARD
+                .decode(&k.private_der)
+                .map_err(|_| KeyError::Corrupt(k.kid.clone()))?;
+            let jwk = public_jwk(&k.kid, &der)?;
+            let dec = DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Corrupt(k.kid.clone()))?;
+            verifying.insert(k.kid.clone(), dec);
+            jwks.push(jwk);
+            if k.retired_at.is_none() {
+                // Newest active key signs (keys are listed oldest first).
+                signing = Some((k.kid.clone(), EncodingKey::from_ec_der(&der)));
+            }
+        }
+        let body = serde_json::to_vec(&JwkSet { keys: jwks })
+            .map_err(|_| KeyError::Corrupt("jwks".to_owned()))?;
+        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        *loaded = Loaded {
+            signing,
+            verifying,
+            jwks: Bytes::from(body),
+        };
+        Ok(())
+    }
+
+    pub fn jwks(&self) -> Bytes {
+        self.loaded.read().unwrap_or_else(|p| p.into_inner()).jwks.clone()
+    }
+
+    pub fn signing_kid(&self) -> Option<String> {
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        loaded.signing.as_ref().map(|(kid, _)| kid.clone())
+    }
+
+    pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let (kid, key) = loaded.signing.as_ref().ok_or(KeyError::NoSigningKey)?;
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.clone());
+        header.typ = Some(TOKEN_TYPE.to_owned());
+        Ok(jsonwebtoken::encode(&header, claims, key)?)
+    }
+
+    /// Verifies signature, type, issuer, audience and expiry (against `now`, not the system
+    /// clock). No network and no database access.
+    pub fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        now: Timestamp,
+    ) -> Result<AccessClaims, TokenRejection> {
+        let claims = self.verify_signature(token)?;
+        if claims.iss != issuer {
+            return Err(TokenRejection::WrongIssuer);
+        }
+        if claims.aud != audience {
+            return Err(TokenRejection::WrongAudience);
+        }
+        if now >= claims.exp {
+            return Err(TokenRejection::Expired);
+        }
+        Ok(claims)
+    }
+
+    /// Signature and type only: for revocation, where an expired token is still recognised.
+    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenRejection> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
+        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(TOKEN_TYPE) {
+            return Err(TokenRejection::Malformed);
+        }
+        let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
+        let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+        let key = loaded.verifying.get(&kid).ok_or(TokenRejection::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenRejection::BadSignature,
+                _ => TokenRejection::Malformed,
+            })
+    }
+}

@@ -1,0 +1,255 @@
+//! The upstream OpenID Connect provider (Auth0 or any OIDC provider), used only to log people in,
+//! through authgate's one static confidential client.
+
+use std::time::{Duration, Instant};
+
+use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
+use openidconnect::{
+    AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
+    PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::RwLock;
+
+use crate::oauth::identity::UpstreamIdentity;
+
+/// How long discovery (and the provider's keys) is reused before being fetched again.
+const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream provider's discovery failed: {0}")]
+    Discovery(String),
+    #[error("the upstream token request failed: {0}")]
+    Exchange(String),
+    #[error("the upstream ID token was rejected: {0}")]
+    IdToken(String),
+    #[error("upstream configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_method_basic: bool,
+    pub scopes: Vec<String>,
+    pub authorize_params: Vec<(String, String)>,
+    pub callback_url: String,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("auth_method_basic", &self.auth_method_basic)
+            .field("scopes", &self.scopes)
+            .field("authorize_params", &self.authorize_params)
+            .finish()
+    }
+}
+
+pub struct OidcUpstream {
+    config: UpstreamConfig,
+    http: OidcHttp,
+    discovered: RwLock<Option<(CoreProviderMetadata, Instant)>>,
+}
+
+impl OidcUpstream {
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| UpstreamError::Config(e.to_string()))?;
+        Ok(Self {
+            config,
+            http: OidcHttp(http),
+            discovered: RwLock::new(None),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    async fn metadata(&self, force: bool) -> Result<CoreProviderMetadata, UpstreamError> {
+        if !force {
+            if let Some((m, at)) = self.discovered.read().await.as_ref() {
+                if at.elapsed() < DISCOVERY_TTL {
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let issuer = IssuerUrl::new(self.config.issuer.clone())
+            .map_err(|e| UpstreamError::Config(e.to_string()))?;
+        let m = CoreProviderMetadata::discover_async(issuer, &self.http)
+            .await
+            .map_err(|e| UpstreamError::Discovery(error_chain(&e)))?;
+        *self.discovered.write().await = Some((m.clone(), Instant::now()));
+        Ok(m)
+    }
+
+    /// Checks that discovery works (for start-up logs and `doctor`).
+    pub async fn check(&self) -> Result<(), UpstreamError> {
+        self.metadata(false).await.map(|_| ())
+    }
+
+    fn client(
+        &self,
+        metadata: CoreProviderMetadata,
+    ) -> Result<
+        CoreClient<
+            openidconnect::EndpointSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointNotSet,
+            openidconnect::EndpointMaybeSet,
+            openidconnect::EndpointMaybeSet,
+        >,
+        UpstreamError,
+    > {
+        let redirect = RedirectUrl::new(self.config.callback_url.clone())
+            .map_err(|e| UpstreamError::Config(e.to_string()))?;
+        Ok(CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(self.config.client_id.clone()),
+            Some(ClientSecret::new(
+                self.config.client_secret.expose_secret().to_owned(),
+            )),
+        )
+        .set_redirect_uri(redirect)
+        .set_auth_type(if self.config.auth_method_basic {
+            AuthType::BasicAuth
+        } else {
+            AuthType::RequestBody
+        }))
+    }
+
+    /// The URL that sends the browser to the upstream login, with authgate's own state, nonce
+    /// and PKCE challenge. The MCP client's `resource` is never forwarded.
+    pub async fn authorize_url(
+        &self,
+        state: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<String, UpstreamError> {
+        let client = self.client(self.metadata(false).await?)?;
+        let challenge =
+            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(pkce_verifier.to_owned()));
+        let state = state.to_owned();
+        let nonce = nonce.to_owned();
+        let mut req = client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                move || CsrfToken::new(state),
+                move || Nonce::new(nonce),
+            )
+            .set_pkce_challenge(challenge);
+        for s in &self.config.scopes {
+            if s != "openid" {
+                req = req.add_scope(Scope::new(s.clone()));
+            }
+        }
+        for (k, v) in &self.config.authorize_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
+        let (url, _, _) = req.url();
+        Ok(url.to_string())
+    }
+
+    /// Redeems the upstream code and verifies the ID token (signature, issuer, audience, expiry,
+    /// nonce). Keys are re-discovered once if the token was signed by a key not yet seen.
+    pub async fn exchange(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<UpstreamIdentity, UpstreamError> {
+        let client = self.client(self.metadata(false).await?)?;
+        let response = client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| UpstreamError::Config(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pkce_verifier.to_owned()))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| UpstreamError::Exchange(error_chain(&e)))?;
+        use openidconnect::TokenResponse as _;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| UpstreamError::IdToken("the token response has no id_token".into()))?;
+        let nonce = Nonce::new(nonce.to_owned());
+        let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
+            Ok(c) => c.clone(),
+            Err(first) => {
+                let fresh = self.client(self.metadata(true).await?)?;
+                id_token
+                    .claims(&fresh.id_token_verifier(), &nonce)
+                    .map_err(|_| UpstreamError::IdToken(first.to_string()))?
+                    .clone()
+            }
+        };
+        Ok(UpstreamIdentity {
+            issuer: self.config.issuer.clone(),
+            subject: claims.subject().to_string(),
+            email: claims.email().map(|e| e.to_string()),
+            email_verified: claims.email_verified(),
+        })
+    }
+}
+
+/// openidconnect's HTTP client, on the crate's own reqwest (redirects off).
+struct OidcHttp(reqwest::Client);
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
+    type Error = HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>,
+    >;
+
+    fn call(&'c self, req: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(send(&self.0, req))
+    }
+}
+
+async fn send(
+    client: &reqwest::Client,
+    req: openidconnect::HttpRequest,
+) -> Result<openidconnect::HttpResponse, HttpError> {
+    let (parts, body) = req.into_parts();
+    let resp = client
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .body(body)
+        .send()
+        .await?;
+    let mut builder = http::Response::builder().status(resp.status());
+    for (k, v) in resp.headers() {
+        builder = builder.header(k, v);
+    }
+    Ok(builder.body(resp.bytes().await?.to_vec())?)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(transparent)]
+    Reqwest(#[from] reqwest::Error),
+    #[error(transparent)]
+    Http(#[from] http::Error),
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
