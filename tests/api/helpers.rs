@@ -137,6 +137,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Boots the real application on a random loopback port. `configure` may set any variable.
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut RawConfig)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    spawn_app_on(backend, listener, configure).await
+}
+
+/// The same, on a listener bound beforehand (when a third party must know the port first).
+pub async fn spawn_app_on(
+    backend: Backend,
+    listener: tokio::net::TcpListener,
+    configure: impl FnOnce(&mut RawConfig),
+) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let mut raw = RawConfig::default();
     raw.set("AUTHGATE_LISTEN", addr.to_string());

@@ -10,3 +10,4 @@ mod authorize;
 mod browser;
 mod flow;
 mod token;
+mod upstream;
