@@ -6,7 +6,8 @@
 #
 # Figure lines go to stdout; progress and warnings go to stderr (`bench/run.sh 2>/dev/null` keeps
 # only the figures). Adding a phase: write `phase_<name>` below (it may prepare state with curl, then
-# calls run_wrk) and add <name> to PHASES.
+# calls run_wrk) and add <name> to PHASES. The flows and refresh phases log in through the project's
+# upstream OpenID provider (tests/e2e/idp), which then runs next to authgate, driven by bench/flows.mjs.
 set -euo pipefail
 export LC_ALL=C
 
@@ -17,13 +18,19 @@ ROOT=$(cd "$HERE/.." && pwd)
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
-PHASES=${PHASES:-metadata register}
+PHASES=${PHASES:-metadata register flows refresh}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_DB=authgate_bench
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
 WARMUP=${WARMUP:-0}
 VERBOSE=${VERBOSE:-0}
+FLOW_CONCURRENCY=${FLOW_CONCURRENCY:-4}
+FLOW_SECONDS=${FLOW_SECONDS:-20}
+FLOW_MAX=${FLOW_MAX:-200}
+REFRESH_CHAINS=${REFRESH_CHAINS:-16}
+IDP_SKIP_CONSENT=${IDP_SKIP_CONSENT:-1}
+IDP_DIR=$ROOT/tests/e2e/idp
 # Claude.ai's Dynamic Client Registration body.
 DCR_BODY='{"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"}'
 
@@ -35,6 +42,13 @@ is_uint "$THREADS" || die "THREADS must be a positive integer"
 is_uint "$CONNECTIONS" || die "CONNECTIONS must be a positive integer"
 is_uint "$STARTUP_TIMEOUT" || die "STARTUP_TIMEOUT must be a positive number of seconds"
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "WARMUP must be a number of seconds (0: none)"
+is_uint "$FLOW_CONCURRENCY" || die "FLOW_CONCURRENCY must be a positive integer"
+is_uint "$FLOW_SECONDS" || die "FLOW_SECONDS must be a positive number of seconds"
+is_uint "$FLOW_MAX" || die "FLOW_MAX must be a positive integer"
+is_uint "$REFRESH_CHAINS" || die "REFRESH_CHAINS must be a positive integer"
+# The upstream IdP runs (next to each authgate) only for the phases that log in.
+NEEDS_IDP=0
+case " $PHASES " in *" flows "* | *" refresh "*) NEEDS_IDP=1 ;; esac
 for b in $BACKENDS; do
   case $b in sqlite | postgres) ;; *) die "unknown backend '$b' in BACKENDS (sqlite, postgres)" ;; esac
 done
@@ -87,29 +101,53 @@ command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 case " $BACKENDS " in *" postgres "*) command -v psql >/dev/null || apt_install postgresql-client ;; esac
 WRK=$(command -v wrk) || die "wrk is still missing"
+if [ "$NEEDS_IDP" = 1 ]; then
+  command -v node >/dev/null || die "the flows and refresh phases need Node 20 or later (node is missing)"
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+    || die "the flows and refresh phases need Node 20 or later, not $(node --version)"
+  if [ ! -d "$IDP_DIR/node_modules" ]; then
+    say "installing the upstream IdP's packages (npm ci in tests/e2e/idp)"
+    (cd "$IDP_DIR" && npm ci --no-audit --no-fund >&2) || die "npm ci failed in $IDP_DIR"
+  fi
+fi
 
 # ------------------------------------------------------------------------ state and clean-up
 WORK=$(mktemp -d /tmp/authgate-bench.XXXXXX)
 SERVER_PID=""
 WRK_PID=""
+IDP_PID=""
+IDP_ISSUER=""
+FLOW_PID=""
 PG_CREATED=0
 PG_BENCH_URL=""
 MEMORY_LINES=()
 FAILED_PHASES=0
 
-stop_server() {
-  [ -n "$SERVER_PID" ] || return 0
-  local pid=$SERVER_PID i
-  SERVER_PID=""
+# stop_pid NAME PID: SIGTERM, up to 10 s, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2 i
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
-      say "authgate ($pid) did not stop within 10 s of SIGTERM; killing it"
+      say "$name ($pid) did not stop within 10 s of SIGTERM; killing it"
       kill -KILL "$pid" 2>/dev/null || true
     fi
   fi
   wait "$pid" 2>/dev/null || true
+}
+stop_server() {
+  [ -n "$SERVER_PID" ] || return 0
+  local pid=$SERVER_PID
+  SERVER_PID=""
+  stop_pid authgate "$pid"
+}
+stop_idp() {
+  [ -n "$IDP_PID" ] || return 0
+  local pid=$IDP_PID
+  IDP_PID=""
+  IDP_ISSUER=""
+  stop_pid "the upstream IdP" "$pid"
 }
 
 pg_admin() { PGCONNECT_TIMEOUT=5 psql "$PG_URL" -XqAt -v ON_ERROR_STOP=1 "$@"; }
@@ -128,7 +166,12 @@ cleanup() {
     kill -TERM "$WRK_PID" 2>/dev/null
     wait "$WRK_PID" 2>/dev/null
   fi
+  if [ -n "$FLOW_PID" ]; then
+    kill -TERM "$FLOW_PID" 2>/dev/null
+    wait "$FLOW_PID" 2>/dev/null
+  fi
   stop_server
+  stop_idp
   pg_drop
   rm -rf "$WORK"
   exit "$rc"
@@ -186,17 +229,50 @@ free_port() {
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null; }
 mib() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
-# Start authgate with only the settings below (other AUTHGATE_* variables of the caller are dropped).
+# start_idp CALLBACK_URL: the upstream OpenID provider on an ephemeral loopback port, with only the
+# settings below (other IDP_* variables of the caller are dropped); sets IDP_PID and IDP_ISSUER.
+start_idp() {
+  local callback=$1 unset_args=() v t0 waited=0
+  for v in $(compgen -e | grep '^IDP_' || true); do unset_args+=(-u "$v"); done
+  env "${unset_args[@]}" \
+    IDP_PORT=0 \
+    IDP_REDIRECT_URIS="$callback" \
+    IDP_SKIP_CONSENT="$IDP_SKIP_CONSENT" \
+    node "$IDP_DIR/idp.mjs" >"$WORK/$BACKEND-idp.out" 2>"$WORK/$BACKEND-idp.log" &
+  IDP_PID=$!
+  t0=$(date +%s%N)
+  until grep -q '^IDP READY ' "$WORK/$BACKEND-idp.out" 2>/dev/null; do
+    if ! kill -0 "$IDP_PID" 2>/dev/null; then
+      cat "$WORK/$BACKEND-idp.log" >&2
+      IDP_PID=""
+      die "the upstream IdP exited during start-up"
+    fi
+    waited=$(( ($(date +%s%N) - t0) / 1000000000 ))
+    [ "$waited" -lt "$STARTUP_TIMEOUT" ] || { cat "$WORK/$BACKEND-idp.log" >&2; die "the upstream IdP was not ready within $STARTUP_TIMEOUT s"; }
+    sleep 0.05
+  done
+  IDP_ISSUER=$(awk '$1 == "IDP" && $2 == "READY" { print $3; exit }' "$WORK/$BACKEND-idp.out")
+  [[ $IDP_ISSUER =~ ^http://127\.0\.0\.1:[0-9]+$ ]] || die "unexpected IdP issuer '$IDP_ISSUER'"
+  IDP_START_RSS=$(status_kib "$IDP_PID" VmRSS)
+  say "$BACKEND: upstream IdP pid $IDP_PID at $IDP_ISSUER (consent page: $([ "$IDP_SKIP_CONSENT" = 1 ] && echo skipped || echo shown)), ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+}
+
+# start_server DATABASE_URL PORT: authgate with only the settings below (other AUTHGATE_* variables of
+# the caller are dropped); with the upstream IdP running, it logs users in there.
 start_server() {
-  local db_url=$1 port unset_args=() v t0 waited=0
-  port=$(free_port)
+  local db_url=$1 port=$2 unset_args=() upstream=() v t0 waited=0
   BASE="http://127.0.0.1:$port"
   for v in $(compgen -e | grep '^AUTHGATE_' || true); do unset_args+=(-u "$v"); done
+  if [ -n "$IDP_ISSUER" ]; then
+    upstream=(AUTHGATE_UPSTREAM_ISSUER="$IDP_ISSUER" AUTHGATE_UPSTREAM_CLIENT_ID=authgate
+      AUTHGATE_UPSTREAM_CLIENT_SECRET=authgate-secret AUTHGATE_ALLOW_ANY_USER=true)
+  fi
   env "${unset_args[@]}" \
     AUTHGATE_LISTEN="127.0.0.1:$port" \
     DATABASE_URL="$db_url" \
     AUTHGATE_REGISTER_RATE_LIMIT=1000000/sec \
     AUTHGATE_LOG=warn \
+    "${upstream[@]}" \
     "$BIN" serve >"$WORK/$BACKEND-server.log" 2>&1 &
   SERVER_PID=$!
   t0=$(date +%s%N)
@@ -217,8 +293,9 @@ start_server() {
   say "$BACKEND: authgate pid $SERVER_PID on $BASE, ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 
-# CPU accounting around a wrk run: authgate's ticks, PostgreSQL's (all postgres processes), wrk's
-# (this shell's reaped children, via `times`) and everything else busy on the machine.
+# CPU accounting around a wrk (or flows.mjs) run: authgate's ticks, the upstream IdP's, PostgreSQL's
+# (all postgres processes), the generator's (this shell's reaped children, via `times`) and
+# everything else busy on the machine.
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 pid_ticks() {
   local s
@@ -235,32 +312,37 @@ children_secs() { awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, 
 cpu_begin() {
   CPU0_WALL=$(date +%s%N)
   CPU0_SERVER=$(pid_ticks "$SERVER_PID")
+  CPU0_IDP=0
+  [ -z "$IDP_PID" ] || CPU0_IDP=$(pid_ticks "$IDP_PID")
   CPU0_PG=$(postgres_ticks)
   CPU0_MACHINE=$(machine_ticks)
   times >"$WORK/times0"
 }
 cpu_end() {
   times >"$WORK/times1"
-  local wall=$(( $(date +%s%N) - CPU0_WALL ))
-  read -r CPU_WALL CPU_SERVER CPU_WRK CPU_PG CPU_OTHER < <(awk -v wall="$wall" -v hz="$CLK_TCK" \
-    -v srv="$(( $(pid_ticks "$SERVER_PID") - CPU0_SERVER ))" \
+  local wall=$(( $(date +%s%N) - CPU0_WALL )) idp=0
+  [ -z "$IDP_PID" ] || idp=$(( $(pid_ticks "$IDP_PID") - CPU0_IDP ))
+  read -r CPU_WALL CPU_SERVER CPU_WRK CPU_PG CPU_OTHER CPU_IDP < <(awk -v wall="$wall" -v hz="$CLK_TCK" \
+    -v srv="$(( $(pid_ticks "$SERVER_PID") - CPU0_SERVER ))" -v idp="$idp" \
     -v pg="$(( $(postgres_ticks) - CPU0_PG ))" \
     -v all="$(( $(machine_ticks) - CPU0_MACHINE ))" \
     -v gen0="$(children_secs "$WORK/times0")" -v gen1="$(children_secs "$WORK/times1")" '
     BEGIN {
-      s = wall / 1e9; srv /= hz; pg /= hz; all /= hz; gen = gen1 - gen0
-      if (srv < 0) srv = 0; if (pg < 0) pg = 0
-      other = all - srv - gen - pg; if (other < 0) other = 0
-      printf "%.3f %.3f %.3f %.3f %.3f\n", s, srv, gen, pg, other
+      s = wall / 1e9; srv /= hz; idp /= hz; pg /= hz; all /= hz; gen = gen1 - gen0
+      if (srv < 0) srv = 0; if (idp < 0) idp = 0; if (pg < 0) pg = 0
+      other = all - srv - idp - gen - pg; if (other < 0) other = 0
+      printf "%.3f %.3f %.3f %.3f %.3f %.3f\n", s, srv, gen, pg, other, idp
     }')
 }
 
 # wrk_for SECONDS SCRIPT METHOD BODY EXPECT URL OUTPUT: wrk in the background and `wait` for it, so
-# that an INT or TERM runs the clean-up at once instead of after the phase.
+# that an INT or TERM runs the clean-up at once instead of after the phase. The layout is
+# $WRK_THREADS x $WRK_CONNECTIONS when a phase sets them, else $THREADS x $CONNECTIONS.
 wrk_for() {
   local rc=0
   BENCH_METHOD=$3 BENCH_BODY=$4 BENCH_EXPECT=$5 LUA_PATH="$HERE/lua/?.lua;;" \
-    timeout -k 5 $(($1 + 30)) "$WRK" -t"$THREADS" -c"$CONNECTIONS" -d"$1s" -s "$HERE/lua/$2" "$6" >"$7" 2>&1 &
+    timeout -k 5 $(($1 + 30)) "$WRK" -t"${WRK_THREADS:-$THREADS}" -c"${WRK_CONNECTIONS:-$CONNECTIONS}" \
+    -d"$1s" -s "$HERE/lua/$2" "$6" >"$7" 2>&1 &
   WRK_PID=$!
   wait "$WRK_PID" || rc=$?
   WRK_PID=""
@@ -269,7 +351,9 @@ wrk_for() {
 
 # run_wrk PHASE EXPECTED_STATUS METHOD PATH [JSON_BODY]
 # Runs wrk with bench/lua/$WRK_SCRIPT (default fixed.lua) against $BASE$PATH and prints the figure.
-# A phase with its own request logic writes bench/lua/<its>.lua (require "tally") and sets WRK_SCRIPT.
+# A phase with its own request logic writes bench/lua/<its>.lua (require "tally") and sets WRK_SCRIPT
+# (and WRK_THREADS / WRK_CONNECTIONS for its own layout); the script reads any other variables the
+# phase sets on the call.
 run_wrk() {
   local phase=$1 expect=$2 method=$3 path=$4 body=${5:-} script=${WRK_SCRIPT:-fixed.lua}
   local out="$WORK/$BACKEND-$phase.wrk" rc=0
@@ -278,7 +362,7 @@ run_wrk() {
     wrk_for "$WARMUP" "$script" "$method" "$body" "$expect" "$BASE$path" "$out" \
       || { cat "$out" >&2; die "wrk failed in the warm-up of $phase"; }
   fi
-  say "$BACKEND $phase: wrk -t$THREADS -c$CONNECTIONS -d${DURATION}s $method $path"
+  say "$BACKEND $phase: wrk -t${WRK_THREADS:-$THREADS} -c${WRK_CONNECTIONS:-$CONNECTIONS} -d${DURATION}s $method $path"
   cpu_begin
   wrk_for "$DURATION" "$script" "$method" "$body" "$expect" "$BASE$path" "$out" || rc=$?
   cpu_end
@@ -288,6 +372,25 @@ run_wrk() {
   fi
   [ "$VERBOSE" = 1 ] && sed 's/^/    /' "$out" >&2
   report "$phase" "$out"
+}
+
+# cpu_line GENERATOR COUNT UNIT TAIL: where the cores went during the last cpu_begin/cpu_end window,
+# authgate's (and the IdP's) CPU per UNIT, then TAIL. The idp column is there while the IdP runs.
+cpu_line() {
+  awk -v s="$CPU_WALL" -v srv="$CPU_SERVER" -v gen="$CPU_WRK" -v pg="$CPU_PG" -v other="$CPU_OTHER" \
+    -v idp="$CPU_IDP" -v show_idp="$([ -n "$IDP_PID" ] && echo 1 || echo 0)" -v gen_name="$1" -v n="$2" \
+    -v unit="$3" -v tail="$4" -v show_pg="$([ "$BACKEND" = postgres ] && echo 1 || echo 0)" '
+    BEGIN {
+      line = sprintf("    cores used over %.1f s: authgate %.2f", s, srv / s)
+      if (show_idp) line = line sprintf(", idp %.2f", idp / s)
+      else other += idp
+      line = line sprintf(", %s %.2f", gen_name, gen / s)
+      if (show_pg) line = line sprintf(", postgres %.2f", pg / s)
+      else other += pg
+      line = line sprintf(", other %.2f; authgate CPU %.3f ms/%s", other / s, (n > 0 ? srv * 1000 / n : 0), unit)
+      if (show_idp && unit != "request") line = line sprintf(", idp %.3f ms/%s", (n > 0 ? idp * 1000 / n : 0), unit)
+      print line "; " tail
+    }'
 }
 
 report() {
@@ -308,16 +411,7 @@ report() {
   awk -v b="$BACKEND" -v ph="$phase" -v n="$requests" -v us="$us" -v p50="$p50" -v p99="$p99" -v e="$errors" \
     'BEGIN { printf "%s %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d requests, %d errors\n",
              b, ph, n * 1e6 / us, p50 / 1000, p99 / 1000, n, e }'
-  awk -v s="$CPU_WALL" -v srv="$CPU_SERVER" -v gen="$CPU_WRK" -v pg="$CPU_PG" -v other="$CPU_OTHER" \
-    -v n="$requests" -v max="$max" -v show_pg="$([ "$BACKEND" = postgres ] && echo 1 || echo 0)" '
-    BEGIN {
-      line = sprintf("    cores used over %.1f s: authgate %.2f, wrk %.2f", s, srv / s, gen / s)
-      if (show_pg) line = line sprintf(", postgres %.2f", pg / s)
-      else other += pg
-      line = line sprintf(", other %.2f; authgate CPU %.3f ms/request; max latency %.1f ms",
-                          other / s, (n > 0 ? srv * 1000 / n : 0), max / 1000)
-      print line
-    }'
+  cpu_line wrk "$requests" request "max latency $(awk -v m="$max" 'BEGIN { printf "%.1f", m / 1000 }') ms"
   if [ "$errors" != 0 ]; then
     FAILED_PHASES=$((FAILED_PHASES + 1))
     echo "    errors: statuses $statuses; socket errors $sockerr"
@@ -340,6 +434,100 @@ phase_register() {
   run_wrk register 201 POST /register "$DCR_BODY"
 }
 
+# flows_for MODE OUTPUT [COUNT]: bench/flows.mjs in the background (like wrk_for). MODE flows: the
+# measured run (FLOW_*); MODE tokens: COUNT unmeasured flows. Finished flows append their client and
+# refresh token to $TOKENS.
+flows_for() {
+  local rc=0 limit=$FLOW_SECONDS
+  [ "$1" = tokens ] && limit=60
+  FLOW_CONCURRENCY=$FLOW_CONCURRENCY FLOW_SECONDS=$FLOW_SECONDS FLOW_MAX=$FLOW_MAX \
+    timeout -k 5 $((limit + 90)) node "$HERE/flows.mjs" "$1" "$BASE" "$IDP_ISSUER" "$TOKENS" ${3:+"$3"} >"$2" 2>&1 &
+  FLOW_PID=$!
+  wait "$FLOW_PID" || rc=$?
+  FLOW_PID=""
+  return "$rc"
+}
+
+# Unmeasured flows that must all succeed (warm-up, tokens for the refresh chains).
+flows_setup() {
+  local count=$1 what=$2 out="$WORK/$BACKEND-flows-setup.out" rc=0
+  [ -n "$IDP_PID" ] || die "$what needs the upstream IdP, which is not running"
+  say "$BACKEND: $count unmeasured flow(s): $what"
+  flows_for tokens "$out" "$count" || rc=$?
+  if [ "$rc" != 0 ] || ! grep -q "^AUTHGATE_FLOWS flows=$count errors=0 " "$out"; then
+    cat "$out" >&2
+    tail -n 20 "$WORK/$BACKEND-server.log" "$WORK/$BACKEND-idp.log" >&2
+    die "$BACKEND: the unmeasured flows for $what failed (exit $rc)"
+  fi
+}
+
+# Full authorization-code flows, as Claude.ai and its user's browser make them, through the real
+# upstream OpenID provider (tests/e2e/idp): register, /authorize, authgate's consent, the IdP's
+# login (and consent with IDP_SKIP_CONSENT=0), /oauth/callback (authgate redeems the upstream code
+# and checks the ID token), /token. FLOW_CONCURRENCY flows at a time, each with its own cookie jar
+# and user, for FLOW_SECONDS or FLOW_MAX flows. One unmeasured flow first (or WARMUP seconds of them).
+phase_flows() {
+  local out="$WORK/$BACKEND-flows.out" rc=0
+  if [ "$WARMUP" -gt 0 ]; then
+    say "$BACKEND flows: ${WARMUP}s warm-up (not counted)"
+    FLOW_SECONDS=$WARMUP FLOW_MAX=1000000 flows_for flows "$out" || { cat "$out" >&2; die "flows.mjs failed in the warm-up"; }
+  else
+    flows_setup 1 "warm-up"
+  fi
+  say "$BACKEND flows: node flows.mjs, $FLOW_CONCURRENCY at a time, for ${FLOW_SECONDS}s or $FLOW_MAX flows"
+  cpu_begin
+  flows_for flows "$out" || rc=$?
+  cpu_end
+  if [ "$rc" != 0 ] || ! grep -q '^AUTHGATE_FLOWS ' "$out"; then
+    cat "$out" >&2
+    die "flows.mjs failed in phase flows (exit $rc)"
+  fi
+  [ "$VERBOSE" = 1 ] && sed 's/^/    /' "$out" >&2
+  report_flows "$out"
+}
+
+report_flows() {
+  local out=$1 kv flows=0 errors=0 us=1 p50=0 p99=0 max=0 requests=0 idp_us=0 flow_us=0
+  for kv in $(grep '^AUTHGATE_FLOWS ' "$out"); do
+    case $kv in
+      flows=*) flows=${kv#*=} ;;
+      errors=*) errors=${kv#*=} ;;
+      us=*) us=${kv#*=} ;;
+      p50_us=*) p50=${kv#*=} ;;
+      p99_us=*) p99=${kv#*=} ;;
+      max_us=*) max=${kv#*=} ;;
+      requests=*) requests=${kv#*=} ;;
+      idp_us=*) idp_us=${kv#*=} ;;
+      flow_us=*) flow_us=${kv#*=} ;;
+    esac
+  done
+  awk -v b="$BACKEND" -v n="$flows" -v us="$us" -v p50="$p50" -v p99="$p99" -v e="$errors" \
+    'BEGIN { printf "%s flows: %.1f flows/s, p50 %.1f ms, p99 %.1f ms, %d flows, %d errors\n",
+             b, n * 1e6 / us, p50 / 1000, p99 / 1000, n, e }'
+  cpu_line node "$flows" flow "$(awk -v n="$flows" -v r="$requests" -v idp="$idp_us" -v all="$flow_us" -v max="$max" '
+    BEGIN { printf "%.0f requests/flow, %.0f%% of flow time waiting for the IdP; max flow %.1f ms",
+            (n > 0 ? r / n : 0), (all > 0 ? 100 * idp / all : 0), max / 1000 }')"
+  if [ "$errors" != 0 ]; then
+    FAILED_PHASES=$((FAILED_PHASES + 1))
+    echo "    errors: $errors failed flow(s)"
+    grep '^AUTHGATE_FLOWS_SAMPLE ' "$out" | sed 's/^AUTHGATE_FLOWS_SAMPLE /    first failure: /' || true
+  fi
+}
+
+# Refresh-token rotation: REFRESH_CHAINS chains (the newest grants from the flows phase, or from
+# unmeasured flows made here), one wrk thread and connection each. Every request sends the chain's
+# newest refresh token with client_secret_post credentials; anything but 200 is an error.
+phase_refresh() {
+  local chains="$WORK/$BACKEND-chains.tsv" have=0
+  if [ ! -s "$chains" ]; then
+    [ -f "$TOKENS" ] && have=$(wc -l <"$TOKENS")
+    [ "$have" -ge "$REFRESH_CHAINS" ] || flows_setup $((REFRESH_CHAINS - have)) "refresh tokens for $REFRESH_CHAINS chains"
+    tail -n "$REFRESH_CHAINS" "$TOKENS" >"$chains"
+  fi
+  BENCH_CHAINS=$chains WRK_SCRIPT=refresh.lua WRK_THREADS=$REFRESH_CHAINS WRK_CONNECTIONS=$REFRESH_CHAINS \
+    run_wrk refresh 200 POST /token
+}
+
 for p in $PHASES; do
   declare -F "phase_$p" >/dev/null || die "unknown phase '$p' in PHASES (known: $(declare -F | awk '$3 ~ /^phase_/ { sub("phase_", "", $3); printf "%s ", $3 }'))"
 done
@@ -347,16 +535,29 @@ done
 # -------------------------------------------------------------------------------------- main
 run_backend() {
   BACKEND=$1
-  local db_url phase
+  local db_url phase port memory
   case $BACKEND in
     sqlite) db_url="sqlite://$WORK/bench.db" ;;
     postgres) pg_create; db_url=$PG_BENCH_URL ;;
   esac
-  start_server "$db_url"
+  # authgate's port comes first: the IdP must know authgate's callback before authgate starts.
+  port=$(free_port)
+  TOKENS="$WORK/$BACKEND-tokens.tsv"
+  if [ "$NEEDS_IDP" = 1 ]; then
+    start_idp "http://127.0.0.1:$port/oauth/callback"
+    [ "${IDP_ISSUER##*:}" != "$port" ] || die "the IdP took port $port, chosen for authgate: run again"
+  fi
+  start_server "$db_url" "$port"
   for phase in $PHASES; do "phase_$phase"; done
   kill -0 "$SERVER_PID" 2>/dev/null || die "authgate ($BACKEND) died during the run"
-  MEMORY_LINES+=("$BACKEND memory: peak RSS $(mib "$(status_kib "$SERVER_PID" VmHWM)") MiB (VmHWM), $(mib "$START_RSS") MiB after start-up")
+  memory="$BACKEND memory: peak RSS $(mib "$(status_kib "$SERVER_PID" VmHWM)") MiB (VmHWM), $(mib "$START_RSS") MiB after start-up"
+  if [ -n "$IDP_PID" ]; then
+    kill -0 "$IDP_PID" 2>/dev/null || die "the upstream IdP ($BACKEND) died during the run"
+    memory+="; upstream IdP peak $(mib "$(status_kib "$IDP_PID" VmHWM)") MiB, $(mib "$IDP_START_RSS") MiB after start-up"
+  fi
+  MEMORY_LINES+=("$memory")
   stop_server
+  stop_idp
   [ "$BACKEND" = postgres ] && pg_drop
   return 0
 }
@@ -369,8 +570,16 @@ case " $BACKENDS " in
     ;;
 esac
 
+flow_settings() {
+  [ "$NEEDS_IDP" = 1 ] || return 0
+  printf '; flows c%s for %ss or %s, refresh %s chains; IdP oidc-provider %s on Node %s, consent page %s' \
+    "$FLOW_CONCURRENCY" "$FLOW_SECONDS" "$FLOW_MAX" "$REFRESH_CHAINS" \
+    "$(node -p 'require(process.argv[1]).version' "$IDP_DIR/node_modules/oidc-provider/package.json" 2>/dev/null || echo '?')" \
+    "$(node --version)" "$([ "$IDP_SKIP_CONSENT" = 1 ] && echo skipped || echo shown)"
+}
+
 debug_banner
-echo "# authgate bench $(date -u +%Y-%m-%dT%H:%M:%SZ): $BIN ($BUILD build$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')); $($WRK -v 2>&1 | head -1 | awk '{ print $1, $2 }'); t$THREADS c$CONNECTIONS ${DURATION}s per phase$([ "$WARMUP" -gt 0 ] && echo " after ${WARMUP}s warm-up"); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# authgate bench $(date -u +%Y-%m-%dT%H:%M:%SZ): $BIN ($BUILD build$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')); $($WRK -v 2>&1 | head -1 | awk '{ print $1, $2 }'); t$THREADS c$CONNECTIONS ${DURATION}s per phase$([ "$WARMUP" -gt 0 ] && echo " after ${WARMUP}s warm-up")$(flow_settings); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in $BACKENDS; do run_backend "$b"; done
 for line in "${MEMORY_LINES[@]}"; do echo "$line"; done
 debug_banner

@@ -59,7 +59,11 @@ impl CimdResolver {
             .https_only(true)
             .connect_timeout(Duration::from_secs(3))
             .timeout(Duration::from_secs(5))
-            .user_agent(concat!("authgate/", env!("CARGO_PKG_VERSION"), " (client metadata fetcher)"))
+            .user_agent(concat!(
+                "authgate/",
+                env!("CARGO_PKG_VERSION"),
+                " (client metadata fetcher)"
+            ))
             .dns_resolver(Arc::new(GuardedResolver {
                 test_hosts: options.test_hosts,
             }));
@@ -126,10 +130,7 @@ impl CimdResolver {
         }
     }
 
-    async fn fetch(
-        &self,
-        url: url::Url,
-    ) -> Result<(serde_json::Value, Option<i64>), OAuthError> {
+    async fn fetch(&self, url: url::Url) -> Result<(serde_json::Value, Option<i64>), OAuthError> {
         let mut resp = self
             .http
             .get(url)

@@ -14,9 +14,9 @@ use url::Url;
 
 use crate::oauth::identity::LoginPolicy;
 use crate::oauth::redirect::RedirectAllowlist;
-use crate::upstream::UpstreamConfig;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
+use crate::upstream::UpstreamConfig;
 
 /// One variable: its environment name and whether its value is secret.
 struct Var {
@@ -25,33 +25,104 @@ struct Var {
 }
 
 const VARS: &[Var] = &[
-    Var { env: "AUTHGATE_PUBLIC_URL", secret: false },
-    Var { env: "AUTHGATE_LISTEN", secret: false },
-    Var { env: "DATABASE_URL", secret: true },
-    Var { env: "AUTHGATE_SCOPES", secret: false },
-    Var { env: "AUTHGATE_ALLOWED_REDIRECTS", secret: false },
-    Var { env: "AUTHGATE_REGISTER_RATE_LIMIT", secret: false },
-    Var { env: "AUTHGATE_DCR_IDLE_TTL", secret: false },
-    Var { env: "AUTHGATE_CIMD_TEST_HOSTS", secret: false },
-    Var { env: "AUTHGATE_CIMD_TEST_CA_FILE", secret: false },
-    Var { env: "AUTHGATE_UPSTREAM_ISSUER", secret: false },
-    Var { env: "AUTHGATE_UPSTREAM_CLIENT_ID", secret: false },
-    Var { env: "AUTHGATE_UPSTREAM_CLIENT_SECRET", secret: true },
-    Var { env: "AUTHGATE_UPSTREAM_AUTH_METHOD", secret: false },
-    Var { env: "AUTHGATE_UPSTREAM_SCOPES", secret: false },
-    Var { env: "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", secret: false },
-    Var { env: "AUTHGATE_ALLOWED_EMAILS", secret: false },
-    Var { env: "AUTHGATE_ALLOWED_DOMAINS", secret: false },
-    Var { env: "AUTHGATE_ALLOW_ANY_USER", secret: false },
-    Var { env: "AUTHGATE_ACCESS_TOKEN_TTL", secret: false },
-    Var { env: "AUTHGATE_REFRESH_TOKEN_IDLE_TTL", secret: false },
-    Var { env: "AUTHGATE_REFRESH_TOKEN_TTL", secret: false },
-    Var { env: "AUTHGATE_REFRESH_GRACE", secret: false },
-    Var { env: "AUTHGATE_SESSION_TTL", secret: false },
+    Var {
+        env: "AUTHGATE_PUBLIC_URL",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_LISTEN",
+        secret: false,
+    },
+    Var {
+        env: "DATABASE_URL",
+        secret: true,
+    },
+    Var {
+        env: "AUTHGATE_SCOPES",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_ALLOWED_REDIRECTS",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_REGISTER_RATE_LIMIT",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_DCR_IDLE_TTL",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_CIMD_TEST_HOSTS",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_CIMD_TEST_CA_FILE",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_UPSTREAM_ISSUER",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_UPSTREAM_CLIENT_ID",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_UPSTREAM_CLIENT_SECRET",
+        secret: true,
+    },
+    Var {
+        env: "AUTHGATE_UPSTREAM_AUTH_METHOD",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_UPSTREAM_SCOPES",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_ALLOWED_EMAILS",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_ALLOWED_DOMAINS",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_ALLOW_ANY_USER",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_ACCESS_TOKEN_TTL",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_REFRESH_TOKEN_IDLE_TTL",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_REFRESH_TOKEN_TTL",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_REFRESH_GRACE",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_SESSION_TTL",
+        secret: false,
+    },
 ];
 
 fn toml_key(env: &str) -> String {
-    env.strip_prefix("AUTHGATE_").unwrap_or(env).to_ascii_lowercase()
+    env.strip_prefix("AUTHGATE_")
+        .unwrap_or(env)
+        .to_ascii_lowercase()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,9 +160,9 @@ impl RawConfig {
 
     /// Overlays the values of a TOML document.
     pub fn overlay_toml(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| err(origin, format!("not valid TOML: {}", e.message())))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            err(origin, format!("not valid TOML: {}", e.message()))
+        })?;
         for (key, value) in table {
             let var = VARS
                 .iter()
@@ -121,7 +192,10 @@ impl RawConfig {
     }
 
     fn get(&self, env: &str) -> Option<&str> {
-        self.0.get(env).map(String::as_str).filter(|s| !s.trim().is_empty())
+        self.0
+            .get(env)
+            .map(String::as_str)
+            .filter(|s| !s.trim().is_empty())
     }
 
     /// The names of the settings given, with secret values masked: for start-up logs.
@@ -197,9 +271,12 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://authgate.db";
 impl Settings {
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         let listen_raw = raw.get("AUTHGATE_LISTEN").unwrap_or(DEFAULT_LISTEN);
-        let listen: SocketAddr = listen_raw
-            .parse()
-            .map_err(|_| err("AUTHGATE_LISTEN", "must be an address and port such as 127.0.0.1:8080"))?;
+        let listen: SocketAddr = listen_raw.parse().map_err(|_| {
+            err(
+                "AUTHGATE_LISTEN",
+                "must be an address and port such as 127.0.0.1:8080",
+            )
+        })?;
 
         let (public_raw, dev_mode) = match raw.get("AUTHGATE_PUBLIC_URL") {
             Some(v) => (v.trim().to_owned(), false),
@@ -224,7 +301,11 @@ impl Settings {
             ));
         }
 
-        let scopes = ScopeSet::parse(&raw.get("AUTHGATE_SCOPES").unwrap_or("mcp").replace(',', " "));
+        let scopes = ScopeSet::parse(
+            &raw.get("AUTHGATE_SCOPES")
+                .unwrap_or("mcp")
+                .replace(',', " "),
+        );
         if scopes.is_empty() {
             return Err(err("AUTHGATE_SCOPES", "must list at least one scope"));
         }
@@ -254,10 +335,16 @@ impl Settings {
         if let Some(list) = raw.get("AUTHGATE_CIMD_TEST_HOSTS") {
             for entry in split_list(list) {
                 let (host, addr) = entry.split_once('=').ok_or_else(|| {
-                    err("AUTHGATE_CIMD_TEST_HOSTS", "entries must look like host=127.0.0.1:8443")
+                    err(
+                        "AUTHGATE_CIMD_TEST_HOSTS",
+                        "entries must look like host=127.0.0.1:8443",
+                    )
                 })?;
                 let addr: SocketAddr = addr.parse().map_err(|_| {
-                    err("AUTHGATE_CIMD_TEST_HOSTS", "entries must look like host=127.0.0.1:8443")
+                    err(
+                        "AUTHGATE_CIMD_TEST_HOSTS",
+                        "entries must look like host=127.0.0.1:8443",
+                    )
                 })?;
                 if !addr.ip().is_loopback() {
                     return Err(err(
@@ -270,24 +357,40 @@ impl Settings {
         }
 
         let upstream = parse_upstream(raw, &issuer, is_loopback_host(&public_url))?;
-        let flag = |var: &str| raw.get(var).is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"));
+        let flag = |var: &str| {
+            raw.get(var)
+                .is_some_and(|v| matches!(v.trim(), "1" | "true" | "yes"))
+        };
         let login_policy = LoginPolicy {
-            emails: raw.get("AUTHGATE_ALLOWED_EMAILS").map(split_list).unwrap_or_default(),
+            emails: raw
+                .get("AUTHGATE_ALLOWED_EMAILS")
+                .map(split_list)
+                .unwrap_or_default(),
             domains: raw
                 .get("AUTHGATE_ALLOWED_DOMAINS")
-                .map(|d| split_list(d).into_iter().map(|x| x.trim_start_matches('@').to_owned()).collect())
+                .map(|d| {
+                    split_list(d)
+                        .into_iter()
+                        .map(|x| x.trim_start_matches('@').to_owned())
+                        .collect()
+                })
                 .unwrap_or_default(),
             anyone: false,
         };
         let anyone = flag("AUTHGATE_ALLOW_ANY_USER")
-            || (upstream.is_none() && login_policy.emails.is_empty() && login_policy.domains.is_empty());
+            || (upstream.is_none()
+                && login_policy.emails.is_empty()
+                && login_policy.domains.is_empty());
         if !anyone && login_policy.emails.is_empty() && login_policy.domains.is_empty() {
             return Err(err(
                 "AUTHGATE_ALLOWED_EMAILS",
                 "name who may log in (or AUTHGATE_ALLOWED_DOMAINS), or set AUTHGATE_ALLOW_ANY_USER=true to admit everyone the upstream provider authenticates",
             ));
         }
-        let login_policy = LoginPolicy { anyone, ..login_policy };
+        let login_policy = LoginPolicy {
+            anyone,
+            ..login_policy
+        };
         let dur = |var: &str, default: &str| parse_duration(var, raw.get(var).unwrap_or(default));
 
         Ok(Self {
@@ -346,19 +449,38 @@ fn parse_upstream(
         }
         return Ok(None);
     };
-    let url = Url::parse(up_issuer).map_err(|_| err(ISSUER, "must be an absolute URL (copy it exactly from the provider's discovery document)"))?;
+    let url = Url::parse(up_issuer).map_err(|_| {
+        err(
+            ISSUER,
+            "must be an absolute URL (copy it exactly from the provider's discovery document)",
+        )
+    })?;
     match url.scheme() {
         "https" => {}
         "http" if is_loopback_host(&url) => {}
-        _ => return Err(err(ISSUER, "must use https (http is accepted only on loopback, for tests)")),
+        _ => {
+            return Err(err(
+                ISSUER,
+                "must use https (http is accepted only on loopback, for tests)",
+            ));
+        }
     }
-    let client_id = raw
-        .get("AUTHGATE_UPSTREAM_CLIENT_ID")
-        .ok_or_else(|| err("AUTHGATE_UPSTREAM_CLIENT_ID", "is required with AUTHGATE_UPSTREAM_ISSUER"))?;
-    let client_secret = raw
-        .get("AUTHGATE_UPSTREAM_CLIENT_SECRET")
-        .ok_or_else(|| err("AUTHGATE_UPSTREAM_CLIENT_SECRET", "is required with AUTHGATE_UPSTREAM_ISSUER"))?;
-    let auth_method_basic = match raw.get("AUTHGATE_UPSTREAM_AUTH_METHOD").unwrap_or("client_secret_post") {
+    let client_id = raw.get("AUTHGATE_UPSTREAM_CLIENT_ID").ok_or_else(|| {
+        err(
+            "AUTHGATE_UPSTREAM_CLIENT_ID",
+            "is required with AUTHGATE_UPSTREAM_ISSUER",
+        )
+    })?;
+    let client_secret = raw.get("AUTHGATE_UPSTREAM_CLIENT_SECRET").ok_or_else(|| {
+        err(
+            "AUTHGATE_UPSTREAM_CLIENT_SECRET",
+            "is required with AUTHGATE_UPSTREAM_ISSUER",
+        )
+    })?;
+    let auth_method_basic = match raw
+        .get("AUTHGATE_UPSTREAM_AUTH_METHOD")
+        .unwrap_or("client_secret_post")
+    {
         "client_secret_post" => false,
         "client_secret_basic" => true,
         _ => {
@@ -368,7 +490,10 @@ fn parse_upstream(
             ));
         }
     };
-    let scopes = split_list(raw.get("AUTHGATE_UPSTREAM_SCOPES").unwrap_or("openid email profile"));
+    let scopes = split_list(
+        raw.get("AUTHGATE_UPSTREAM_SCOPES")
+            .unwrap_or("openid email profile"),
+    );
     if !scopes.iter().any(|s| s == "openid") {
         return Err(err("AUTHGATE_UPSTREAM_SCOPES", "must include openid"));
     }
@@ -376,11 +501,27 @@ fn parse_upstream(
     if let Some(p) = raw.get("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS") {
         for pair in p.split(['&', ',']).map(str::trim).filter(|s| !s.is_empty()) {
             let (k, v) = pair.split_once('=').ok_or_else(|| {
-                err("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", "must look like connection=google-oauth2&audience=https://api")
+                err(
+                    "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+                    "must look like connection=google-oauth2&audience=https://api",
+                )
             })?;
-            const RESERVED: &[&str] = &["client_id", "redirect_uri", "response_type", "state", "nonce", "code_challenge", "code_challenge_method", "scope", "resource"];
+            const RESERVED: &[&str] = &[
+                "client_id",
+                "redirect_uri",
+                "response_type",
+                "state",
+                "nonce",
+                "code_challenge",
+                "code_challenge_method",
+                "scope",
+                "resource",
+            ];
             if RESERVED.contains(&k.trim()) {
-                return Err(err("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", format!("may not set {}", k.trim())));
+                return Err(err(
+                    "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+                    format!("may not set {}", k.trim()),
+                ));
             }
             authorize_params.push((k.trim().to_owned(), v.trim().to_owned()));
         }
@@ -400,7 +541,12 @@ fn parse_upstream(
 /// no trailing slash, no query, fragment or user information.
 fn parse_public_url(raw: &str) -> Result<(String, Url), ConfigError> {
     const VAR: &str = "AUTHGATE_PUBLIC_URL";
-    let url = Url::parse(raw).map_err(|_| err(VAR, "must be an absolute URL such as https://mcp.example.com"))?;
+    let url = Url::parse(raw).map_err(|_| {
+        err(
+            VAR,
+            "must be an absolute URL such as https://mcp.example.com",
+        )
+    })?;
     if url.query().is_some() || url.fragment().is_some() || raw.contains('#') {
         return Err(err(VAR, "must not have a query or fragment"));
     }
@@ -417,7 +563,8 @@ fn parse_public_url(raw: &str) -> Result<(String, Url), ConfigError> {
         _ => return Err(err(VAR, "must be an https URL")),
     }
     let issuer = url.as_str().trim_end_matches('/').to_owned();
-    let normalized = Url::parse(&format!("{issuer}/")).map_err(|_| err(VAR, "is not a valid URL"))?;
+    let normalized =
+        Url::parse(&format!("{issuer}/")).map_err(|_| err(VAR, "is not a valid URL"))?;
     Ok((issuer, normalized))
 }
 
@@ -471,7 +618,9 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Settings::from_raw(&RawConfig::from_env(
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         ))
     }
 
@@ -499,11 +648,19 @@ mod tests {
 
     #[test]
     fn issuer_is_normalized_once() {
-        let s = settings(&with_upstream(&[("AUTHGATE_PUBLIC_URL", "https://MCP.Example.com/")])).unwrap();
+        let s = settings(&with_upstream(&[(
+            "AUTHGATE_PUBLIC_URL",
+            "https://MCP.Example.com/",
+        )]))
+        .unwrap();
         assert_eq!(s.issuer, "https://mcp.example.com");
         assert_eq!(s.url("/token"), "https://mcp.example.com/token");
         assert_eq!(s.issuer_path(), "");
-        let s = settings(&with_upstream(&[("AUTHGATE_PUBLIC_URL", "https://example.com/auth/")])).unwrap();
+        let s = settings(&with_upstream(&[(
+            "AUTHGATE_PUBLIC_URL",
+            "https://example.com/auth/",
+        )]))
+        .unwrap();
         assert_eq!(s.issuer, "https://example.com/auth");
         assert_eq!(s.issuer_path(), "/auth");
     }
@@ -511,22 +668,70 @@ mod tests {
     #[test]
     fn bad_settings_name_the_variable() {
         for (pairs, var) in [
-            (vec![("AUTHGATE_PUBLIC_URL", "http://mcp.example.com")], "AUTHGATE_PUBLIC_URL"),
-            (vec![("AUTHGATE_PUBLIC_URL", "not a url")], "AUTHGATE_PUBLIC_URL"),
-            (vec![("AUTHGATE_PUBLIC_URL", "https://x.example/?a=b")], "AUTHGATE_PUBLIC_URL"),
-            (vec![("AUTHGATE_LISTEN", "0.0.0.0:80")], "AUTHGATE_PUBLIC_URL"),
+            (
+                vec![("AUTHGATE_PUBLIC_URL", "http://mcp.example.com")],
+                "AUTHGATE_PUBLIC_URL",
+            ),
+            (
+                vec![("AUTHGATE_PUBLIC_URL", "not a url")],
+                "AUTHGATE_PUBLIC_URL",
+            ),
+            (
+                vec![("AUTHGATE_PUBLIC_URL", "https://x.example/?a=b")],
+                "AUTHGATE_PUBLIC_URL",
+            ),
+            (
+                vec![("AUTHGATE_LISTEN", "0.0.0.0:80")],
+                "AUTHGATE_PUBLIC_URL",
+            ),
             (vec![("AUTHGATE_LISTEN", "localhost")], "AUTHGATE_LISTEN"),
-            (vec![("AUTHGATE_REGISTER_RATE_LIMIT", "fast")], "AUTHGATE_REGISTER_RATE_LIMIT"),
-            (vec![("AUTHGATE_DCR_IDLE_TTL", "soon")], "AUTHGATE_DCR_IDLE_TTL"),
-            (vec![("AUTHGATE_SCOPES", "mcp offline_access")], "AUTHGATE_SCOPES"),
-            (vec![("AUTHGATE_CIMD_TEST_HOSTS", "claude.ai=10.0.0.1:443")], "AUTHGATE_CIMD_TEST_HOSTS"),
-            (vec![("AUTHGATE_PUBLIC_URL", "https://mcp.example.com")], "AUTHGATE_UPSTREAM_ISSUER"),
-            (vec![("AUTHGATE_UPSTREAM_ISSUER", "http://idp.example.com/")], "AUTHGATE_UPSTREAM_ISSUER"),
-            (vec![("AUTHGATE_UPSTREAM_ISSUER", "https://idp.example.com/")], "AUTHGATE_UPSTREAM_CLIENT_ID"),
-            (with_upstream(&[("AUTHGATE_UPSTREAM_AUTH_METHOD", "private_key_jwt")]), "AUTHGATE_UPSTREAM_AUTH_METHOD"),
-            (with_upstream(&[("AUTHGATE_UPSTREAM_SCOPES", "email")]), "AUTHGATE_UPSTREAM_SCOPES"),
-            (with_upstream(&[("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", "redirect_uri=https://evil")]), "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS"),
-            (with_upstream(&[("AUTHGATE_ACCESS_TOKEN_TTL", "forever")]), "AUTHGATE_ACCESS_TOKEN_TTL"),
+            (
+                vec![("AUTHGATE_REGISTER_RATE_LIMIT", "fast")],
+                "AUTHGATE_REGISTER_RATE_LIMIT",
+            ),
+            (
+                vec![("AUTHGATE_DCR_IDLE_TTL", "soon")],
+                "AUTHGATE_DCR_IDLE_TTL",
+            ),
+            (
+                vec![("AUTHGATE_SCOPES", "mcp offline_access")],
+                "AUTHGATE_SCOPES",
+            ),
+            (
+                vec![("AUTHGATE_CIMD_TEST_HOSTS", "claude.ai=10.0.0.1:443")],
+                "AUTHGATE_CIMD_TEST_HOSTS",
+            ),
+            (
+                vec![("AUTHGATE_PUBLIC_URL", "https://mcp.example.com")],
+                "AUTHGATE_UPSTREAM_ISSUER",
+            ),
+            (
+                vec![("AUTHGATE_UPSTREAM_ISSUER", "http://idp.example.com/")],
+                "AUTHGATE_UPSTREAM_ISSUER",
+            ),
+            (
+                vec![("AUTHGATE_UPSTREAM_ISSUER", "https://idp.example.com/")],
+                "AUTHGATE_UPSTREAM_CLIENT_ID",
+            ),
+            (
+                with_upstream(&[("AUTHGATE_UPSTREAM_AUTH_METHOD", "private_key_jwt")]),
+                "AUTHGATE_UPSTREAM_AUTH_METHOD",
+            ),
+            (
+                with_upstream(&[("AUTHGATE_UPSTREAM_SCOPES", "email")]),
+                "AUTHGATE_UPSTREAM_SCOPES",
+            ),
+            (
+                with_upstream(&[(
+                    "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+                    "redirect_uri=https://evil",
+                )]),
+                "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+            ),
+            (
+                with_upstream(&[("AUTHGATE_ACCESS_TOKEN_TTL", "forever")]),
+                "AUTHGATE_ACCESS_TOKEN_TTL",
+            ),
             (UPSTREAM[..3].to_vec(), "AUTHGATE_ALLOWED_EMAILS"),
         ] {
             let e = settings(&pairs).unwrap_err();
@@ -539,7 +744,11 @@ mod tests {
     fn database_url_is_never_printed() {
         let e = settings(&[("DATABASE_URL", "mysql://u:hunter2@h/db")]).unwrap_err();
         assert!(e.0.contains("DATABASE_URL") && !e.0.contains("hunter2"));
-        let s = settings(&with_upstream(&[("DATABASE_URL", "postgres://u:hunter2@h/db")])).unwrap();
+        let s = settings(&with_upstream(&[(
+            "DATABASE_URL",
+            "postgres://u:hunter2@h/db",
+        )]))
+        .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{s:?}").contains("upstream-s3cret"));
         let mut raw = RawConfig::default();
@@ -549,9 +758,13 @@ mod tests {
 
     #[test]
     fn toml_overlays_environment() {
-        let mut raw = RawConfig::from_env([("AUTHGATE_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
-        raw.overlay_toml("listen = \"127.0.0.1:2\"\nallowed_redirects = [\"https://a/*\", \"https://b/*\"]\n", "f.toml")
-            .unwrap();
+        let mut raw =
+            RawConfig::from_env([("AUTHGATE_LISTEN".to_owned(), "127.0.0.1:1".to_owned())]);
+        raw.overlay_toml(
+            "listen = \"127.0.0.1:2\"\nallowed_redirects = [\"https://a/*\", \"https://b/*\"]\n",
+            "f.toml",
+        )
+        .unwrap();
         let s = Settings::from_raw(&raw).unwrap();
         assert_eq!(s.listen.port(), 2);
         assert!(s.allowed_redirects.allows("https://b/x"));
@@ -564,17 +777,26 @@ mod tests {
     fn upstream_settings() {
         let s = settings(&with_upstream(&[
             ("AUTHGATE_PUBLIC_URL", "https://mcp.example.com"),
-            ("AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS", "connection=google-oauth2&audience=https://api.example"),
+            (
+                "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+                "connection=google-oauth2&audience=https://api.example",
+            ),
         ]))
         .unwrap();
         let up = s.upstream.unwrap();
         assert_eq!(up.callback_url, "https://mcp.example.com/oauth/callback");
         assert_eq!(up.scopes, ["openid", "email", "profile"]);
-        assert_eq!(up.authorize_params[0], ("connection".to_owned(), "google-oauth2".to_owned()));
+        assert_eq!(
+            up.authorize_params[0],
+            ("connection".to_owned(), "google-oauth2".to_owned())
+        );
         assert!(!up.auth_method_basic);
         let dev = settings(&[]).unwrap();
         assert!(dev.upstream.is_none());
-        assert!(dev.login_policy.anyone, "the development login admits anyone unless a list is set");
+        assert!(
+            dev.login_policy.anyone,
+            "the development login admits anyone unless a list is set"
+        );
         let listed = settings(&[("AUTHGATE_ALLOWED_DOMAINS", "@corp.example")]).unwrap();
         assert!(!listed.login_policy.anyone);
         assert_eq!(listed.login_policy.domains, ["corp.example"]);
@@ -582,7 +804,13 @@ mod tests {
 
     #[test]
     fn rates_and_durations() {
-        assert_eq!(parse_rate("X", "10/sec").unwrap(), RateLimit { burst: 10, per_seconds: 1 });
+        assert_eq!(
+            parse_rate("X", "10/sec").unwrap(),
+            RateLimit {
+                burst: 10,
+                per_seconds: 1
+            }
+        );
         assert_eq!(parse_duration("X", "15m").unwrap(), 900);
         assert_eq!(parse_duration("X", "3600").unwrap(), 3600);
         assert!(parse_duration("X", "0").is_err());

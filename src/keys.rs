@@ -175,7 +175,11 @@ impl Keystore {
     }
 
     pub fn jwks(&self) -> Bytes {
-        self.loaded.read().unwrap_or_else(|p| p.into_inner()).jwks.clone()
+        self.loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .jwks
+            .clone()
     }
 
     pub fn signing_kid(&self) -> Option<String> {
@@ -222,7 +226,10 @@ impl Keystore {
         }
         let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        let key = loaded.verifying.get(&kid).ok_or(TokenRejection::UnknownKey)?;
+        let key = loaded
+            .verifying
+            .get(&kid)
+            .ok_or(TokenRejection::UnknownKey)?;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.validate_exp = false;
         validation.validate_nbf = false;

@@ -11,7 +11,11 @@ use authgate::random::SystemRandom;
 use authgate::startup::Application;
 
 #[derive(Parser)]
-#[command(name = "authgate", version, about = "OAuth 2.1 authorization server and gateway for MCP servers")]
+#[command(
+    name = "authgate",
+    version,
+    about = "OAuth 2.1 authorization server and gateway for MCP servers"
+)]
 struct Cli {
     /// TOML file whose settings overlay the environment.
     #[arg(long, global = true, value_name = "FILE")]
@@ -78,12 +82,26 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let store = authgate::store::connect(settings.database_url())
         .await
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot open the database: {}", redact_db_error(&e)))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "DATABASE_URL: cannot open the database: {}",
+                redact_db_error(&e)
+            )
+        })?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("AUTHGATE_LISTEN: cannot listen on {}: {e}", settings.listen))?;
+        .map_err(|e| {
+            anyhow::anyhow!("AUTHGATE_LISTEN: cannot listen on {}: {e}", settings.listen)
+        })?;
     tracing::info!(issuer = %settings.issuer, listen = %settings.listen, backend = store.backend(), "authgate listening");
-    let app = Application::build(settings, listener, store, Arc::new(SystemClock), Arc::new(SystemRandom)).await?;
+    let app = Application::build(
+        settings,
+        listener,
+        store,
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom),
+    )
+    .await?;
     app.run_until(shutdown_signal()).await?;
     Ok(())
 }

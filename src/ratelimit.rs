@@ -41,9 +41,7 @@ impl RateLimiter {
         };
         if buckets.len() >= MAX_TRACKED {
             // Forget buckets that have refilled completely: they carry no information.
-            buckets.retain(|_, b| {
-                b.tokens + (now - b.updated) as f64 * per_second < burst
-            });
+            buckets.retain(|_, b| b.tokens + (now - b.updated) as f64 * per_second < burst);
         }
         let bucket = buckets.entry(key).or_insert(Bucket {
             tokens: burst,
@@ -82,7 +80,10 @@ mod tests {
 
     #[test]
     fn bucket_drains_and_refills() {
-        let rl = RateLimiter::new(RateLimit { burst: 3, per_seconds: 60 });
+        let rl = RateLimiter::new(RateLimit {
+            burst: 3,
+            per_seconds: 60,
+        });
         let a: IpAddr = "203.0.113.1".parse().unwrap();
         let b: IpAddr = "203.0.113.2".parse().unwrap();
         assert!(rl.check(a, 0).is_ok());
@@ -96,7 +97,10 @@ mod tests {
 
     #[test]
     fn ipv6_shares_a_bucket_per_64() {
-        let rl = RateLimiter::new(RateLimit { burst: 1, per_seconds: 60 });
+        let rl = RateLimiter::new(RateLimit {
+            burst: 1,
+            per_seconds: 60,
+        });
         assert!(rl.check("2001:db8:1:2::1".parse().unwrap(), 0).is_ok());
         assert!(rl.check("2001:db8:1:2::99".parse().unwrap(), 0).is_err());
         assert!(rl.check("2001:db8:1:3::1".parse().unwrap(), 0).is_ok());

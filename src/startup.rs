@@ -11,11 +11,11 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, discovery};
 use crate::keys::Keystore;
-use crate::upstream::OidcUpstream;
 use crate::random::Random;
 use crate::ratelimit::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::DynStore;
+use crate::upstream::OidcUpstream;
 
 pub struct Application {
     listener: TcpListener,
@@ -34,7 +34,10 @@ impl Application {
     ) -> Result<Self, anyhow::Error> {
         let extra_ca_pem = match &settings.cimd_test_ca_file {
             Some(path) => Some(std::fs::read(path).map_err(|e| {
-                anyhow::anyhow!("AUTHGATE_CIMD_TEST_CA_FILE: cannot read {}: {e}", path.display())
+                anyhow::anyhow!(
+                    "AUTHGATE_CIMD_TEST_CA_FILE: cannot read {}: {e}",
+                    path.display()
+                )
             })?),
             None => None,
         };
@@ -106,7 +109,11 @@ impl Application {
 /// Periodic clean-up. Every instance runs it; the deletes are idempotent, so several instances
 /// on one database do not conflict.
 async fn background_jobs(state: AppState) {
-    let period = Duration::from_secs(u64::try_from(state.settings.dcr_idle_ttl / 4).unwrap_or(600).clamp(1, 600));
+    let period = Duration::from_secs(
+        u64::try_from(state.settings.dcr_idle_ttl / 4)
+            .unwrap_or(600)
+            .clamp(1, 600),
+    );
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;

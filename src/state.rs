@@ -9,10 +9,10 @@ use crate::cimd::CimdResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::keys::Keystore;
-use crate::upstream::OidcUpstream;
 use crate::random::Random;
 use crate::ratelimit::RateLimiter;
 use crate::store::DynStore;
+use crate::upstream::OidcUpstream;
 
 pub struct App {
     pub settings: Settings,

@@ -79,12 +79,11 @@ impl OidcUpstream {
     }
 
     async fn metadata(&self, force: bool) -> Result<CoreProviderMetadata, UpstreamError> {
-        if !force {
-            if let Some((m, at)) = self.discovered.read().await.as_ref() {
-                if at.elapsed() < DISCOVERY_TTL {
-                    return Ok(m.clone());
-                }
-            }
+        if !force
+            && let Some((m, at)) = self.discovered.read().await.as_ref()
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(m.clone());
         }
         let issuer = IssuerUrl::new(self.config.issuer.clone())
             .map_err(|e| UpstreamError::Config(e.to_string()))?;
@@ -140,8 +139,9 @@ impl OidcUpstream {
         pkce_verifier: &str,
     ) -> Result<String, UpstreamError> {
         let client = self.client(self.metadata(false).await?)?;
-        let challenge =
-            PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(pkce_verifier.to_owned()));
+        let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
+            pkce_verifier.to_owned(),
+        ));
         let state = state.to_owned();
         let nonce = nonce.to_owned();
         let mut req = client
@@ -209,7 +209,11 @@ struct OidcHttp(reqwest::Client);
 impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
     type Error = HttpError;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>> + Send + 'c>,
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, HttpError>>
+                + Send
+                + 'c,
+        >,
     >;
 
     fn call(&'c self, req: openidconnect::HttpRequest) -> Self::Future {

@@ -11,6 +11,8 @@
 -- in the main state) adds them up through the thread handles kept by setup().
 local M = {}
 local handles = {}
+-- The thread handles, for a phase script's own done() (wrapping this one) to read its per-thread state.
+M.handles = handles
 
 function setup(thread)
   handles[#handles + 1] = thread

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
+use axum::Form;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 
 use super::clients::{self, Client, ResolveError};
@@ -58,7 +58,10 @@ impl ClientRedirect {
             status,
             &self.location(
                 issuer,
-                &[("error", err.code.as_str()), ("error_description", &err.description)],
+                &[
+                    ("error", err.code.as_str()),
+                    ("error_description", &err.description),
+                ],
             ),
         )
     }
@@ -74,7 +77,11 @@ pub fn store_failure(e: &StoreError) -> Response {
         StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error_page(status, "Temporarily unavailable", "Something went wrong on the server. Please try again in a moment.")
+    error_page(
+        status,
+        "Temporarily unavailable",
+        "Something went wrong on the server. Please try again in a moment.",
+    )
 }
 
 fn scope_descriptions(scope: &ScopeSet) -> Vec<String> {
@@ -89,8 +96,8 @@ fn scope_descriptions(scope: &ScopeSet) -> Vec<String> {
 
 /// Parses the query, refusing repeated parameters (RFC 6749 §3.1).
 fn parse_query(raw: Option<&str>) -> Result<HashMap<String, String>, String> {
-    let pairs: Vec<(String, String)> =
-        serde_urlencoded::from_str(raw.unwrap_or("")).map_err(|_| "The request is malformed.".to_owned())?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|_| "The request is malformed.".to_owned())?;
     let mut out = HashMap::new();
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -111,12 +118,21 @@ pub async fn authorize(
         Err(why) => return error_page(StatusCode::BAD_REQUEST, "Invalid request", why),
     };
     let Some(client_id) = params.get("client_id") else {
-        return error_page(StatusCode::BAD_REQUEST, "Invalid request", "The request does not say which application is asking (client_id is missing).");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "The request does not say which application is asking (client_id is missing).",
+        );
     };
     let client = match clients::resolve(&state, client_id).await {
         Ok(c) => c,
         Err(ResolveError::Unknown(e)) => {
-            return error_page_detail(StatusCode::BAD_REQUEST, "Unknown application", "This application is not registered with this server. Go back to the application and connect again.", e.description);
+            return error_page_detail(
+                StatusCode::BAD_REQUEST,
+                "Unknown application",
+                "This application is not registered with this server. Go back to the application and connect again.",
+                e.description,
+            );
         }
         Err(ResolveError::Store(e)) => return store_failure(&e),
     };
@@ -128,19 +144,43 @@ pub async fn authorize(
         },
     };
     let Some(redirect_uri) = redirect_uri else {
-        return error_page(StatusCode::BAD_REQUEST, "Invalid redirect", "The application asked to send you to an address it did not register, so this request was stopped.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid redirect",
+            "The application asked to send you to an address it did not register, so this request was stopped.",
+        );
     };
-    let to_client = ClientRedirect { uri: redirect_uri, state: params.get("state").cloned() };
+    let to_client = ClientRedirect {
+        uri: redirect_uri,
+        state: params.get("state").cloned(),
+    };
 
     // From here the redirect URI is trusted: errors go back to the client.
     match params.get("response_type").map(String::as_str) {
         Some("code") => {}
         _ => {
-            return to_client.error(issuer, StatusCode::FOUND, &OAuthError::new(ErrorCode::UnsupportedResponseType, "response_type must be code"));
+            return to_client.error(
+                issuer,
+                StatusCode::FOUND,
+                &OAuthError::new(
+                    ErrorCode::UnsupportedResponseType,
+                    "response_type must be code",
+                ),
+            );
         }
     }
-    if !client.metadata.allows_grant(crate::oauth::client::GRANT_AUTHORIZATION_CODE) {
-        return to_client.error(issuer, StatusCode::FOUND, &OAuthError::new(ErrorCode::UnauthorizedClient, "this client may not use the authorization code grant"));
+    if !client
+        .metadata
+        .allows_grant(crate::oauth::client::GRANT_AUTHORIZATION_CODE)
+    {
+        return to_client.error(
+            issuer,
+            StatusCode::FOUND,
+            &OAuthError::new(
+                ErrorCode::UnauthorizedClient,
+                "this client may not use the authorization code grant",
+            ),
+        );
     }
     let challenge = match pkce::parse_challenge(
         params.get("code_challenge").map(String::as_str),
@@ -149,37 +189,60 @@ pub async fn authorize(
         Ok(c) => c,
         Err(e) => return to_client.error(issuer, StatusCode::FOUND, &e),
     };
-    let resource = match resource::select(params.get("resource").map(String::as_str), &[mcp_resource(&state.settings)]) {
+    let resource = match resource::select(
+        params.get("resource").map(String::as_str),
+        &[mcp_resource(&state.settings)],
+    ) {
         Ok(r) => r,
         Err(e) => return to_client.error(issuer, StatusCode::FOUND, &e),
     };
     let offered = &state.settings.scopes;
-    let requested = ScopeSet::parse(params.get("scope").map(String::as_str).unwrap_or("")).narrow_to(offered);
-    let scope = if requested.is_empty() { offered.clone() } else { requested };
+    let requested =
+        ScopeSet::parse(params.get("scope").map(String::as_str).unwrap_or("")).narrow_to(offered);
+    let scope = if requested.is_empty() {
+        offered.clone()
+    } else {
+        requested
+    };
     let prompt = ScopeSet::parse(params.get("prompt").map(String::as_str).unwrap_or(""));
 
     let session = match cookies::current_session(&state, &headers).await {
         Ok(s) => s,
         Err(e) => return store_failure(&e),
     };
-    if let Some(session) = &session {
-        if !prompt.contains("consent") && !prompt.contains("login") {
-            match state.store.get_consent(&session.subject, &client.id).await {
-                Ok(Some(c)) if scope.is_subset_of(&ScopeSet::parse(&c.scope)) => {
-                    let grant = Grant { client_id: &client.id, redirect_uri: &to_client.uri, code_challenge: &challenge, scope: &scope, resource: &resource };
-                    return match issue_code(&state, &grant, session).await {
-                        Ok(code) => to_client.code(issuer, StatusCode::FOUND, code.expose()),
-                        Err(e) => store_failure(&e),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => return store_failure(&e),
+    if let Some(session) = &session
+        && !prompt.contains("consent")
+        && !prompt.contains("login")
+    {
+        match state.store.get_consent(&session.subject, &client.id).await {
+            Ok(Some(c)) if scope.is_subset_of(&ScopeSet::parse(&c.scope)) => {
+                let grant = Grant {
+                    client_id: &client.id,
+                    redirect_uri: &to_client.uri,
+                    code_challenge: &challenge,
+                    scope: &scope,
+                    resource: &resource,
+                };
+                return match issue_code(&state, &grant, session).await {
+                    Ok(code) => to_client.code(issuer, StatusCode::FOUND, code.expose()),
+                    Err(e) => store_failure(&e),
+                };
             }
+            Ok(_) => {}
+            Err(e) => return store_failure(&e),
         }
     }
     if prompt.contains("none") {
-        let code = if session.is_some() { ErrorCode::ConsentRequired } else { ErrorCode::LoginRequired };
-        return to_client.error(issuer, StatusCode::FOUND, &OAuthError::new(code, "user interaction is required"));
+        let code = if session.is_some() {
+            ErrorCode::ConsentRequired
+        } else {
+            ErrorCode::LoginRequired
+        };
+        return to_client.error(
+            issuer,
+            StatusCode::FOUND,
+            &OAuthError::new(code, "user interaction is required"),
+        );
     }
 
     let names = cookies::names(&state.settings);
@@ -190,7 +253,9 @@ pub async fn authorize(
     let request_id = state.random.token();
     let now = state.clock.now();
     let pending = PendingRecord {
-        id_hash: SecretHash::of(SecretKind::PendingAuthorization, &request_id).as_str().to_owned(),
+        id_hash: SecretHash::of(SecretKind::PendingAuthorization, &request_id)
+            .as_str()
+            .to_owned(),
         browser_hash: cookies::browser_hash(&browser_value),
         client_id: client.id.clone(),
         redirect_uri: to_client.uri.clone(),
@@ -210,7 +275,13 @@ pub async fn authorize(
     }
     let mut resp = consent_page(&state, &client, &pending, &request_id, session.as_ref());
     if new_browser {
-        cookies::set(&mut resp, &names, names.browser, &browser_value, 400 * 86_400);
+        cookies::set(
+            &mut resp,
+            &names,
+            names.browser,
+            &browser_value,
+            400 * 86_400,
+        );
     }
     resp
 }
@@ -229,10 +300,19 @@ fn consent_page(
     let page = ConsentPage {
         client_name: client.display_name(),
         unverified_name: !client.document && client.metadata.client_name.is_some(),
-        server_name: state.settings.public_url.host_str().unwrap_or("this server").to_owned(),
+        server_name: state
+            .settings
+            .public_url
+            .host_str()
+            .unwrap_or("this server")
+            .to_owned(),
         client_host: client.document_host(),
         redirect_host,
-        loopback_only: client.metadata.redirect_uris.iter().all(|u| is_loopback_url(u)),
+        loopback_only: client
+            .metadata
+            .redirect_uris
+            .iter()
+            .all(|u| is_loopback_url(u)),
         signed_in_as: session.map(|s| s.email.clone().unwrap_or_else(|| s.subject.clone())),
         scopes: scope_descriptions(&ScopeSet::parse(&pending.scope)),
         request_id: request_id.to_owned(),
@@ -263,19 +343,35 @@ pub async fn load_pending_for_browser(
     pending: Option<PendingRecord>,
 ) -> Result<PendingRecord, Response> {
     let Some(pending) = pending else {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Request expired", "This sign-in request is unknown or has expired. Go back to the application and connect again."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "This sign-in request is unknown or has expired. Go back to the application and connect again.",
+        ));
     };
     let names = cookies::names(&state.settings);
     let bound = cookies::read(headers, names.browser)
         .is_some_and(|v| cookies::browser_hash(v) == pending.browser_hash);
     if !bound {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Different browser", "This sign-in was started in another browser (or its cookies were cleared). Go back to the application and connect again."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Different browser",
+            "This sign-in was started in another browser (or its cookies were cleared). Go back to the application and connect again.",
+        ));
     }
     if pending.expires_at <= state.clock.now() {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Request expired", "This sign-in request has expired. Go back to the application and connect again."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "This sign-in request has expired. Go back to the application and connect again.",
+        ));
     }
     if pending.status == PENDING_DONE {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Already done", "This sign-in has already completed. You can close this page and return to the application."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Already done",
+            "This sign-in has already completed. You can close this page and return to the application.",
+        ));
     }
     Ok(pending)
 }
@@ -287,7 +383,11 @@ pub async fn consent(
 ) -> Response {
     let issuer = state.settings.issuer.as_str();
     if !same_origin(&state, &headers) {
-        return error_page(StatusCode::FORBIDDEN, "Request refused", "This form was submitted from another site.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form was submitted from another site.",
+        );
     }
     let id_hash = SecretHash::of(SecretKind::PendingAuthorization, &form.request);
     let found = match state.store.get_pending(id_hash.as_str()).await {
@@ -298,13 +398,20 @@ pub async fn consent(
         Ok(p) => p,
         Err(page) => return page,
     };
-    let to_client = ClientRedirect { uri: pending.redirect_uri.clone(), state: pending.state.clone() };
+    let to_client = ClientRedirect {
+        uri: pending.redirect_uri.clone(),
+        state: pending.state.clone(),
+    };
     match form.decision.as_str() {
         "deny" => {
             if let Err(e) = state.store.finish_pending(&pending.id_hash).await {
                 return store_failure(&e);
             }
-            to_client.error(issuer, StatusCode::SEE_OTHER, &OAuthError::new(ErrorCode::AccessDenied, "the user denied the request"))
+            to_client.error(
+                issuer,
+                StatusCode::SEE_OTHER,
+                &OAuthError::new(ErrorCode::AccessDenied, "the user denied the request"),
+            )
         }
         "approve" => {
             let session = match cookies::current_session(&state, &headers).await {
@@ -316,7 +423,11 @@ pub async fn consent(
                 None => super::login::start_upstream(&state, &pending).await,
             }
         }
-        _ => error_page(StatusCode::BAD_REQUEST, "Invalid request", "Unknown decision."),
+        _ => error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Unknown decision.",
+        ),
     }
 }
 
@@ -330,7 +441,11 @@ pub struct Grant<'a> {
 
 /// Issues an authorization code for a user who approved (or had approved) this client, and
 /// remembers the approval.
-async fn issue_code(state: &AppState, grant: &Grant<'_>, session: &SessionRecord) -> Result<PlainSecret, StoreError> {
+async fn issue_code(
+    state: &AppState,
+    grant: &Grant<'_>,
+    session: &SessionRecord,
+) -> Result<PlainSecret, StoreError> {
     let now = state.clock.now();
     let consent = ConsentRecord {
         subject: session.subject.clone(),
@@ -379,19 +494,40 @@ pub async fn complete(
     let issuer = state.settings.issuer.as_str();
     match state.store.finish_pending(&pending.id_hash).await {
         Ok(true) => {}
-        Ok(false) => return error_page(StatusCode::BAD_REQUEST, "Already done", "This sign-in has already completed. You can close this page and return to the application."),
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Already done",
+                "This sign-in has already completed. You can close this page and return to the application.",
+            );
+        }
         Err(e) => return store_failure(&e),
     }
     let scope = ScopeSet::parse(&pending.scope);
-    let grant = Grant { client_id: &pending.client_id, redirect_uri: &pending.redirect_uri, code_challenge: &pending.code_challenge, scope: &scope, resource: &pending.resource };
-    let to_client = ClientRedirect { uri: pending.redirect_uri.clone(), state: pending.state.clone() };
+    let grant = Grant {
+        client_id: &pending.client_id,
+        redirect_uri: &pending.redirect_uri,
+        code_challenge: &pending.code_challenge,
+        scope: &scope,
+        resource: &pending.resource,
+    };
+    let to_client = ClientRedirect {
+        uri: pending.redirect_uri.clone(),
+        state: pending.state.clone(),
+    };
     let mut resp = match issue_code(state, &grant, session).await {
         Ok(code) => to_client.code(issuer, StatusCode::SEE_OTHER, code.expose()),
         Err(e) => return store_failure(&e),
     };
     if let Some(value) = set_session {
         let names = cookies::names(&state.settings);
-        cookies::set(&mut resp, &names, names.session, value, state.settings.session_ttl);
+        cookies::set(
+            &mut resp,
+            &names,
+            names.session,
+            value,
+            state.settings.session_ttl,
+        );
     }
     resp
 }

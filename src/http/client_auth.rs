@@ -18,22 +18,34 @@ use crate::state::AppState;
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// A form-encoded request body: each parameter at most once (RFC 6749 §3.2).
-pub async fn read_form(headers: &HeaderMap, body: Body) -> Result<HashMap<String, String>, ApiError> {
+pub async fn read_form(
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<HashMap<String, String>, ApiError> {
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"));
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        });
     if !is_form {
         return Err(ApiError::bad_request(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",
         )));
     }
-    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES).await.map_err(|_| {
-        ApiError::OAuth(StatusCode::PAYLOAD_TOO_LARGE, OAuthError::invalid_request("the request is too large"))
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::OAuth(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                OAuthError::invalid_request("the request is too large"),
+            )
+        })?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+        ApiError::bad_request(OAuthError::invalid_request("the body is not a valid form"))
     })?;
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes)
-        .map_err(|_| ApiError::bad_request(OAuthError::invalid_request("the body is not a valid form")))?;
     let mut out = HashMap::new();
     for (k, v) in pairs {
         if out.insert(k.clone(), v).is_some() {
@@ -54,7 +66,11 @@ pub struct ClientAuthError {
 
 impl IntoResponse for ClientAuthError {
     fn into_response(self) -> Response {
-        let mut resp = oauth_error_response(StatusCode::UNAUTHORIZED, ErrorCode::InvalidClient, &self.description);
+        let mut resp = oauth_error_response(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::InvalidClient,
+            &self.description,
+        );
         if self.basic {
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -108,7 +124,12 @@ pub async fn authenticate(
     headers: &HeaderMap,
     params: &HashMap<String, String>,
 ) -> Result<Client, AuthFailure> {
-    let fail = |basic: bool, why: &str| AuthFailure::Client(ClientAuthError { description: why.to_owned(), basic });
+    let fail = |basic: bool, why: &str| {
+        AuthFailure::Client(ClientAuthError {
+            description: why.to_owned(),
+            basic,
+        })
+    };
     let basic = match basic_credentials(headers) {
         Some(Ok(c)) => Some(c),
         Some(Err(())) => return Err(fail(true, "malformed Basic credentials")),
@@ -116,19 +137,27 @@ pub async fn authenticate(
     };
     let body_secret = params.get("client_secret");
     if basic.is_some() && body_secret.is_some() {
-        return Err(AuthFailure::Api(ApiError::bad_request(OAuthError::invalid_request(
-            "use one client authentication method, not two",
-        ))));
+        return Err(AuthFailure::Api(ApiError::bad_request(
+            OAuthError::invalid_request("use one client authentication method, not two"),
+        )));
     }
     let (client_id, presented_method, secret) = match (&basic, params.get("client_id")) {
         (Some((id, _)), Some(body_id)) if body_id != id => {
-            return Err(AuthFailure::Api(ApiError::bad_request(OAuthError::invalid_request(
-                "client_id does not match the Basic credentials",
-            ))));
+            return Err(AuthFailure::Api(ApiError::bad_request(
+                OAuthError::invalid_request("client_id does not match the Basic credentials"),
+            )));
         }
-        (Some((id, s)), _) => (id.clone(), TokenAuthMethod::ClientSecretBasic, Some(s.clone())),
+        (Some((id, s)), _) => (
+            id.clone(),
+            TokenAuthMethod::ClientSecretBasic,
+            Some(s.clone()),
+        ),
         (None, Some(id)) => match body_secret {
-            Some(s) => (id.clone(), TokenAuthMethod::ClientSecretPost, Some(s.clone())),
+            Some(s) => (
+                id.clone(),
+                TokenAuthMethod::ClientSecretPost,
+                Some(s.clone()),
+            ),
             None => (id.clone(), TokenAuthMethod::None, None),
         },
         (None, None) => return Err(fail(false, "client authentication is required")),
@@ -136,7 +165,9 @@ pub async fn authenticate(
     let used_basic = presented_method == TokenAuthMethod::ClientSecretBasic;
     let client = match clients::resolve(state, &client_id).await {
         Ok(c) => c,
-        Err(ResolveError::Unknown(_)) => return Err(fail(used_basic, "unknown client; register again")),
+        Err(ResolveError::Unknown(_)) => {
+            return Err(fail(used_basic, "unknown client; register again"));
+        }
         Err(ResolveError::Store(e)) => return Err(AuthFailure::Api(ApiError::Store(e))),
     };
     let registered = client.metadata.token_endpoint_auth_method;
@@ -155,7 +186,10 @@ pub async fn authenticate(
             return Err(fail(used_basic, "client authentication failed"));
         }
         if client.secret_expires_at != 0 && client.secret_expires_at <= state.clock.now() {
-            return Err(fail(used_basic, "the client secret has expired; register again"));
+            return Err(fail(
+                used_basic,
+                "the client secret has expired; register again",
+            ));
         }
     }
     Ok(client)

@@ -61,7 +61,9 @@ impl Client {
     pub fn display_name(&self) -> String {
         match &self.metadata.client_name {
             Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
-            _ => self.document_host().unwrap_or_else(|| "An application".to_owned()),
+            _ => self
+                .document_host()
+                .unwrap_or_else(|| "An application".to_owned()),
         }
     }
 

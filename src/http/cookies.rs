@@ -46,7 +46,8 @@ pub fn read<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 pub fn set(resp: &mut Response, names: &CookieNames, name: &str, value: &str, max_age: i64) {
     let secure = if names.secure { "; Secure" } else { "" };
-    let cookie = format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
+    let cookie =
+        format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}");
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -67,7 +68,10 @@ pub async fn current_session(
 }
 
 pub fn browser_hash(value: &str) -> String {
-    SecretHash::of(SecretKind::PendingAuthorization, &format!("browser:{value}"))
-        .as_str()
-        .to_owned()
+    SecretHash::of(
+        SecretKind::PendingAuthorization,
+        &format!("browser:{value}"),
+    )
+    .as_str()
+    .to_owned()
 }

@@ -57,8 +57,14 @@ pub fn serialize(doc: &serde_json::Value) -> Bytes {
 fn json_document(body: Bytes) -> Response {
     let mut resp = body.into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     resp
 }
 
@@ -68,7 +74,10 @@ pub async fn as_metadata(State(state): State<AppState>) -> Response {
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut resp = json_document(state.keys.jwks());
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=60"));
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
     resp
 }
 
@@ -82,7 +91,9 @@ pub fn as_metadata_paths(settings: &Settings) -> Vec<String> {
     let mut paths = vec!["/.well-known/oauth-authorization-server".to_owned()];
     let issuer_path = settings.issuer_path();
     if !issuer_path.is_empty() {
-        paths.push(format!("/.well-known/oauth-authorization-server{issuer_path}"));
+        paths.push(format!(
+            "/.well-known/oauth-authorization-server{issuer_path}"
+        ));
     }
     paths
 }

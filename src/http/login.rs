@@ -2,13 +2,15 @@
 //! development login) with authgate's own state, nonce and PKCE; the callback verifies the
 //! identity, applies the login policy, opens a session and finishes the authorization.
 
+use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Form;
 use serde::Deserialize;
 
-use super::authorize::{ClientRedirect, complete, load_pending_for_browser, same_origin, store_failure};
+use super::authorize::{
+    ClientRedirect, complete, load_pending_for_browser, same_origin, store_failure,
+};
 use super::pages::{self, DevLoginPage, error_page, error_page_detail};
 use crate::oauth::grant::derive_subject;
 use crate::oauth::identity::UpstreamIdentity;
@@ -22,7 +24,9 @@ pub const DEV_LOGIN_PATH: &str = "/dev/login";
 const DEV_ISSUER: &str = "authgate:development-login";
 
 fn state_hash(state: &str) -> String {
-    SecretHash::of(SecretKind::UpstreamState, state).as_str().to_owned()
+    SecretHash::of(SecretKind::UpstreamState, state)
+        .as_str()
+        .to_owned()
 }
 
 /// Approved: send the browser to log in. Called again on a double submit, which replaces the
@@ -37,7 +41,13 @@ pub async fn start_upstream(state: &AppState, pending: &PendingRecord) -> Respon
         .await
     {
         Ok(true) => {}
-        Ok(false) => return error_page(StatusCode::BAD_REQUEST, "Already done", "This sign-in has already completed. You can close this page and return to the application."),
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "Already done",
+                "This sign-in has already completed. You can close this page and return to the application.",
+            );
+        }
         Err(e) => return store_failure(&e),
     }
     match &state.upstream {
@@ -45,13 +55,23 @@ pub async fn start_upstream(state: &AppState, pending: &PendingRecord) -> Respon
             Ok(url) => pages::redirect(StatusCode::SEE_OTHER, &url),
             Err(e) => {
                 tracing::error!(error = %e, "cannot reach the upstream provider");
-                error_page(StatusCode::BAD_GATEWAY, "Sign-in unavailable", "The sign-in provider cannot be reached right now. Please try again in a moment.")
+                error_page(
+                    StatusCode::BAD_GATEWAY,
+                    "Sign-in unavailable",
+                    "The sign-in provider cannot be reached right now. Please try again in a moment.",
+                )
             }
         },
         None => {
             let mut url = match url::Url::parse(&state.settings.url(DEV_LOGIN_PATH)) {
                 Ok(u) => u,
-                Err(_) => return error_page(StatusCode::INTERNAL_SERVER_ERROR, "Error", "Bad public URL."),
+                Err(_) => {
+                    return error_page(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Error",
+                        "Bad public URL.",
+                    );
+                }
             };
             url.query_pairs_mut().append_pair("state", &up_state);
             pages::redirect(StatusCode::SEE_OTHER, url.as_str())
@@ -59,7 +79,11 @@ pub async fn start_upstream(state: &AppState, pending: &PendingRecord) -> Respon
     }
 }
 
-async fn pending_for_state(state: &AppState, headers: &HeaderMap, up_state: &str) -> Result<PendingRecord, Response> {
+async fn pending_for_state(
+    state: &AppState,
+    headers: &HeaderMap,
+    up_state: &str,
+) -> Result<PendingRecord, Response> {
     let found = state
         .store
         .get_pending_by_upstream_state(&state_hash(up_state))
@@ -67,7 +91,11 @@ async fn pending_for_state(state: &AppState, headers: &HeaderMap, up_state: &str
         .map_err(|e| store_failure(&e))?;
     let pending = load_pending_for_browser(state, headers, found).await?;
     if pending.status != PENDING_UPSTREAM {
-        return Err(error_page(StatusCode::BAD_REQUEST, "Request expired", "This sign-in request is not waiting for a login."));
+        return Err(error_page(
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "This sign-in request is not waiting for a login.",
+        ));
     }
     Ok(pending)
 }
@@ -86,41 +114,79 @@ pub async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Response {
     let Some(upstream) = state.upstream.as_ref() else {
-        return error_page(StatusCode::NOT_FOUND, "Not found", "No upstream provider is configured.");
+        return error_page(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "No upstream provider is configured.",
+        );
     };
     let Some(up_state) = q.state.as_deref() else {
-        return error_page(StatusCode::BAD_REQUEST, "Invalid sign-in response", "The sign-in provider's answer has no state.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in response",
+            "The sign-in provider's answer has no state.",
+        );
     };
     let pending = match pending_for_state(&state, &headers, up_state).await {
         Ok(p) => p,
         Err(page) => return page,
     };
     if q.iss.as_deref().is_some_and(|iss| iss != upstream.issuer()) {
-        return error_page(StatusCode::BAD_REQUEST, "Invalid sign-in response", "The answer came from a different sign-in provider than the one this server uses.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid sign-in response",
+            "The answer came from a different sign-in provider than the one this server uses.",
+        );
     }
-    let to_client = ClientRedirect { uri: pending.redirect_uri.clone(), state: pending.state.clone() };
+    let to_client = ClientRedirect {
+        uri: pending.redirect_uri.clone(),
+        state: pending.state.clone(),
+    };
     if q.error.is_some() || q.code.is_none() {
         if let Err(e) = state.store.finish_pending(&pending.id_hash).await {
             return store_failure(&e);
         }
-        return to_client.error(&state.settings.issuer, StatusCode::SEE_OTHER, &OAuthError::new(ErrorCode::AccessDenied, "the sign-in was cancelled or failed at the identity provider"));
+        return to_client.error(
+            &state.settings.issuer,
+            StatusCode::SEE_OTHER,
+            &OAuthError::new(
+                ErrorCode::AccessDenied,
+                "the sign-in was cancelled or failed at the identity provider",
+            ),
+        );
     }
     let code = q.code.as_deref().unwrap_or_default();
-    let (Some(nonce), Some(verifier)) = (pending.upstream_nonce.as_deref(), pending.upstream_verifier.as_deref()) else {
-        return error_page(StatusCode::BAD_REQUEST, "Request expired", "This sign-in request is not waiting for a login.");
+    let (Some(nonce), Some(verifier)) = (
+        pending.upstream_nonce.as_deref(),
+        pending.upstream_verifier.as_deref(),
+    ) else {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Request expired",
+            "This sign-in request is not waiting for a login.",
+        );
     };
     let identity = match upstream.exchange(code, verifier, nonce).await {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(error = %e, "upstream login failed");
-            return error_page_detail(StatusCode::BAD_GATEWAY, "Sign-in failed", "The sign-in provider's answer could not be verified. Go back to the application and try again.", e.to_string());
+            return error_page_detail(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in failed",
+                "The sign-in provider's answer could not be verified. Go back to the application and try again.",
+                e.to_string(),
+            );
         }
     };
     finish_login(&state, &pending, identity).await
 }
 
 /// The login policy, then a session, then the code.
-async fn finish_login(state: &AppState, pending: &PendingRecord, identity: UpstreamIdentity) -> Response {
+async fn finish_login(
+    state: &AppState,
+    pending: &PendingRecord,
+    identity: UpstreamIdentity,
+) -> Response {
     if let Err(why) = state.settings.login_policy.check(&identity) {
         tracing::info!(upstream.issuer = %identity.issuer, "login refused by policy");
         if let Err(e) = state.store.finish_pending(&pending.id_hash).await {
@@ -149,11 +215,21 @@ pub struct DevLoginQuery {
     state: String,
 }
 
-pub async fn dev_login_page(State(state): State<AppState>, headers: HeaderMap, Query(q): Query<DevLoginQuery>) -> Response {
+pub async fn dev_login_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<DevLoginQuery>,
+) -> Response {
     if let Err(page) = pending_for_state(&state, &headers, &q.state).await {
         return page;
     }
-    pages::render(StatusCode::OK, &DevLoginPage { state: q.state, action: DEV_LOGIN_PATH.to_owned() })
+    pages::render(
+        StatusCode::OK,
+        &DevLoginPage {
+            state: q.state,
+            action: DEV_LOGIN_PATH.to_owned(),
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -162,9 +238,17 @@ pub struct DevLoginForm {
     email: String,
 }
 
-pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, Form(form): Form<DevLoginForm>) -> Response {
+pub async fn dev_login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<DevLoginForm>,
+) -> Response {
     if !same_origin(&state, &headers) {
-        return error_page(StatusCode::FORBIDDEN, "Request refused", "This form was submitted from another site.");
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form was submitted from another site.",
+        );
     }
     let pending = match pending_for_state(&state, &headers, &form.state).await {
         Ok(p) => p,
@@ -172,7 +256,11 @@ pub async fn dev_login(State(state): State<AppState>, headers: HeaderMap, Form(f
     };
     let email = form.email.trim().to_ascii_lowercase();
     if email.len() > 254 || !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-        return error_page(StatusCode::BAD_REQUEST, "Invalid email", "Enter an email address.");
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "Invalid email",
+            "Enter an email address.",
+        );
     }
     let identity = UpstreamIdentity {
         issuer: DEV_ISSUER.to_owned(),

@@ -47,5 +47,8 @@ pub fn router(state: AppState) -> Router {
         );
     }
 
-    Router::new().merge(cors_routes).merge(pages).with_state(state)
+    Router::new()
+        .merge(cors_routes)
+        .merge(pages)
+        .with_state(state)
 }

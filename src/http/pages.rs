@@ -42,10 +42,19 @@ pub struct DevLoginPage {
 pub fn secure_headers(resp: &mut Response) {
     let h = resp.headers_mut();
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(PAGE_CSP));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
 }
 
 pub fn render(status: StatusCode, page: &impl Template) -> Response {
@@ -125,9 +134,20 @@ mod tests {
         assert!(html.contains("&#60;script&#62;"));
         assert!(html.contains("claude.ai"));
         assert!(!html.contains("req\"id"));
-        let err = ErrorPage { title: "t".into(), message: "<b>".into(), detail: None }.render().unwrap();
+        let err = ErrorPage {
+            title: "t".into(),
+            message: "<b>".into(),
+            detail: None,
+        }
+        .render()
+        .unwrap();
         assert!(err.contains("&#60;b&#62;"));
-        let dev = DevLoginPage { state: "s".into(), action: "/dev/login".into() }.render().unwrap();
+        let dev = DevLoginPage {
+            state: "s".into(),
+            action: "/dev/login".into(),
+        }
+        .render()
+        .unwrap();
         assert!(dev.contains("name=\"email\""));
     }
 }

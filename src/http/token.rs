@@ -42,11 +42,21 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Body
     }
 }
 
-async fn token_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, AuthFailure> {
-    let params = client_auth::read_form(headers, body).await.map_err(AuthFailure::Api)?;
+async fn token_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, AuthFailure> {
+    let params = client_auth::read_form(headers, body)
+        .await
+        .map_err(AuthFailure::Api)?;
     let grant_type = params
         .get("grant_type")
-        .ok_or_else(|| AuthFailure::Api(ApiError::bad_request(OAuthError::invalid_request("grant_type is required"))))?
+        .ok_or_else(|| {
+            AuthFailure::Api(ApiError::bad_request(OAuthError::invalid_request(
+                "grant_type is required",
+            )))
+        })?
         .clone();
     if grant_type != GRANT_AUTHORIZATION_CODE && grant_type != GRANT_REFRESH_TOKEN {
         return Err(AuthFailure::Api(ApiError::bad_request(OAuthError::new(
@@ -69,7 +79,11 @@ async fn token_inner(state: &AppState, headers: &HeaderMap, body: Body) -> Resul
     result.map_err(AuthFailure::Api)
 }
 
-async fn authorization_code(state: &AppState, client: &Client, params: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn authorization_code(
+    state: &AppState,
+    client: &Client,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let code = params
         .get("code")
@@ -127,7 +141,13 @@ async fn authorization_code(state: &AppState, client: &Client, params: &HashMap<
         None
     };
     tracing::info!(client.id = %client.id, grant.family = %family.id, "code exchanged");
-    token_response(state, client, &family, &ScopeSet::parse(&family.scope), refresh.as_ref())
+    token_response(
+        state,
+        client,
+        &family,
+        &ScopeSet::parse(&family.scope),
+        refresh.as_ref(),
+    )
 }
 
 /// A code presented twice: someone else may hold it, so everything it produced is revoked.
@@ -141,16 +161,21 @@ async fn replayed_code(state: &AppState, family_id: &str, now: i64) -> ApiError 
 
 fn check_resource(params: &HashMap<String, String>, family: &FamilyRecord) -> Result<(), ApiError> {
     if let Some(r) = params.get("resource") {
-        resource::select(Some(r), std::slice::from_ref(&family.resource)).map_err(ApiError::bad_request)?;
+        resource::select(Some(r), std::slice::from_ref(&family.resource))
+            .map_err(ApiError::bad_request)?;
     }
     Ok(())
 }
 
-async fn refresh(state: &AppState, client: &Client, params: &HashMap<String, String>) -> Result<Response, ApiError> {
+async fn refresh(
+    state: &AppState,
+    client: &Client,
+    params: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let presented = params
-        .get("refresh_token")
-        .ok_or_else(|| ApiError::bad_request(OAuthError::invalid_request("refresh_token is required")))?;
+    let presented = params.get("refresh_token").ok_or_else(|| {
+        ApiError::bad_request(OAuthError::invalid_request("refresh_token is required"))
+    })?;
     let hash = SecretHash::of(SecretKind::RefreshToken, presented);
     let Some(mut record) = state.store.get_refresh(hash.as_str()).await? else {
         return Err(invalid_grant("unknown refresh token"));
@@ -159,7 +184,9 @@ async fn refresh(state: &AppState, client: &Client, params: &HashMap<String, Str
         return Err(invalid_grant("unknown refresh token"));
     };
     if family.client_id != client.id {
-        return Err(invalid_grant("the refresh token was issued to another client"));
+        return Err(invalid_grant(
+            "the refresh token was issued to another client",
+        ));
     }
     if family.revoked_at.is_some() || family.expires_at <= now {
         return Err(invalid_grant("the grant was revoked or has expired"));
@@ -175,12 +202,21 @@ async fn refresh(state: &AppState, client: &Client, params: &HashMap<String, Str
                     "a refresh cannot widen the granted scope",
                 )));
             }
-            if asked.is_empty() { family_scope.clone() } else { asked }
+            if asked.is_empty() {
+                family_scope.clone()
+            } else {
+                asked
+            }
         }
         None => family_scope.clone(),
     };
 
-    let mut outcome = grant::refresh_outcome(record.rotated_at, record.expires_at, now, state.settings.refresh_grace);
+    let mut outcome = grant::refresh_outcome(
+        record.rotated_at,
+        record.expires_at,
+        now,
+        state.settings.refresh_grace,
+    );
     let successor = match outcome {
         RefreshOutcome::Rotate => {
             let next = PlainSecret::new(state.random.token());
@@ -194,7 +230,11 @@ async fn refresh(state: &AppState, client: &Client, params: &HashMap<String, Str
                 rotated_at: None,
                 successor_sealed: None,
             };
-            if state.store.rotate_refresh(hash.as_str(), now, &sealed, &successor).await? {
+            if state
+                .store
+                .rotate_refresh(hash.as_str(), now, &sealed, &successor)
+                .await?
+            {
                 Some(next)
             } else {
                 // Another request rotated it a moment ago: answer as that request did.
@@ -212,8 +252,12 @@ async fn refresh(state: &AppState, client: &Client, params: &HashMap<String, Str
     let successor = match (successor, outcome) {
         (Some(next), _) => next,
         (None, RefreshOutcome::Grace) => {
-            let sealed = record.successor_sealed.as_deref().ok_or_else(|| invalid_grant("unknown refresh token"))?;
-            let next = grant::unseal_successor(presented, sealed).ok_or_else(|| invalid_grant("unknown refresh token"))?;
+            let sealed = record
+                .successor_sealed
+                .as_deref()
+                .ok_or_else(|| invalid_grant("unknown refresh token"))?;
+            let next = grant::unseal_successor(presented, sealed)
+                .ok_or_else(|| invalid_grant("unknown refresh token"))?;
             tracing::info!(grant.family = %family.id, "refresh token replayed within the grace window");
             PlainSecret::new(next)
         }
@@ -251,7 +295,10 @@ fn token_response(
     };
     let access = state.keys.sign(&claims).map_err(|e| {
         tracing::error!(error = %e, "cannot sign an access token");
-        ApiError::OAuth(StatusCode::INTERNAL_SERVER_ERROR, OAuthError::new(ErrorCode::ServerError, "internal error"))
+        ApiError::OAuth(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            OAuthError::new(ErrorCode::ServerError, "internal error"),
+        )
     })?;
     let body = TokenResponse {
         access_token: &access,

@@ -209,7 +209,11 @@ pub fn parse_client_metadata(
 
     let contacts = match obj.get("contacts") {
         None | Some(Value::Null) => None,
-        Some(v) => Some(string_array(v, "contacts", OAuthError::invalid_client_metadata)?),
+        Some(v) => Some(string_array(
+            v,
+            "contacts",
+            OAuthError::invalid_client_metadata,
+        )?),
     };
 
     let client_name = opt_string(obj, "client_name")?.map(str::to_owned);
@@ -373,7 +377,10 @@ mod tests {
     #[test]
     fn claude_dcr_body() {
         let m = reg(json!({"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"})).unwrap();
-        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::ClientSecretPost);
+        assert_eq!(
+            m.token_endpoint_auth_method,
+            TokenAuthMethod::ClientSecretPost
+        );
         assert_eq!(m.grant_types, ["authorization_code", "refresh_token"]);
         assert_eq!(m.scope, None);
     }
@@ -381,7 +388,10 @@ mod tests {
     #[test]
     fn defaults_follow_rfc7591() {
         let m = reg(json!({"redirect_uris":["https://a.example/cb"]})).unwrap();
-        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::ClientSecretBasic);
+        assert_eq!(
+            m.token_endpoint_auth_method,
+            TokenAuthMethod::ClientSecretBasic
+        );
         assert_eq!(m.grant_types, ["authorization_code"]);
         assert_eq!(m.response_types, ["code"]);
         assert_eq!(m.application_type, ApplicationType::Web);
@@ -389,7 +399,8 @@ mod tests {
 
     #[test]
     fn scopes_are_narrowed_and_empty_scope_accepted() {
-        let m = reg(json!({"redirect_uris":["https://a.example/cb"],"scope":"claudeai mcp"})).unwrap();
+        let m =
+            reg(json!({"redirect_uris":["https://a.example/cb"],"scope":"claudeai mcp"})).unwrap();
         assert_eq!(m.scope.as_deref(), Some("mcp"));
         let m = reg(json!({"redirect_uris":["https://a.example/cb"],"scope":""})).unwrap();
         assert_eq!(m.scope.as_deref(), Some(""));
@@ -401,15 +412,42 @@ mod tests {
             (json!([]), ErrorCode::InvalidClientMetadata),
             (json!({}), ErrorCode::InvalidRedirectUri),
             (json!({"redirect_uris":[]}), ErrorCode::InvalidRedirectUri),
-            (json!({"redirect_uris":"https://a.example/cb"}), ErrorCode::InvalidRedirectUri),
-            (json!({"redirect_uris":["http://a.example/cb"]}), ErrorCode::InvalidRedirectUri),
-            (json!({"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}), ErrorCode::InvalidClientMetadata),
-            (json!({"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}), ErrorCode::InvalidClientMetadata),
-            (json!({"redirect_uris":["https://a.example/cb"],"response_types":["token"]}), ErrorCode::InvalidClientMetadata),
-            (json!({"redirect_uris":["https://a.example/cb"],"client_name":7}), ErrorCode::InvalidClientMetadata),
-            (json!({"redirect_uris":["https://a.example/cb"],"client_uri":"javascript:alert(1)"}), ErrorCode::InvalidClientMetadata),
-            (json!({"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}), ErrorCode::InvalidClientMetadata),
-            (json!({"redirect_uris":["https://a.example/cb"],"client_name":"x".repeat(201)}), ErrorCode::InvalidClientMetadata),
+            (
+                json!({"redirect_uris":"https://a.example/cb"}),
+                ErrorCode::InvalidRedirectUri,
+            ),
+            (
+                json!({"redirect_uris":["http://a.example/cb"]}),
+                ErrorCode::InvalidRedirectUri,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"}),
+                ErrorCode::InvalidClientMetadata,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"grant_types":["implicit"]}),
+                ErrorCode::InvalidClientMetadata,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"response_types":["token"]}),
+                ErrorCode::InvalidClientMetadata,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"client_name":7}),
+                ErrorCode::InvalidClientMetadata,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"client_uri":"javascript:alert(1)"}),
+                ErrorCode::InvalidClientMetadata,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"application_type":"desktop"}),
+                ErrorCode::InvalidClientMetadata,
+            ),
+            (
+                json!({"redirect_uris":["https://a.example/cb"],"client_name":"x".repeat(201)}),
+                ErrorCode::InvalidClientMetadata,
+            ),
         ];
         for (body, code) in cases {
             assert_eq!(reg(body.clone()).unwrap_err().code, code, "{body}");
@@ -419,9 +457,20 @@ mod tests {
     #[test]
     fn allowlist_applies() {
         let list = RedirectAllowlist::new(vec!["https://claude.ai/*".into()]);
-        let ok = parse_client_metadata(&json!({"redirect_uris":["https://claude.ai/api/mcp/auth_callback"]}), MetadataSource::Registration, &offered(), &list);
+        let ok = parse_client_metadata(
+            &json!({"redirect_uris":["https://claude.ai/api/mcp/auth_callback"]}),
+            MetadataSource::Registration,
+            &offered(),
+            &list,
+        );
         assert!(ok.is_ok());
-        let err = parse_client_metadata(&json!({"redirect_uris":["https://evil.example/cb"]}), MetadataSource::Registration, &offered(), &list).unwrap_err();
+        let err = parse_client_metadata(
+            &json!({"redirect_uris":["https://evil.example/cb"]}),
+            MetadataSource::Registration,
+            &offered(),
+            &list,
+        )
+        .unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidRedirectUri);
     }
 
@@ -429,7 +478,8 @@ mod tests {
     fn claude_metadata_document() {
         let id = "https://claude.ai/oauth/mcp-oauth-client-metadata";
         let doc = json!({"client_id":id,"client_name":"Claude","client_uri":"https://claude.ai","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:jwt-bearer"],"response_types":["code"],"token_endpoint_auth_method":"none"});
-        let m = parse_metadata_document(id, &doc, &offered(), &RedirectAllowlist::default()).unwrap();
+        let m =
+            parse_metadata_document(id, &doc, &offered(), &RedirectAllowlist::default()).unwrap();
         assert_eq!(m.grant_types, ["authorization_code", "refresh_token"]);
         assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::None);
     }
@@ -440,7 +490,10 @@ mod tests {
         let base = json!({"client_id":id,"redirect_uris":["http://localhost/callback"]});
         let list = RedirectAllowlist::default();
         assert!(parse_metadata_document(id, &base, &offered(), &list).is_ok());
-        assert!(parse_metadata_document("https://app.example/client.json/", &base, &offered(), &list).is_err());
+        assert!(
+            parse_metadata_document("https://app.example/client.json/", &base, &offered(), &list)
+                .is_err()
+        );
         let mut with_secret = base.clone();
         with_secret["client_secret"] = json!("x");
         assert!(parse_metadata_document(id, &with_secret, &offered(), &list).is_err());
@@ -451,7 +504,10 @@ mod tests {
 
     #[test]
     fn document_url_shape() {
-        assert!(validate_metadata_document_url("https://claude.ai/oauth/mcp-oauth-client-metadata").is_ok());
+        assert!(
+            validate_metadata_document_url("https://claude.ai/oauth/mcp-oauth-client-metadata")
+                .is_ok()
+        );
         for bad in [
             "http://claude.ai/oauth/x",
             "https://claude.ai",

@@ -32,23 +32,29 @@ pub struct CodeRedemption<'a> {
 
 /// Checks a redemption against the issued code: same client, same redirect URI when one is
 /// sent, a PKCE verifier matching the challenge, not expired.
-pub fn check_code(code: &IssuedCode<'_>, req: &CodeRedemption<'_>, now: i64) -> Result<(), OAuthError> {
+pub fn check_code(
+    code: &IssuedCode<'_>,
+    req: &CodeRedemption<'_>,
+    now: i64,
+) -> Result<(), OAuthError> {
     if code.client_id != req.client_id {
         return Err(invalid_grant("the code was issued to another client"));
     }
     if now >= code.expires_at {
         return Err(invalid_grant("the code has expired"));
     }
-    if let Some(uri) = req.redirect_uri {
-        if uri != code.redirect_uri {
-            return Err(invalid_grant("redirect_uri does not match the authorization request"));
-        }
+    if req.redirect_uri.is_some_and(|uri| uri != code.redirect_uri) {
+        return Err(invalid_grant(
+            "redirect_uri does not match the authorization request",
+        ));
     }
     let verifier = req
         .code_verifier
         .ok_or_else(|| OAuthError::invalid_request("code_verifier is required"))?;
     if !pkce::verify(verifier, code.code_challenge) {
-        return Err(invalid_grant("code_verifier does not match the code_challenge"));
+        return Err(invalid_grant(
+            "code_verifier does not match the code_challenge",
+        ));
     }
     Ok(())
 }
@@ -124,8 +130,14 @@ mod tests {
     fn refresh_outcomes() {
         assert_eq!(refresh_outcome(None, 100, 50, 30), RefreshOutcome::Rotate);
         assert_eq!(refresh_outcome(None, 100, 100, 30), RefreshOutcome::Expired);
-        assert_eq!(refresh_outcome(Some(50), 100, 80, 30), RefreshOutcome::Grace);
-        assert_eq!(refresh_outcome(Some(50), 100, 81, 30), RefreshOutcome::Reuse);
+        assert_eq!(
+            refresh_outcome(Some(50), 100, 80, 30),
+            RefreshOutcome::Grace
+        );
+        assert_eq!(
+            refresh_outcome(Some(50), 100, 81, 30),
+            RefreshOutcome::Reuse
+        );
     }
 
     #[test]
@@ -142,20 +154,96 @@ mod tests {
     fn code_checks() {
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         let challenge = pkce::s256(verifier);
-        let code = IssuedCode { client_id: "c", redirect_uri: "https://a/cb", code_challenge: &challenge, expires_at: 100 };
-        let ok = CodeRedemption { client_id: "c", redirect_uri: Some("https://a/cb"), code_verifier: Some(verifier) };
+        let code = IssuedCode {
+            client_id: "c",
+            redirect_uri: "https://a/cb",
+            code_challenge: &challenge,
+            expires_at: 100,
+        };
+        let ok = CodeRedemption {
+            client_id: "c",
+            redirect_uri: Some("https://a/cb"),
+            code_verifier: Some(verifier),
+        };
         assert!(check_code(&code, &ok, 99).is_ok());
-        assert!(check_code(&code, &CodeRedemption { redirect_uri: None, ..ok }, 99).is_ok());
-        assert_eq!(check_code(&code, &ok, 100).unwrap_err().code, ErrorCode::InvalidGrant);
-        assert_eq!(check_code(&code, &CodeRedemption { client_id: "d", ..ok }, 1).unwrap_err().code, ErrorCode::InvalidGrant);
-        assert_eq!(check_code(&code, &CodeRedemption { redirect_uri: Some("https://a/cb/"), ..ok }, 1).unwrap_err().code, ErrorCode::InvalidGrant);
-        assert_eq!(check_code(&code, &CodeRedemption { code_verifier: None, ..ok }, 1).unwrap_err().code, ErrorCode::InvalidRequest);
-        assert_eq!(check_code(&code, &CodeRedemption { code_verifier: Some("x".repeat(43).as_str()), ..ok }, 1).unwrap_err().code, ErrorCode::InvalidGrant);
+        assert!(
+            check_code(
+                &code,
+                &CodeRedemption {
+                    redirect_uri: None,
+                    ..ok
+                },
+                99
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            check_code(&code, &ok, 100).unwrap_err().code,
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            check_code(
+                &code,
+                &CodeRedemption {
+                    client_id: "d",
+                    ..ok
+                },
+                1
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            check_code(
+                &code,
+                &CodeRedemption {
+                    redirect_uri: Some("https://a/cb/"),
+                    ..ok
+                },
+                1
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidGrant
+        );
+        assert_eq!(
+            check_code(
+                &code,
+                &CodeRedemption {
+                    code_verifier: None,
+                    ..ok
+                },
+                1
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidRequest
+        );
+        assert_eq!(
+            check_code(
+                &code,
+                &CodeRedemption {
+                    code_verifier: Some("x".repeat(43).as_str()),
+                    ..ok
+                },
+                1
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::InvalidGrant
+        );
     }
 
     #[test]
     fn subjects_are_stable_and_scoped_to_the_issuer() {
-        assert_eq!(derive_subject("https://a/", "u1"), derive_subject("https://a/", "u1"));
-        assert_ne!(derive_subject("https://a/", "u1"), derive_subject("https://b/", "u1"));
+        assert_eq!(
+            derive_subject("https://a/", "u1"),
+            derive_subject("https://a/", "u1")
+        );
+        assert_ne!(
+            derive_subject("https://a/", "u1"),
+            derive_subject("https://b/", "u1")
+        );
     }
 }

@@ -45,20 +45,41 @@ mod tests {
     use super::*;
 
     fn id(email: Option<&str>, verified: Option<bool>) -> UpstreamIdentity {
-        UpstreamIdentity { issuer: "i".into(), subject: "s".into(), email: email.map(Into::into), email_verified: verified }
+        UpstreamIdentity {
+            issuer: "i".into(),
+            subject: "s".into(),
+            email: email.map(Into::into),
+            email_verified: verified,
+        }
     }
 
     #[test]
     fn allowlists() {
-        let p = LoginPolicy { emails: vec!["Ann@Example.com".into()], domains: vec!["corp.example".into()], anyone: false };
+        let p = LoginPolicy {
+            emails: vec!["Ann@Example.com".into()],
+            domains: vec!["corp.example".into()],
+            anyone: false,
+        };
         assert!(p.check(&id(Some("ann@example.com"), Some(true))).is_ok());
         assert!(p.check(&id(Some("bob@corp.example"), None)).is_ok());
         assert!(p.check(&id(Some("bob@example.com"), Some(true))).is_err());
-        assert!(p.check(&id(Some("bob@evilcorp.example"), Some(true))).is_err());
-        assert!(p.check(&id(Some("x@corp.example.evil"), Some(true))).is_err());
+        assert!(
+            p.check(&id(Some("bob@evilcorp.example"), Some(true)))
+                .is_err()
+        );
+        assert!(
+            p.check(&id(Some("x@corp.example.evil"), Some(true)))
+                .is_err()
+        );
         assert!(p.check(&id(None, None)).is_err());
-        assert!(p.check(&id(Some("ann@example.com"), Some(false))).is_err(), "unverified email refused");
-        let open = LoginPolicy { anyone: true, ..LoginPolicy::default() };
+        assert!(
+            p.check(&id(Some("ann@example.com"), Some(false))).is_err(),
+            "unverified email refused"
+        );
+        let open = LoginPolicy {
+            anyone: true,
+            ..LoginPolicy::default()
+        };
         assert!(open.check(&id(None, None)).is_ok());
         assert!(open.check(&id(Some("a@b"), Some(false))).is_err());
     }

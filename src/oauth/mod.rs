@@ -10,6 +10,6 @@ pub mod url_rules;
 
 pub use error::{ErrorCode, OAuthError};
 pub mod grant;
+pub mod identity;
 pub mod pkce;
 pub mod resource;
-pub mod identity;

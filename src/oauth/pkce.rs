@@ -13,7 +13,10 @@ fn is_unreserved(s: &str) -> bool {
 }
 
 /// Checks the `code_challenge` / `code_challenge_method` pair of an authorization request.
-pub fn parse_challenge(challenge: Option<&str>, method: Option<&str>) -> Result<String, OAuthError> {
+pub fn parse_challenge(
+    challenge: Option<&str>,
+    method: Option<&str>,
+) -> Result<String, OAuthError> {
     let challenge = challenge.ok_or_else(|| {
         OAuthError::invalid_request("code_challenge is required (PKCE with S256)")
     })?;
@@ -24,7 +27,11 @@ pub fn parse_challenge(challenge: Option<&str>, method: Option<&str>) -> Result<
                 "code_challenge_method must be S256; plain is not supported",
             ));
         }
-        Some(_) => return Err(OAuthError::invalid_request("unsupported code_challenge_method")),
+        Some(_) => {
+            return Err(OAuthError::invalid_request(
+                "unsupported code_challenge_method",
+            ));
+        }
     }
     if challenge.len() != 43 || !is_unreserved(challenge) {
         return Err(OAuthError::invalid_request(
@@ -58,7 +65,10 @@ mod tests {
         let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
         assert_eq!(s256(verifier), challenge);
         assert!(verify(verifier, challenge));
-        assert!(!verify("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK", challenge));
+        assert!(!verify(
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXK",
+            challenge
+        ));
         assert!(!verify("short", &s256("short")));
     }
 

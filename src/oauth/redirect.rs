@@ -40,7 +40,9 @@ pub fn validate_redirect_uri(raw: &str, app_type: ApplicationType) -> Result<(),
         )));
     }
     if raw.contains('*') {
-        return Err(bad("contains a wildcard; redirect URIs are matched exactly"));
+        return Err(bad(
+            "contains a wildcard; redirect URIs are matched exactly",
+        ));
     }
     if raw.contains('#') {
         return Err(bad("has a fragment, which OAuth forbids"));
@@ -88,7 +90,8 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
         && req.scheme() == "http"
         && is_loopback_host(&reg)
         && is_loopback_host(&req)
-        && reg.host_str().map(str::to_ascii_lowercase) == req.host_str().map(str::to_ascii_lowercase)
+        && reg.host_str().map(str::to_ascii_lowercase)
+            == req.host_str().map(str::to_ascii_lowercase)
         && reg.path() == req.path()
         && reg.query() == req.query()
         && req.fragment().is_none()
@@ -190,7 +193,11 @@ mod tests {
             "https://exa mple.com/cb",
         ] {
             let err = web(uri).unwrap_err();
-            assert_eq!(err.code, crate::oauth::ErrorCode::InvalidRedirectUri, "{uri}");
+            assert_eq!(
+                err.code,
+                crate::oauth::ErrorCode::InvalidRedirectUri,
+                "{uri}"
+            );
         }
     }
 
@@ -219,7 +226,10 @@ mod tests {
             "https://claude.ai/cb",
             "https://claude.ai:8443/cb"
         ));
-        assert!(!redirect_uri_matches("https://claude.ai/cb", "https://CLAUDE.ai/cb"));
+        assert!(!redirect_uri_matches(
+            "https://claude.ai/cb",
+            "https://CLAUDE.ai/cb"
+        ));
         assert!(redirect_uri_matches(
             "http://localhost/callback",
             "http://localhost:54321/callback"

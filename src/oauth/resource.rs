@@ -23,15 +23,23 @@ pub fn canonical(raw: &str) -> Option<String> {
 /// Picks the protected resource a request is for. `resources` are the canonical URIs authgate
 /// protects, the default first. A missing `resource` or the bare origin means the default.
 pub fn select(requested: Option<&str>, resources: &[String]) -> Result<String, OAuthError> {
-    let default = resources
-        .first()
-        .ok_or_else(|| OAuthError::new(ErrorCode::ServerError, "no protected resource configured"))?;
+    let default = resources.first().ok_or_else(|| {
+        OAuthError::new(ErrorCode::ServerError, "no protected resource configured")
+    })?;
     let Some(raw) = requested.filter(|r| !r.is_empty()) else {
         return Ok(default.clone());
     };
-    let foreign = || OAuthError::new(ErrorCode::InvalidTarget, "the requested resource is not served by this authorization server");
+    let foreign = || {
+        OAuthError::new(
+            ErrorCode::InvalidTarget,
+            "the requested resource is not served by this authorization server",
+        )
+    };
     let wanted = canonical(raw).ok_or_else(foreign)?;
-    if let Some(r) = resources.iter().find(|r| canonical(r).as_deref() == Some(wanted.as_str())) {
+    if let Some(r) = resources
+        .iter()
+        .find(|r| canonical(r).as_deref() == Some(wanted.as_str()))
+    {
         return Ok(r.clone());
     }
     let default_origin = Url::parse(default)
@@ -70,7 +78,11 @@ mod tests {
             "https://mcp.example.com:8443/mcp",
             "not a url",
         ] {
-            assert_eq!(select(Some(bad), &ours).unwrap_err().code, ErrorCode::InvalidTarget, "{bad}");
+            assert_eq!(
+                select(Some(bad), &ours).unwrap_err().code,
+                ErrorCode::InvalidTarget,
+                "{bad}"
+            );
         }
     }
 }

@@ -64,7 +64,12 @@ mod tests {
     #[test]
     fn parse_and_narrow() {
         let offered = ScopeSet::parse("mcp admin");
-        assert_eq!(ScopeSet::parse("  mcp  claudeai ").narrow_to(&offered).to_string(), "mcp");
+        assert_eq!(
+            ScopeSet::parse("  mcp  claudeai ")
+                .narrow_to(&offered)
+                .to_string(),
+            "mcp"
+        );
         assert!(ScopeSet::parse("").is_empty());
         assert_eq!(ScopeSet::parse("b a a").to_string(), "a b");
         assert!(ScopeSet::parse("mcp").is_subset_of(&offered));

@@ -101,7 +101,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_consent(&self, subject: &str, client_id: &str) -> Result<bool, StoreError>;
 
     /// Stores a new grant family and its authorization code together.
-    async fn insert_grant(&self, family: &FamilyRecord, code: &CodeRecord) -> Result<(), StoreError>;
+    async fn insert_grant(
+        &self,
+        family: &FamilyRecord,
+        code: &CodeRecord,
+    ) -> Result<(), StoreError>;
     async fn get_family(&self, id: &str) -> Result<Option<FamilyRecord>, StoreError>;
     async fn revoke_family(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
     async fn touch_family(&self, id: &str, now: Timestamp) -> Result<(), StoreError>;
@@ -121,7 +125,8 @@ pub trait Store: Send + Sync + 'static {
         successor: &RefreshRecord,
     ) -> Result<bool, StoreError>;
 
-    async fn revoke_access_token(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError>;
+    async fn revoke_access_token(&self, jti: &str, expires_at: Timestamp)
+    -> Result<(), StoreError>;
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError>;

@@ -55,21 +55,25 @@ pub(super) const SET_PENDING_UPSTREAM: &str = "UPDATE pending_authorizations SET
 pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL WHERE id_hash = $1 AND status <> 'done'";
 
 pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, subject, email, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
-pub(super) const SELECT_SESSION: &str = "SELECT id_hash, subject, email, created_at, expires_at FROM sessions WHERE id_hash = $1";
+pub(super) const SELECT_SESSION: &str =
+    "SELECT id_hash, subject, email, created_at, expires_at FROM sessions WHERE id_hash = $1";
 pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 
 pub(super) const UPSERT_CONSENT: &str = "INSERT INTO consents (subject, client_id, scope, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, client_id) DO UPDATE SET scope = excluded.scope, last_used_at = excluded.last_used_at";
 pub(super) const SELECT_CONSENT: &str = "SELECT subject, client_id, scope, created_at, last_used_at FROM consents WHERE subject = $1 AND client_id = $2";
-pub(super) const DELETE_CONSENT: &str = "DELETE FROM consents WHERE subject = $1 AND client_id = $2";
+pub(super) const DELETE_CONSENT: &str =
+    "DELETE FROM consents WHERE subject = $1 AND client_id = $2";
 
 pub(super) const INSERT_FAMILY: &str = "INSERT INTO grant_families (id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 pub(super) const SELECT_FAMILY: &str = "SELECT id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at FROM grant_families WHERE id = $1";
-pub(super) const REVOKE_FAMILY: &str = "UPDATE grant_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
+pub(super) const REVOKE_FAMILY: &str =
+    "UPDATE grant_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 pub(super) const TOUCH_FAMILY: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1";
 
 pub(super) const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, family_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub(super) const SELECT_CODE: &str = "SELECT hash, family_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at FROM authorization_codes WHERE hash = $1";
-pub(super) const USE_CODE: &str = "UPDATE authorization_codes SET used_at = $2 WHERE hash = $1 AND used_at IS NULL";
+pub(super) const USE_CODE: &str =
+    "UPDATE authorization_codes SET used_at = $2 WHERE hash = $1 AND used_at IS NULL";
 
 pub(super) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (hash, family_id, created_at, expires_at, rotated_at, successor_sealed) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_REFRESH: &str = "SELECT hash, family_id, created_at, expires_at, rotated_at, successor_sealed FROM refresh_tokens WHERE hash = $1";
@@ -80,7 +84,8 @@ pub(super) const SELECT_JTI: &str = "SELECT COUNT(*) FROM revoked_access_tokens 
 
 pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)";
 pub(super) const SELECT_KEYS: &str = "SELECT kid, alg, private_der, created_at, retired_at FROM signing_keys ORDER BY created_at, kid";
-pub(super) const RETIRE_KEYS: &str = "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL";
+pub(super) const RETIRE_KEYS: &str =
+    "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL";
 
 macro_rules! impl_store {
     ($store:ty, $backend:literal) => {
@@ -162,159 +167,360 @@ macro_rules! impl_store {
                 Ok(done.rows_affected())
             }
 
-            async fn insert_pending(&self, p: &$crate::store::PendingRecord) -> Result<(), $crate::store::StoreError> {
+            async fn insert_pending(
+                &self,
+                p: &$crate::store::PendingRecord,
+            ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query($crate::store::sql::INSERT_PENDING)
-                    .bind(&p.id_hash).bind(&p.browser_hash).bind(&p.client_id).bind(&p.redirect_uri)
-                    .bind(&p.state).bind(&p.code_challenge).bind(&p.scope).bind(&p.resource)
-                    .bind(&p.status).bind(&p.upstream_state_hash).bind(&p.upstream_nonce)
-                    .bind(&p.upstream_verifier).bind(p.created_at).bind(p.expires_at)
-                    .execute(&self.pool).await?;
+                    .bind(&p.id_hash)
+                    .bind(&p.browser_hash)
+                    .bind(&p.client_id)
+                    .bind(&p.redirect_uri)
+                    .bind(&p.state)
+                    .bind(&p.code_challenge)
+                    .bind(&p.scope)
+                    .bind(&p.resource)
+                    .bind(&p.status)
+                    .bind(&p.upstream_state_hash)
+                    .bind(&p.upstream_nonce)
+                    .bind(&p.upstream_verifier)
+                    .bind(p.created_at)
+                    .bind(p.expires_at)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn get_pending(&self, id_hash: &str) -> Result<Option<$crate::store::PendingRecord>, $crate::store::StoreError> {
+            async fn get_pending(
+                &self,
+                id_hash: &str,
+            ) -> Result<Option<$crate::store::PendingRecord>, $crate::store::StoreError> {
                 let sql = $crate::store::sql::select_pending_by("id_hash");
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id_hash).fetch_optional(&self.pool).await?)
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(id_hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
-            async fn get_pending_by_upstream_state(&self, state_hash: &str) -> Result<Option<$crate::store::PendingRecord>, $crate::store::StoreError> {
+            async fn get_pending_by_upstream_state(
+                &self,
+                state_hash: &str,
+            ) -> Result<Option<$crate::store::PendingRecord>, $crate::store::StoreError> {
                 let sql = $crate::store::sql::select_pending_by("upstream_state_hash");
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(state_hash).fetch_optional(&self.pool).await?)
+                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                    .bind(state_hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
-            async fn set_pending_upstream(&self, id_hash: &str, state_hash: &str, nonce: &str, verifier: &str) -> Result<bool, $crate::store::StoreError> {
+            async fn set_pending_upstream(
+                &self,
+                id_hash: &str,
+                state_hash: &str,
+                nonce: &str,
+                verifier: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
                 let done = sqlx::query($crate::store::sql::SET_PENDING_UPSTREAM)
-                    .bind(id_hash).bind(state_hash).bind(nonce).bind(verifier)
-                    .execute(&self.pool).await?;
+                    .bind(id_hash)
+                    .bind(state_hash)
+                    .bind(nonce)
+                    .bind(verifier)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn finish_pending(&self, id_hash: &str) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::FINISH_PENDING).bind(id_hash).execute(&self.pool).await?;
+            async fn finish_pending(
+                &self,
+                id_hash: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::FINISH_PENDING)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn insert_session(&self, s: &$crate::store::SessionRecord) -> Result<(), $crate::store::StoreError> {
+            async fn insert_session(
+                &self,
+                s: &$crate::store::SessionRecord,
+            ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query($crate::store::sql::INSERT_SESSION)
-                    .bind(&s.id_hash).bind(&s.subject).bind(&s.email).bind(s.created_at).bind(s.expires_at)
-                    .execute(&self.pool).await?;
+                    .bind(&s.id_hash)
+                    .bind(&s.subject)
+                    .bind(&s.email)
+                    .bind(s.created_at)
+                    .bind(s.expires_at)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn get_session(&self, id_hash: &str) -> Result<Option<$crate::store::SessionRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_SESSION).bind(id_hash).fetch_optional(&self.pool).await?)
+            async fn get_session(
+                &self,
+                id_hash: &str,
+            ) -> Result<Option<$crate::store::SessionRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_SESSION)
+                    .bind(id_hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
             async fn delete_session(&self, id_hash: &str) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::DELETE_SESSION).bind(id_hash).execute(&self.pool).await?;
+                sqlx::query($crate::store::sql::DELETE_SESSION)
+                    .bind(id_hash)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn upsert_consent(&self, c: &$crate::store::ConsentRecord) -> Result<(), $crate::store::StoreError> {
+            async fn upsert_consent(
+                &self,
+                c: &$crate::store::ConsentRecord,
+            ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query($crate::store::sql::UPSERT_CONSENT)
-                    .bind(&c.subject).bind(&c.client_id).bind(&c.scope).bind(c.created_at).bind(c.last_used_at)
-                    .execute(&self.pool).await?;
+                    .bind(&c.subject)
+                    .bind(&c.client_id)
+                    .bind(&c.scope)
+                    .bind(c.created_at)
+                    .bind(c.last_used_at)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn get_consent(&self, subject: &str, client_id: &str) -> Result<Option<$crate::store::ConsentRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_CONSENT).bind(subject).bind(client_id).fetch_optional(&self.pool).await?)
+            async fn get_consent(
+                &self,
+                subject: &str,
+                client_id: &str,
+            ) -> Result<Option<$crate::store::ConsentRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_CONSENT)
+                    .bind(subject)
+                    .bind(client_id)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
-            async fn delete_consent(&self, subject: &str, client_id: &str) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::DELETE_CONSENT).bind(subject).bind(client_id).execute(&self.pool).await?;
+            async fn delete_consent(
+                &self,
+                subject: &str,
+                client_id: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::DELETE_CONSENT)
+                    .bind(subject)
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn insert_grant(&self, f: &$crate::store::FamilyRecord, c: &$crate::store::CodeRecord) -> Result<(), $crate::store::StoreError> {
+            async fn insert_grant(
+                &self,
+                f: &$crate::store::FamilyRecord,
+                c: &$crate::store::CodeRecord,
+            ) -> Result<(), $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 sqlx::query($crate::store::sql::INSERT_FAMILY)
-                    .bind(&f.id).bind(&f.client_id).bind(&f.subject).bind(&f.email).bind(&f.scope)
-                    .bind(&f.resource).bind(f.created_at).bind(f.expires_at).bind(f.last_used_at).bind(f.revoked_at)
-                    .execute(&mut *tx).await?;
+                    .bind(&f.id)
+                    .bind(&f.client_id)
+                    .bind(&f.subject)
+                    .bind(&f.email)
+                    .bind(&f.scope)
+                    .bind(&f.resource)
+                    .bind(f.created_at)
+                    .bind(f.expires_at)
+                    .bind(f.last_used_at)
+                    .bind(f.revoked_at)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query($crate::store::sql::INSERT_CODE)
-                    .bind(&c.hash).bind(&c.family_id).bind(&c.client_id).bind(&c.redirect_uri)
-                    .bind(&c.code_challenge).bind(c.created_at).bind(c.expires_at).bind(c.used_at)
-                    .execute(&mut *tx).await?;
+                    .bind(&c.hash)
+                    .bind(&c.family_id)
+                    .bind(&c.client_id)
+                    .bind(&c.redirect_uri)
+                    .bind(&c.code_challenge)
+                    .bind(c.created_at)
+                    .bind(c.expires_at)
+                    .bind(c.used_at)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(())
             }
 
-            async fn get_family(&self, id: &str) -> Result<Option<$crate::store::FamilyRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_FAMILY).bind(id).fetch_optional(&self.pool).await?)
+            async fn get_family(
+                &self,
+                id: &str,
+            ) -> Result<Option<$crate::store::FamilyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_FAMILY)
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
-            async fn revoke_family(&self, id: &str, now: $crate::clock::Timestamp) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::REVOKE_FAMILY).bind(id).bind(now).execute(&self.pool).await?;
+            async fn revoke_family(
+                &self,
+                id: &str,
+                now: $crate::clock::Timestamp,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::REVOKE_FAMILY)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn touch_family(&self, id: &str, now: $crate::clock::Timestamp) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::TOUCH_FAMILY).bind(id).bind(now).execute(&self.pool).await?;
+            async fn touch_family(
+                &self,
+                id: &str,
+                now: $crate::clock::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::TOUCH_FAMILY)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn get_code(&self, hash: &str) -> Result<Option<$crate::store::CodeRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_CODE).bind(hash).fetch_optional(&self.pool).await?)
+            async fn get_code(
+                &self,
+                hash: &str,
+            ) -> Result<Option<$crate::store::CodeRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_CODE)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
-            async fn use_code(&self, hash: &str, now: $crate::clock::Timestamp) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::USE_CODE).bind(hash).bind(now).execute(&self.pool).await?;
+            async fn use_code(
+                &self,
+                hash: &str,
+                now: $crate::clock::Timestamp,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::USE_CODE)
+                    .bind(hash)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn insert_refresh(&self, r: &$crate::store::RefreshRecord) -> Result<(), $crate::store::StoreError> {
+            async fn insert_refresh(
+                &self,
+                r: &$crate::store::RefreshRecord,
+            ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query($crate::store::sql::INSERT_REFRESH)
-                    .bind(&r.hash).bind(&r.family_id).bind(r.created_at).bind(r.expires_at)
-                    .bind(r.rotated_at).bind(&r.successor_sealed)
-                    .execute(&self.pool).await?;
+                    .bind(&r.hash)
+                    .bind(&r.family_id)
+                    .bind(r.created_at)
+                    .bind(r.expires_at)
+                    .bind(r.rotated_at)
+                    .bind(&r.successor_sealed)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn get_refresh(&self, hash: &str) -> Result<Option<$crate::store::RefreshRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_REFRESH).bind(hash).fetch_optional(&self.pool).await?)
+            async fn get_refresh(
+                &self,
+                hash: &str,
+            ) -> Result<Option<$crate::store::RefreshRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_REFRESH)
+                    .bind(hash)
+                    .fetch_optional(&self.pool)
+                    .await?)
             }
 
-            async fn rotate_refresh(&self, hash: &str, now: $crate::clock::Timestamp, sealed: &str, successor: &$crate::store::RefreshRecord) -> Result<bool, $crate::store::StoreError> {
+            async fn rotate_refresh(
+                &self,
+                hash: &str,
+                now: $crate::clock::Timestamp,
+                sealed: &str,
+                successor: &$crate::store::RefreshRecord,
+            ) -> Result<bool, $crate::store::StoreError> {
                 let mut tx = self.pool.begin().await?;
                 let done = sqlx::query($crate::store::sql::ROTATE_REFRESH)
-                    .bind(hash).bind(now).bind(sealed)
-                    .execute(&mut *tx).await?;
+                    .bind(hash)
+                    .bind(now)
+                    .bind(sealed)
+                    .execute(&mut *tx)
+                    .await?;
                 if done.rows_affected() != 1 {
                     tx.rollback().await?;
                     return Ok(false);
                 }
                 sqlx::query($crate::store::sql::INSERT_REFRESH)
-                    .bind(&successor.hash).bind(&successor.family_id).bind(successor.created_at)
-                    .bind(successor.expires_at).bind(successor.rotated_at).bind(&successor.successor_sealed)
-                    .execute(&mut *tx).await?;
+                    .bind(&successor.hash)
+                    .bind(&successor.family_id)
+                    .bind(successor.created_at)
+                    .bind(successor.expires_at)
+                    .bind(successor.rotated_at)
+                    .bind(&successor.successor_sealed)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
                 Ok(true)
             }
 
-            async fn revoke_access_token(&self, jti: &str, expires_at: $crate::clock::Timestamp) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::REVOKE_JTI).bind(jti).bind(expires_at).execute(&self.pool).await?;
+            async fn revoke_access_token(
+                &self,
+                jti: &str,
+                expires_at: $crate::clock::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::REVOKE_JTI)
+                    .bind(jti)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, $crate::store::StoreError> {
-                let (n,): (i64,) = sqlx::query_as($crate::store::sql::SELECT_JTI).bind(jti).fetch_one(&self.pool).await?;
+            async fn is_access_token_revoked(
+                &self,
+                jti: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let (n,): (i64,) = sqlx::query_as($crate::store::sql::SELECT_JTI)
+                    .bind(jti)
+                    .fetch_one(&self.pool)
+                    .await?;
                 Ok(n > 0)
             }
 
-            async fn insert_key(&self, k: &$crate::store::KeyRecord) -> Result<(), $crate::store::StoreError> {
+            async fn insert_key(
+                &self,
+                k: &$crate::store::KeyRecord,
+            ) -> Result<(), $crate::store::StoreError> {
                 sqlx::query($crate::store::sql::INSERT_KEY)
-                    .bind(&k.kid).bind(&k.alg).bind(&k.private_der).bind(k.created_at).bind(k.retired_at)
-                    .execute(&self.pool).await?;
+                    .bind(&k.kid)
+                    .bind(&k.alg)
+                    .bind(&k.private_der)
+                    .bind(k.created_at)
+                    .bind(k.retired_at)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
-            async fn list_keys(&self) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_KEYS).fetch_all(&self.pool).await?)
+            async fn list_keys(
+                &self,
+            ) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_KEYS)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
-            async fn retire_keys_except(&self, keep: &str, now: $crate::clock::Timestamp) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::RETIRE_KEYS).bind(keep).bind(now).execute(&self.pool).await?;
+            async fn retire_keys_except(
+                &self,
+                keep: &str,
+                now: $crate::clock::Timestamp,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::RETIRE_KEYS)
+                    .bind(keep)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
                 Ok(done.rows_affected())
             }
         }
@@ -322,5 +528,3 @@ macro_rules! impl_store {
 }
 
 pub(super) use impl_store;
-
-

@@ -30,7 +30,12 @@ impl Browser {
         self.http.get(url).send().await.unwrap()
     }
 
-    pub async fn post_form(&self, url: &str, form: &[(&str, &str)], origin: Option<&str>) -> reqwest::Response {
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        origin: Option<&str>,
+    ) -> reqwest::Response {
         let mut req = self.http.post(url).form(form);
         if let Some(o) = origin {
             req = req.header("Origin", o);
@@ -41,7 +46,12 @@ impl Browser {
 
 pub fn location(resp: &reqwest::Response) -> String {
     let base = resp.url().clone();
-    let loc = resp.headers().get(LOCATION).expect("a Location header").to_str().unwrap();
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .expect("a Location header")
+        .to_str()
+        .unwrap();
     base.join(loc).unwrap().to_string()
 }
 
@@ -49,13 +59,19 @@ pub fn location(resp: &reqwest::Response) -> String {
 pub fn form_action(html: &str, base: &str) -> String {
     let form = &html[html.find("<form").expect("a form")..];
     let action = attr(&form[..form.find('>').unwrap()], "action").unwrap_or_default();
-    url::Url::parse(base).unwrap().join(&action).unwrap().to_string()
+    url::Url::parse(base)
+        .unwrap()
+        .join(&action)
+        .unwrap()
+        .to_string()
 }
 
 /// The named inputs of the first form (hidden fields and pre-filled values).
 pub fn form_inputs(html: &str) -> HashMap<String, String> {
     let start = html.find("<form").expect("a form");
-    let end = html[start..].find("</form>").map_or(html.len(), |e| start + e);
+    let end = html[start..]
+        .find("</form>")
+        .map_or(html.len(), |e| start + e);
     let form = &html[start..end];
     let mut out = HashMap::new();
     let mut rest = form;
@@ -78,5 +94,11 @@ fn attr(tag: &str, name: &str) -> Option<String> {
 }
 
 fn html_unescape(s: &str) -> String {
-    s.replace("&#38;", "&").replace("&amp;", "&").replace("&#34;", "\"").replace("&quot;", "\"").replace("&#39;", "'").replace("&#60;", "<").replace("&#62;", ">")
+    s.replace("&#38;", "&")
+        .replace("&amp;", "&")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
 }

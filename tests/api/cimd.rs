@@ -31,7 +31,8 @@ pub struct DocHost {
 fn json_doc(body: serde_json::Value, cache: Option<&'static str>) -> Response {
     let mut resp = axum::Json(body).into_response();
     if let Some(c) = cache {
-        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static(c));
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static(c));
     }
     resp
 }
@@ -42,12 +43,13 @@ pub async fn spawn_doc_host() -> DocHost {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "authgate test CA");
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "authgate test CA");
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_params =
-        rcgen::CertificateParams::new(vec![
+    let leaf_params = rcgen::CertificateParams::new(vec![
         "claude.ai".to_owned(),
         "docs.example".to_owned(),
         "localhost".to_owned(),
@@ -125,7 +127,9 @@ pub async fn spawn_doc_host() -> DocHost {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             let app = app.clone();
             tokio::spawn(async move {
@@ -165,7 +169,11 @@ async fn claude_document_resolves() {
     let m = resolver(&host).resolve(CLAUDE_CIMD, 0).await.unwrap();
     assert_eq!(m.client_name.as_deref(), Some("Claude"));
     assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::None);
-    assert_eq!(m.grant_types, ["authorization_code", "refresh_token"], "jwt-bearer ignored");
+    assert_eq!(
+        m.grant_types,
+        ["authorization_code", "refresh_token"],
+        "jwt-bearer ignored"
+    );
     assert_eq!(m.redirect_uris, ["https://claude.ai/api/mcp/auth_callback"]);
 }
 
@@ -173,8 +181,17 @@ async fn claude_document_resolves() {
 async fn claude_code_document_resolves() {
     let host = spawn_doc_host().await;
     let m = resolver(&host).resolve(CLAUDE_CODE_CIMD, 0).await.unwrap();
-    assert_eq!(m.redirect_uris, ["http://localhost/callback", "http://127.0.0.1/callback"]);
-    assert!(authgate::oauth::redirect::find_matching(&m.redirect_uris, "http://localhost:49152/callback").is_some());
+    assert_eq!(
+        m.redirect_uris,
+        ["http://localhost/callback", "http://127.0.0.1/callback"]
+    );
+    assert!(
+        authgate::oauth::redirect::find_matching(
+            &m.redirect_uris,
+            "http://localhost:49152/callback"
+        )
+        .is_some()
+    );
 }
 
 #[tokio::test]
@@ -182,7 +199,15 @@ async fn bad_documents_are_refused() {
     let host = spawn_doc_host().await;
     let r = resolver(&host);
     for path in [
-        "forged", "trailing", "big", "big-chunked", "redirect", "missing", "html", "secret", "post",
+        "forged",
+        "trailing",
+        "big",
+        "big-chunked",
+        "redirect",
+        "missing",
+        "html",
+        "secret",
+        "post",
         "badredirect",
     ] {
         let id = format!("https://docs.example/{path}");
@@ -197,13 +222,21 @@ async fn documents_are_cached_per_headers_and_failures_never() {
     let r = resolver(&host);
     r.resolve("https://docs.example/cached", 0).await.unwrap();
     r.resolve("https://docs.example/cached", 599).await.unwrap();
-    assert_eq!(host.hits.load(Ordering::SeqCst), 1, "served from the cache while fresh");
+    assert_eq!(
+        host.hits.load(Ordering::SeqCst),
+        1,
+        "served from the cache while fresh"
+    );
     r.resolve("https://docs.example/cached", 601).await.unwrap();
     assert_eq!(host.hits.load(Ordering::SeqCst), 2, "refetched once stale");
     host.hits.store(0, Ordering::SeqCst);
     r.resolve("https://docs.example/uncached", 0).await.unwrap();
     r.resolve("https://docs.example/uncached", 0).await.unwrap();
-    assert_eq!(host.hits.load(Ordering::SeqCst), 2, "no-store is not cached");
+    assert_eq!(
+        host.hits.load(Ordering::SeqCst),
+        2,
+        "no-store is not cached"
+    );
     assert!(r.resolve("https://docs.example/missing", 0).await.is_err());
     assert!(r.resolve("https://docs.example/missing", 0).await.is_err());
 }
@@ -237,7 +270,12 @@ async fn private_addresses_are_refused() {
 async fn the_test_mapping_reaches_the_self_document() {
     // Proves the /self route works, so `private_addresses_are_refused` fails only by the guard.
     let host = spawn_doc_host().await;
-    assert!(resolver(&host).resolve("https://docs.example/self", 0).await.is_ok());
+    assert!(
+        resolver(&host)
+            .resolve("https://docs.example/self", 0)
+            .await
+            .is_ok()
+    );
 }
 
 #[tokio::test]

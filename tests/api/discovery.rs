@@ -21,7 +21,10 @@ async fn as_metadata_is_complete(backend: Backend) {
     assert_eq!(m["revocation_endpoint"], app.url("/revoke"));
     assert_eq!(m["jwks_uri"], app.url("/jwks.json"));
     assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
-    assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+    assert_eq!(
+        m["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
     assert_eq!(
         m["token_endpoint_auth_methods_supported"],
         serde_json::json!(["none", "client_secret_post", "client_secret_basic"])
@@ -73,7 +76,10 @@ async fn issuer_is_the_configured_public_url_not_the_host_header(backend: Backen
         .await
         .unwrap();
     assert_eq!(m["issuer"], "https://mcp.example.com");
-    assert_eq!(m["registration_endpoint"], "https://mcp.example.com/register");
+    assert_eq!(
+        m["registration_endpoint"],
+        "https://mcp.example.com/register"
+    );
     let prm: Value = app
         .http
         .get(app.url("/.well-known/oauth-protected-resource/mcp"))
@@ -84,7 +90,10 @@ async fn issuer_is_the_configured_public_url_not_the_host_header(backend: Backen
         .json()
         .await
         .unwrap();
-    assert_eq!(prm["authorization_servers"][0], m["issuer"], "byte-identical issuer");
+    assert_eq!(
+        prm["authorization_servers"][0], m["issuer"],
+        "byte-identical issuer"
+    );
     assert_eq!(prm["resource"], "https://mcp.example.com/mcp");
 }
 
@@ -140,14 +149,24 @@ async fn cors_on_discovery_and_register(backend: Backend) {
             .request(reqwest::Method::OPTIONS, app.url(path))
             .header("Origin", "http://localhost:6274")
             .header("Access-Control-Request-Method", "POST")
-            .header("Access-Control-Request-Headers", "content-type, mcp-protocol-version")
+            .header(
+                "Access-Control-Request-Headers",
+                "content-type, mcp-protocol-version",
+            )
             .send()
             .await
             .unwrap();
         assert_eq!(pre.status(), 204, "{path}");
         assert_eq!(pre.headers()["access-control-allow-origin"], "*");
-        assert!(pre.headers().get("access-control-allow-credentials").is_none());
-        let allowed = pre.headers()["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+        assert!(
+            pre.headers()
+                .get("access-control-allow-credentials")
+                .is_none()
+        );
+        let allowed = pre.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
         assert!(allowed.contains("mcp-protocol-version") && allowed.contains("authorization"));
     }
     let resp = app
@@ -189,7 +208,15 @@ async fn no_cors_on_authorize(backend: Backend) {
 
 async fn jwks_publishes_the_signing_key(backend: Backend) {
     let app = spawn_app(backend).await;
-    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = app
+        .http
+        .get(app.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let keys = jwks["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0]["kty"], "EC");

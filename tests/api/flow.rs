@@ -13,8 +13,12 @@ pub struct Pkce {
 }
 
 pub fn new_pkce() -> Pkce {
-    let verifier = format!("v{}", uuid::Uuid::new_v4().simple()) + &uuid::Uuid::new_v4().simple().to_string();
-    Pkce { challenge: pkce::s256(&verifier), verifier }
+    let verifier =
+        format!("v{}", uuid::Uuid::new_v4().simple()) + &uuid::Uuid::new_v4().simple().to_string();
+    Pkce {
+        challenge: pkce::s256(&verifier),
+        verifier,
+    }
 }
 
 pub struct RegisteredClient {
@@ -30,7 +34,11 @@ pub async fn register_public(app: &TestApp, redirect_uri: &str) -> RegisteredCli
         .json()
         .await
         .unwrap();
-    RegisteredClient { id: body["client_id"].as_str().unwrap().to_owned(), secret: None, redirect_uri: redirect_uri.to_owned() }
+    RegisteredClient {
+        id: body["client_id"].as_str().unwrap().to_owned(),
+        secret: None,
+        redirect_uri: redirect_uri.to_owned(),
+    }
 }
 
 pub async fn register_claude(app: &TestApp) -> RegisteredClient {
@@ -47,7 +55,13 @@ pub async fn register_claude(app: &TestApp) -> RegisteredClient {
     }
 }
 
-pub fn authorize_url(app: &TestApp, client_id: &str, redirect_uri: &str, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+pub fn authorize_url(
+    app: &TestApp,
+    client_id: &str,
+    redirect_uri: &str,
+    pkce: &Pkce,
+    extra: &[(&str, &str)],
+) -> String {
     let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
     {
         let mut q = url.query_pairs_mut();
@@ -66,7 +80,11 @@ pub fn authorize_url(app: &TestApp, client_id: &str, redirect_uri: &str, pkce: &
 
 /// Reads a query parameter of a URL.
 pub fn param(url: &str, name: &str) -> Option<String> {
-    url::Url::parse(url).unwrap().query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// GET the authorize URL and expect the consent page; returns its request id.
@@ -74,18 +92,34 @@ pub async fn open_consent(browser: &Browser, url: &str) -> String {
     let resp = browser.get(url).await;
     assert_eq!(resp.status(), 200, "expected the consent page");
     let html = resp.text().await.unwrap();
-    form_inputs(&html).remove("request").expect("a request id on the consent page")
+    form_inputs(&html)
+        .remove("request")
+        .expect("a request id on the consent page")
 }
 
-pub async fn decide(browser: &Browser, app: &TestApp, request: &str, decision: &str) -> reqwest::Response {
+pub async fn decide(
+    browser: &Browser,
+    app: &TestApp,
+    request: &str,
+    decision: &str,
+) -> reqwest::Response {
     browser
-        .post_form(&app.url("/authorize/consent"), &[("request", request), ("decision", decision)], Some(&app.base))
+        .post_form(
+            &app.url("/authorize/consent"),
+            &[("request", request), ("decision", decision)],
+            Some(&app.base),
+        )
         .await
 }
 
 /// Approve on the consent page, then log in with the development login as `email`.
 /// Returns the final redirect to the client.
-pub async fn approve_and_dev_login(browser: &Browser, app: &TestApp, request: &str, email: &str) -> reqwest::Response {
+pub async fn approve_and_dev_login(
+    browser: &Browser,
+    app: &TestApp,
+    request: &str,
+    email: &str,
+) -> reqwest::Response {
     let approved = decide(browser, app, request, "approve").await;
     assert_eq!(approved.status(), 303);
     let login_url = location(&approved);
@@ -94,12 +128,22 @@ pub async fn approve_and_dev_login(browser: &Browser, app: &TestApp, request: &s
     assert_eq!(page.status(), 200);
     let state = param(&login_url, "state").unwrap();
     browser
-        .post_form(&app.url("/dev/login"), &[("state", &state), ("email", email)], Some(&app.base))
+        .post_form(
+            &app.url("/dev/login"),
+            &[("state", &state), ("email", email)],
+            Some(&app.base),
+        )
         .await
 }
 
 /// The whole browser part with the development login: returns the authorization code.
-pub async fn dev_flow(app: &TestApp, browser: &Browser, client: &RegisteredClient, pkce: &Pkce, extra: &[(&str, &str)]) -> String {
+pub async fn dev_flow(
+    app: &TestApp,
+    browser: &Browser,
+    client: &RegisteredClient,
+    pkce: &Pkce,
+    extra: &[(&str, &str)],
+) -> String {
     let url = authorize_url(app, &client.id, &client.redirect_uri, pkce, extra);
     let request = open_consent(browser, &url).await;
     let done = approve_and_dev_login(browser, app, &request, "ann@example.com").await;
@@ -111,21 +155,50 @@ pub async fn dev_flow(app: &TestApp, browser: &Browser, client: &RegisteredClien
     param(&back, "code").expect("a code")
 }
 
-pub async fn token_request(app: &TestApp, client: &RegisteredClient, form: &[(&str, &str)]) -> reqwest::Response {
+pub async fn token_request(
+    app: &TestApp,
+    client: &RegisteredClient,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
     let mut all: Vec<(&str, &str)> = form.to_vec();
     all.push(("client_id", &client.id));
     if let Some(s) = &client.secret {
         all.push(("client_secret", s));
     }
-    app.http.post(app.url("/token")).form(&all).send().await.unwrap()
+    app.http
+        .post(app.url("/token"))
+        .form(&all)
+        .send()
+        .await
+        .unwrap()
 }
 
-pub async fn redeem(app: &TestApp, client: &RegisteredClient, code: &str, pkce: &Pkce) -> reqwest::Response {
-    token_request(app, client, &[("grant_type", "authorization_code"), ("code", code), ("code_verifier", &pkce.verifier), ("redirect_uri", &client.redirect_uri)]).await
+pub async fn redeem(
+    app: &TestApp,
+    client: &RegisteredClient,
+    code: &str,
+    pkce: &Pkce,
+) -> reqwest::Response {
+    token_request(
+        app,
+        client,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("code_verifier", &pkce.verifier),
+            ("redirect_uri", &client.redirect_uri),
+        ],
+    )
+    .await
 }
 
 pub async fn refresh(app: &TestApp, client: &RegisteredClient, token: &str) -> reqwest::Response {
-    token_request(app, client, &[("grant_type", "refresh_token"), ("refresh_token", token)]).await
+    token_request(
+        app,
+        client,
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+    .await
 }
 
 /// Register, log in, redeem: a fresh grant's token response.

@@ -69,10 +69,12 @@ pub async fn open_store(backend: Backend, name: &str) -> DynStore {
             let pool = sqlx::PgPool::connect(&admin).await.unwrap_or_else(|e| {
                 panic!("PostgreSQL is required for the tests and is unreachable at AUTHGATE_TEST_DATABASE_URL ({e}); start it (see .ci/run)")
             });
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {name}"
+            )))
+            .execute(&pool)
+            .await
+            .unwrap();
             pool.close().await;
             let opts = PgConnectOptions::from_str(&admin)
                 .unwrap()
@@ -112,7 +114,15 @@ impl TestApp {
         let addr = self.settings.listen;
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let store = open_store(self.backend, &self.store_name).await;
-        start(self.backend, self.store_name.clone(), self.settings.clone(), listener, store, self.clock.clone()).await
+        start(
+            self.backend,
+            self.store_name.clone(),
+            self.settings.clone(),
+            listener,
+            store,
+            self.clock.clone(),
+        )
+        .await
     }
 
     pub fn clock_now(&self) -> i64 {
@@ -154,7 +164,15 @@ pub async fn spawn_app_on(
     let settings = Settings::from_raw(&raw).unwrap();
     let store_name = format!("t{}", uuid::Uuid::new_v4().simple());
     let store = open_store(backend, &store_name).await;
-    start(backend, store_name, settings, listener, store, MockClock::new(T0)).await
+    start(
+        backend,
+        store_name,
+        settings,
+        listener,
+        store,
+        MockClock::new(T0),
+    )
+    .await
 }
 
 async fn start(

@@ -1,13 +1,14 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! One integration binary: every module here boots the real application (real HTTP, real
 //! database) and runs against both storage backends.
 
+mod authorize;
+mod browser;
 mod cimd;
 mod discovery;
+mod flow;
 mod helpers;
 mod register;
 mod store;
-mod authorize;
-mod browser;
-mod flow;
 mod token;
 mod upstream;

@@ -41,7 +41,11 @@ async fn clients_round_trip(backend: Backend) {
     store.insert_client(&c).await.unwrap();
     let got = store.get_client("agc_one").await.unwrap().unwrap();
     assert_eq!(got.metadata, c.metadata);
-    assert!(got.secret_hash.unwrap().verify(SecretKind::ClientSecret, "sekret"));
+    assert!(
+        got.secret_hash
+            .unwrap()
+            .verify(SecretKind::ClientSecret, "sekret")
+    );
     assert_eq!(got.created_at, T0);
     assert_eq!(got.last_used_at, None);
     assert!(store.get_client("agc_missing").await.unwrap().is_none());
@@ -53,9 +57,18 @@ async fn clients_round_trip(backend: Backend) {
 
 async fn idle_clients_are_removed(backend: Backend) {
     let store = fresh_store(backend).await;
-    store.insert_client(&client("agc_old_unused", T0)).await.unwrap();
-    store.insert_client(&client("agc_old_used", T0)).await.unwrap();
-    store.insert_client(&client("agc_new", T0 + 500)).await.unwrap();
+    store
+        .insert_client(&client("agc_old_unused", T0))
+        .await
+        .unwrap();
+    store
+        .insert_client(&client("agc_old_used", T0))
+        .await
+        .unwrap();
+    store
+        .insert_client(&client("agc_new", T0 + 500))
+        .await
+        .unwrap();
     store.touch_client("agc_old_used", T0 + 10).await.unwrap();
     assert_eq!(store.delete_idle_clients(T0 + 100).await.unwrap(), 1);
     assert!(store.get_client("agc_old_unused").await.unwrap().is_none());
@@ -64,15 +77,21 @@ async fn idle_clients_are_removed(backend: Backend) {
     assert!(store.get_client("agc_new").await.unwrap().is_some());
 }
 
-
 async fn clients_survive_a_restart(backend: Backend) {
     let name = format!("t{}", uuid::Uuid::new_v4().simple());
     let store = crate::helpers::open_store(backend, &name).await;
-    store.insert_client(&client("agc_durable", T0)).await.unwrap();
+    store
+        .insert_client(&client("agc_durable", T0))
+        .await
+        .unwrap();
     drop(store);
     let reopened = crate::helpers::open_store(backend, &name).await;
     let got = reopened.get_client("agc_durable").await.unwrap().unwrap();
-    assert!(got.secret_hash.unwrap().verify(SecretKind::ClientSecret, "sekret"));
+    assert!(
+        got.secret_hash
+            .unwrap()
+            .verify(SecretKind::ClientSecret, "sekret")
+    );
     assert_eq!(reopened.count_clients().await.unwrap(), 1);
 }
 

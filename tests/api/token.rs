@@ -9,7 +9,10 @@ use serde_json::Value;
 
 use crate::both_backends;
 use crate::browser::Browser;
-use crate::flow::{self, RegisteredClient, dev_flow, full_grant, new_pkce, redeem, refresh, register_claude, register_public, token_request};
+use crate::flow::{
+    self, RegisteredClient, dev_flow, full_grant, new_pkce, redeem, refresh, register_claude,
+    register_public, token_request,
+};
 use crate::helpers::{Backend, spawn_app, spawn_app_with};
 
 const CB: &str = "http://127.0.0.1:9/callback";
@@ -17,7 +20,10 @@ const CB: &str = "http://127.0.0.1:9/callback";
 async fn error_of(resp: reqwest::Response) -> (u16, String) {
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap();
-    (status, body["error"].as_str().unwrap_or_default().to_owned())
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+    )
 }
 
 async fn code_exchange_issues_bound_tokens(backend: Backend) {
@@ -25,8 +31,26 @@ async fn code_exchange_issues_bound_tokens(backend: Backend) {
     let client = register_claude(&app).await;
     let browser = Browser::new();
     let pkce = new_pkce();
-    let code = dev_flow(&app, &browser, &client, &pkce, &[("resource", &app.url("/mcp"))]).await;
-    let resp = token_request(&app, &client, &[("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &pkce.verifier), ("redirect_uri", &client.redirect_uri), ("resource", &app.url("/mcp"))]).await;
+    let code = dev_flow(
+        &app,
+        &browser,
+        &client,
+        &pkce,
+        &[("resource", &app.url("/mcp"))],
+    )
+    .await;
+    let resp = token_request(
+        &app,
+        &client,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &pkce.verifier),
+            ("redirect_uri", &client.redirect_uri),
+            ("resource", &app.url("/mcp")),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let body: Value = resp.json().await.unwrap();
@@ -35,15 +59,33 @@ async fn code_exchange_issues_bound_tokens(backend: Backend) {
     assert_eq!(body["scope"], "mcp");
     assert!(body["refresh_token"].as_str().unwrap().len() >= 43);
     let at = body["access_token"].as_str().unwrap();
-    let claims = app.state.keys.verify(at, &app.base, &app.url("/mcp"), app.clock_now()).unwrap();
+    let claims = app
+        .state
+        .keys
+        .verify(at, &app.base, &app.url("/mcp"), app.clock_now())
+        .unwrap();
     assert_eq!(claims.client_id, client.id);
     assert_eq!(claims.email.as_deref(), Some("ann@example.com"));
     assert!(claims.sub.starts_with("ag_"));
     assert_eq!(claims.exp - claims.iat, 3600);
-    let header: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(at.split('.').next().unwrap()).unwrap()).unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(at.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "ES256");
-    assert!(app.store.get_client(&client.id).await.unwrap().unwrap().last_used_at.is_some(), "the client is marked used");
+    assert!(
+        app.store
+            .get_client(&client.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+            .is_some(),
+        "the client is marked used"
+    );
 }
 
 async fn code_replay_is_refused_and_revokes_the_grant(backend: Backend) {
@@ -52,11 +94,20 @@ async fn code_replay_is_refused_and_revokes_the_grant(backend: Backend) {
     let browser = Browser::new();
     let pkce = new_pkce();
     let code = dev_flow(&app, &browser, &client, &pkce, &[]).await;
-    let first: Value = redeem(&app, &client, &code, &pkce).await.json().await.unwrap();
+    let first: Value = redeem(&app, &client, &code, &pkce)
+        .await
+        .json()
+        .await
+        .unwrap();
     let (status, err) = error_of(redeem(&app, &client, &code, &pkce).await).await;
     assert_eq!((status, err.as_str()), (400, "invalid_grant"));
-    let (status, err) = error_of(refresh(&app, &client, first["refresh_token"].as_str().unwrap()).await).await;
-    assert_eq!((status, err.as_str()), (400, "invalid_grant"), "the replay revoked what the code produced");
+    let (status, err) =
+        error_of(refresh(&app, &client, first["refresh_token"].as_str().unwrap()).await).await;
+    assert_eq!(
+        (status, err.as_str()),
+        (400, "invalid_grant"),
+        "the replay revoked what the code produced"
+    );
 }
 
 async fn concurrent_redemptions_of_one_code_succeed_once(backend: Backend) {
@@ -68,15 +119,28 @@ async fn concurrent_redemptions_of_one_code_succeed_once(backend: Backend) {
     let mut tasks = Vec::new();
     for _ in 0..16 {
         let (app, client, pkce, code) = (app.clone(), client.clone(), pkce.clone(), code.clone());
-        tasks.push(tokio::spawn(async move { redeem(&app, &client, &code, &pkce).await.status().as_u16() }));
+        tasks.push(tokio::spawn(async move {
+            redeem(&app, &client, &code, &pkce).await.status().as_u16()
+        }));
     }
     let mut statuses = Vec::new();
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 15, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 400).count(),
+        15,
+        "{statuses:?}"
+    );
 }
+
+/// Who asks, the form, the expected status and error.
+type Case<'a> = (&'a RegisteredClient, Vec<(&'a str, &'a str)>, u16, &'a str);
 
 async fn pkce_and_bindings_are_enforced(backend: Backend) {
     let app = spawn_app(backend).await;
@@ -86,13 +150,61 @@ async fn pkce_and_bindings_are_enforced(backend: Backend) {
     let pkce = new_pkce();
     let code = dev_flow(&app, &browser, &client, &pkce, &[]).await;
     let wrong_verifier = new_pkce().verifier;
-    let cases: Vec<(&RegisteredClient, Vec<(&str, &str)>, u16, &str)> = vec![
-        (&client, vec![("grant_type", "authorization_code"), ("code", &code)], 400, "invalid_request"),
-        (&client, vec![("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &wrong_verifier)], 400, "invalid_grant"),
-        (&client, vec![("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &pkce.verifier), ("redirect_uri", "http://127.0.0.1:9/other")], 400, "invalid_grant"),
-        (&client, vec![("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &pkce.verifier), ("resource", "https://other.example/mcp")], 400, "invalid_target"),
-        (&other, vec![("grant_type", "authorization_code"), ("code", &code), ("code_verifier", &pkce.verifier)], 400, "invalid_grant"),
-        (&client, vec![("grant_type", "password"), ("username", "a")], 400, "unsupported_grant_type"),
+    let cases: Vec<Case<'_>> = vec![
+        (
+            &client,
+            vec![("grant_type", "authorization_code"), ("code", &code)],
+            400,
+            "invalid_request",
+        ),
+        (
+            &client,
+            vec![
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &wrong_verifier),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            &client,
+            vec![
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &pkce.verifier),
+                ("redirect_uri", "http://127.0.0.1:9/other"),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            &client,
+            vec![
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &pkce.verifier),
+                ("resource", "https://other.example/mcp"),
+            ],
+            400,
+            "invalid_target",
+        ),
+        (
+            &other,
+            vec![
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("code_verifier", &pkce.verifier),
+            ],
+            400,
+            "invalid_grant",
+        ),
+        (
+            &client,
+            vec![("grant_type", "password"), ("username", "a")],
+            400,
+            "unsupported_grant_type",
+        ),
         (&client, vec![("code", &code)], 400, "invalid_request"),
     ];
     for (who, form, status, err) in cases {
@@ -110,7 +222,10 @@ async fn expired_codes_are_refused(backend: Backend) {
     let pkce = new_pkce();
     let code = dev_flow(&app, &browser, &client, &pkce, &[]).await;
     app.clock.advance(61);
-    assert_eq!(error_of(redeem(&app, &client, &code, &pkce).await).await, (400, "invalid_grant".to_owned()));
+    assert_eq!(
+        error_of(redeem(&app, &client, &code, &pkce).await).await,
+        (400, "invalid_grant".to_owned())
+    );
 }
 
 async fn clients_authenticate_by_their_registered_method(backend: Backend) {
@@ -120,18 +235,42 @@ async fn clients_authenticate_by_their_registered_method(backend: Backend) {
     let browser = Browser::new();
     let pkce = new_pkce();
     let code = dev_flow(&app, &browser, &claude, &pkce, &[]).await;
-    let base = [("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", pkce.verifier.as_str())];
+    let base = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("code_verifier", pkce.verifier.as_str()),
+    ];
     let post = |form: Vec<(&'static str, String)>| {
         let app = &app;
-        async move { app.http.post(app.url("/token")).form(&form).send().await.unwrap() }
+        async move {
+            app.http
+                .post(app.url("/token"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
     };
-    let mut wrong = base.iter().map(|(k, v)| (*k, (*v).to_owned())).collect::<Vec<_>>();
+    let mut wrong = base
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect::<Vec<_>>();
     wrong.push(("client_id", claude.id.clone()));
     wrong.push(("client_secret", "not-the-secret".to_owned()));
-    assert_eq!(error_of(post(wrong).await).await, (401, "invalid_client".to_owned()));
-    let mut none = base.iter().map(|(k, v)| (*k, (*v).to_owned())).collect::<Vec<_>>();
+    assert_eq!(
+        error_of(post(wrong).await).await,
+        (401, "invalid_client".to_owned())
+    );
+    let mut none = base
+        .iter()
+        .map(|(k, v)| (*k, (*v).to_owned()))
+        .collect::<Vec<_>>();
     none.push(("client_id", claude.id.clone()));
-    assert_eq!(error_of(post(none).await).await, (401, "invalid_client".to_owned()), "a confidential client must send its secret");
+    assert_eq!(
+        error_of(post(none).await).await,
+        (401, "invalid_client".to_owned()),
+        "a confidential client must send its secret"
+    );
     let basic = app
         .http
         .post(app.url("/token"))
@@ -140,15 +279,61 @@ async fn clients_authenticate_by_their_registered_method(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(basic.status(), 401, "registered client_secret_post, so Basic is refused");
-    assert!(basic.headers()["www-authenticate"].to_str().unwrap().starts_with("Basic"));
-    let unknown = error_of(app.http.post(app.url("/token")).form(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_id", "agc_gone")]).send().await.unwrap()).await;
-    assert_eq!(unknown, (401, "invalid_client".to_owned()), "a vanished client is told to re-register");
-    let both = app.http.post(app.url("/token")).basic_auth(&claude.id, Some(&secret)).form(&[("grant_type", "refresh_token"), ("refresh_token", "x"), ("client_secret", secret.as_str())]).send().await.unwrap();
+    assert_eq!(
+        basic.status(),
+        401,
+        "registered client_secret_post, so Basic is refused"
+    );
+    assert!(
+        basic.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    let unknown = error_of(
+        app.http
+            .post(app.url("/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", "x"),
+                ("client_id", "agc_gone"),
+            ])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        unknown,
+        (401, "invalid_client".to_owned()),
+        "a vanished client is told to re-register"
+    );
+    let both = app
+        .http
+        .post(app.url("/token"))
+        .basic_auth(&claude.id, Some(&secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "x"),
+            ("client_secret", secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(both).await, (400, "invalid_request".to_owned()));
-    let json = app.http.post(app.url("/token")).json(&serde_json::json!({"grant_type":"authorization_code"})).send().await.unwrap();
+    let json = app
+        .http
+        .post(app.url("/token"))
+        .json(&serde_json::json!({"grant_type":"authorization_code"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(error_of(json).await, (400, "invalid_request".to_owned()));
-    assert_eq!(redeem(&app, &claude, &code, &pkce).await.status(), 200, "client_secret_post works");
+    assert_eq!(
+        redeem(&app, &claude, &code, &pkce).await.status(),
+        200,
+        "client_secret_post works"
+    );
 
     // client_secret_basic, with the RFC's form-encoding inside Basic.
     let body: Value = app
@@ -157,7 +342,11 @@ async fn clients_authenticate_by_their_registered_method(backend: Backend) {
         .json()
         .await
         .unwrap();
-    let basic_client = RegisteredClient { id: body["client_id"].as_str().unwrap().to_owned(), secret: None, redirect_uri: CB.to_owned() };
+    let basic_client = RegisteredClient {
+        id: body["client_id"].as_str().unwrap().to_owned(),
+        secret: None,
+        redirect_uri: CB.to_owned(),
+    };
     let secret = body["client_secret"].as_str().unwrap().to_owned();
     let pkce = new_pkce();
     let code = dev_flow(&app, &Browser::new(), &basic_client, &pkce, &[]).await;
@@ -165,7 +354,11 @@ async fn clients_authenticate_by_their_registered_method(backend: Backend) {
         .http
         .post(app.url("/token"))
         .basic_auth(&basic_client.id, Some(&secret))
-        .form(&[("grant_type", "authorization_code"), ("code", code.as_str()), ("code_verifier", pkce.verifier.as_str())])
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", pkce.verifier.as_str()),
+        ])
         .send()
         .await
         .unwrap();
@@ -177,7 +370,8 @@ async fn deleted_clients_get_invalid_client(backend: Backend) {
     let client = register_claude(&app).await;
     let grant = full_grant(&app, &client).await;
     assert!(app.store.delete_client(&client.id).await.unwrap());
-    let (status, err) = error_of(refresh(&app, &client, grant["refresh_token"].as_str().unwrap()).await).await;
+    let (status, err) =
+        error_of(refresh(&app, &client, grant["refresh_token"].as_str().unwrap()).await).await;
     assert_eq!((status, err.as_str()), (401, "invalid_client"));
 }
 
@@ -192,11 +386,19 @@ async fn refresh_rotates_with_grace_then_detects_reuse(backend: Backend) {
     assert_eq!(first["scope"], "mcp");
     app.clock.advance(10);
     let replay: Value = refresh(&app, &client, &rt0).await.json().await.unwrap();
-    assert_eq!(replay["refresh_token"], rt1.as_str(), "inside the grace window: the same successor");
+    assert_eq!(
+        replay["refresh_token"],
+        rt1.as_str(),
+        "inside the grace window: the same successor"
+    );
     assert!(replay["access_token"].is_string());
     app.clock.advance(25);
     let (status, err) = error_of(refresh(&app, &client, &rt0).await).await;
-    assert_eq!((status, err.as_str()), (400, "invalid_grant"), "after the grace window: reuse");
+    assert_eq!(
+        (status, err.as_str()),
+        (400, "invalid_grant"),
+        "after the grace window: reuse"
+    );
     let (_, err) = error_of(refresh(&app, &client, &rt1).await).await;
     assert_eq!(err, "invalid_grant", "reuse revoked the whole family");
 }
@@ -230,26 +432,68 @@ async fn refresh_cannot_widen_scope_or_change_resource(backend: Backend) {
     let client = register_claude(&app).await;
     let grant = full_grant(&app, &client).await;
     let rt = grant["refresh_token"].as_str().unwrap();
-    let widen = token_request(&app, &client, &[("grant_type", "refresh_token"), ("refresh_token", rt), ("scope", "mcp admin")]).await;
+    let widen = token_request(
+        &app,
+        &client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("scope", "mcp admin"),
+        ],
+    )
+    .await;
     assert_eq!(error_of(widen).await, (400, "invalid_scope".to_owned()));
-    let foreign = token_request(&app, &client, &[("grant_type", "refresh_token"), ("refresh_token", rt), ("resource", "https://other.example/mcp")]).await;
+    let foreign = token_request(
+        &app,
+        &client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("resource", "https://other.example/mcp"),
+        ],
+    )
+    .await;
     assert_eq!(error_of(foreign).await, (400, "invalid_target".to_owned()));
-    let same = token_request(&app, &client, &[("grant_type", "refresh_token"), ("refresh_token", rt), ("resource", &app.url("/mcp"))]).await;
+    let same = token_request(
+        &app,
+        &client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("resource", &app.url("/mcp")),
+        ],
+    )
+    .await;
     assert_eq!(same.status(), 200);
 }
 
 async fn refresh_tokens_expire_when_idle(backend: Backend) {
-    let app = spawn_app_with(backend, |raw| raw.set("AUTHGATE_REFRESH_TOKEN_IDLE_TTL", "1h")).await;
+    let app = spawn_app_with(backend, |raw| {
+        raw.set("AUTHGATE_REFRESH_TOKEN_IDLE_TTL", "1h")
+    })
+    .await;
     let client = register_claude(&app).await;
     let grant = full_grant(&app, &client).await;
     app.clock.advance(3601);
-    assert_eq!(error_of(refresh(&app, &client, grant["refresh_token"].as_str().unwrap()).await).await, (400, "invalid_grant".to_owned()));
+    assert_eq!(
+        error_of(refresh(&app, &client, grant["refresh_token"].as_str().unwrap()).await).await,
+        (400, "invalid_grant".to_owned())
+    );
 }
 
 async fn public_clients_without_refresh_grant_get_no_refresh_token(backend: Backend) {
     let app = spawn_app(backend).await;
-    let body: Value = app.register(serde_json::json!({"redirect_uris":[CB],"token_endpoint_auth_method":"none"})).await.json().await.unwrap();
-    let client = RegisteredClient { id: body["client_id"].as_str().unwrap().to_owned(), secret: None, redirect_uri: CB.to_owned() };
+    let body: Value = app
+        .register(serde_json::json!({"redirect_uris":[CB],"token_endpoint_auth_method":"none"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let client = RegisteredClient {
+        id: body["client_id"].as_str().unwrap().to_owned(),
+        secret: None,
+        redirect_uri: CB.to_owned(),
+    };
     let grant = full_grant(&app, &client).await;
     assert!(grant.get("refresh_token").is_none());
 }
@@ -264,20 +508,46 @@ async fn tampered_and_foreign_tokens_are_rejected(backend: Backend) {
     let aud = app.url("/mcp");
     assert!(keys.verify(&at, &app.base, &aud, now).is_ok());
     let mut parts: Vec<String> = at.split('.').map(str::to_owned).collect();
-    let mut claims: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&parts[1]).unwrap()).unwrap();
+    let mut claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&parts[1])
+            .unwrap(),
+    )
+    .unwrap();
     claims["scope"] = "mcp admin".into();
-    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap());
-    assert_eq!(keys.verify(&parts.join("."), &app.base, &aud, now), Err(TokenRejection::BadSignature));
-    assert_eq!(keys.verify(&at, "https://other-issuer.example", &aud, now), Err(TokenRejection::WrongIssuer));
-    assert_eq!(keys.verify(&at, &app.base, "https://other.example/mcp", now), Err(TokenRejection::WrongAudience));
-    assert_eq!(keys.verify(&at, &app.base, &aud, now + 3600), Err(TokenRejection::Expired));
-    assert_eq!(keys.verify("not.a.jwt", &app.base, &aud, now), Err(TokenRejection::Malformed));
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&claims).unwrap());
+    assert_eq!(
+        keys.verify(&parts.join("."), &app.base, &aud, now),
+        Err(TokenRejection::BadSignature)
+    );
+    assert_eq!(
+        keys.verify(&at, "https://other-issuer.example", &aud, now),
+        Err(TokenRejection::WrongIssuer)
+    );
+    assert_eq!(
+        keys.verify(&at, &app.base, "https://other.example/mcp", now),
+        Err(TokenRejection::WrongAudience)
+    );
+    assert_eq!(
+        keys.verify(&at, &app.base, &aud, now + 3600),
+        Err(TokenRejection::Expired)
+    );
+    assert_eq!(
+        keys.verify("not.a.jwt", &app.base, &aud, now),
+        Err(TokenRejection::Malformed)
+    );
     // A token from another authgate (another key) is refused.
     let other = spawn_app(backend).await;
     let other_client = register_claude(&other).await;
     let foreign = full_grant(&other, &other_client).await;
     assert_eq!(
-        keys.verify(foreign["access_token"].as_str().unwrap(), &app.base, &aud, now),
+        keys.verify(
+            foreign["access_token"].as_str().unwrap(),
+            &app.base,
+            &aud,
+            now
+        ),
         Err(TokenRejection::UnknownKey)
     );
 }
@@ -287,19 +557,70 @@ async fn key_rotation_keeps_old_tokens_valid_until_they_expire(backend: Backend)
     let client = register_claude(&app).await;
     let old = full_grant(&app, &client).await;
     let old_kid = app.state.keys.signing_kid().unwrap();
-    let new_kid = app.state.keys.rotate(app.clock_now(), &authgate::random::SystemRandom).await.unwrap();
+    let new_kid = app
+        .state
+        .keys
+        .rotate(app.clock_now(), &authgate::random::SystemRandom)
+        .await
+        .unwrap();
     assert_ne!(old_kid, new_kid);
-    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "both keys published during the overlap");
+    let jwks: Value = app
+        .http
+        .get(app.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        2,
+        "both keys published during the overlap"
+    );
     let now = app.clock_now();
-    assert!(app.state.keys.verify(old["access_token"].as_str().unwrap(), &app.base, &app.url("/mcp"), now).is_ok());
+    assert!(
+        app.state
+            .keys
+            .verify(
+                old["access_token"].as_str().unwrap(),
+                &app.base,
+                &app.url("/mcp"),
+                now
+            )
+            .is_ok()
+    );
     let new = full_grant(&app, &client).await;
-    let header: Value = serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(new["access_token"].as_str().unwrap().split('.').next().unwrap()).unwrap()).unwrap();
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(
+                new["access_token"]
+                    .as_str()
+                    .unwrap()
+                    .split('.')
+                    .next()
+                    .unwrap(),
+            )
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(header["kid"], new_kid.as_str());
     app.clock.advance(3601);
     app.state.keys.reload(app.clock_now()).await.unwrap();
-    let jwks: Value = app.http.get(app.url("/jwks.json")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1, "the retired key is gone once its tokens expired");
+    let jwks: Value = app
+        .http
+        .get(app.url("/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        jwks["keys"].as_array().unwrap().len(),
+        1,
+        "the retired key is gone once its tokens expired"
+    );
 }
 
 async fn revocation(backend: Backend) {
@@ -310,22 +631,59 @@ async fn revocation(backend: Backend) {
     let rt = grant["refresh_token"].as_str().unwrap();
     let at = grant["access_token"].as_str().unwrap();
     let revoke = |who: &RegisteredClient, token: &str| {
-        let form = vec![("token", token.to_owned()), ("client_id", who.id.clone()), ("client_secret", who.secret.clone().unwrap())];
+        let form = vec![
+            ("token", token.to_owned()),
+            ("client_id", who.id.clone()),
+            ("client_secret", who.secret.clone().unwrap()),
+        ];
         let app = &app;
-        async move { app.http.post(app.url("/revoke")).form(&form).send().await.unwrap() }
+        async move {
+            app.http
+                .post(app.url("/revoke"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(revoke(&client, "never-issued").await.status(), 200);
-    assert_eq!(error_of(revoke(&other, rt).await).await, (400, "invalid_request".to_owned()), "another client's token");
-    let bad_secret = app.http.post(app.url("/revoke")).form(&[("token", rt), ("client_id", client.id.as_str()), ("client_secret", "nope")]).send().await.unwrap();
+    assert_eq!(
+        error_of(revoke(&other, rt).await).await,
+        (400, "invalid_request".to_owned()),
+        "another client's token"
+    );
+    let bad_secret = app
+        .http
+        .post(app.url("/revoke"))
+        .form(&[
+            ("token", rt),
+            ("client_id", client.id.as_str()),
+            ("client_secret", "nope"),
+        ])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(bad_secret.status(), 401);
-    assert_eq!(refresh(&app, &client, rt).await.status(), 200, "nothing revoked so far");
+    assert_eq!(
+        refresh(&app, &client, rt).await.status(),
+        200,
+        "nothing revoked so far"
+    );
     let claims = app.state.keys.verify_signature(at).unwrap();
     assert_eq!(revoke(&client, at).await.status(), 200);
-    assert!(app.store.is_access_token_revoked(&claims.jti).await.unwrap());
+    assert!(
+        app.store
+            .is_access_token_revoked(&claims.jti)
+            .await
+            .unwrap()
+    );
     let grant2 = full_grant(&app, &client).await;
     let rt2 = grant2["refresh_token"].as_str().unwrap();
     assert_eq!(revoke(&client, rt2).await.status(), 200);
-    assert_eq!(error_of(refresh(&app, &client, rt2).await).await, (400, "invalid_grant".to_owned()));
+    assert_eq!(
+        error_of(refresh(&app, &client, rt2).await).await,
+        (400, "invalid_grant".to_owned())
+    );
 }
 
 async fn pending_consent_and_refresh_survive_a_restart(backend: Backend) {
@@ -339,11 +697,32 @@ async fn pending_consent_and_refresh_survive_a_restart(backend: Backend) {
 
     let app = app.restart().await;
     let done = flow::approve_and_dev_login(&browser, &app, &request, "ann@example.com").await;
-    assert_eq!(done.status(), 303, "the pending consent survived the restart");
+    assert_eq!(
+        done.status(),
+        303,
+        "the pending consent survived the restart"
+    );
     let code = flow::param(&crate::browser::location(&done), "code").unwrap();
     assert_eq!(redeem(&app, &client, &code, &pkce).await.status(), 200);
-    assert_eq!(refresh(&app, &client, grant["refresh_token"].as_str().unwrap()).await.status(), 200, "the refresh token survived");
-    assert!(app.state.keys.verify(grant["access_token"].as_str().unwrap(), &app.base, &app.url("/mcp"), app.clock_now()).is_ok(), "the signing key survived");
+    assert_eq!(
+        refresh(&app, &client, grant["refresh_token"].as_str().unwrap())
+            .await
+            .status(),
+        200,
+        "the refresh token survived"
+    );
+    assert!(
+        app.state
+            .keys
+            .verify(
+                grant["access_token"].as_str().unwrap(),
+                &app.base,
+                &app.url("/mcp"),
+                app.clock_now()
+            )
+            .is_ok(),
+        "the signing key survived"
+    );
 }
 
 both_backends!(
