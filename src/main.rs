@@ -80,6 +80,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "AUTHGATE_PUBLIC_URL is not set: development mode on a loopback address; set it before exposing authgate"
         );
     }
+    if settings.upstream.is_none() {
+        tracing::warn!(
+            "no AUTHGATE_UPSTREAM_ISSUER: the built-in DEVELOPMENT LOGIN is active and lets anyone sign in as any email address; configure an upstream provider before real use"
+        );
+    }
     let store = authgate::store::connect(settings.database_url())
         .await
         .map_err(|e| {

@@ -120,11 +120,30 @@ async fn background_jobs(state: AppState) {
         if let Err(e) = remove_idle_clients(&state).await {
             tracing::warn!(error = %e, "idle client clean-up failed");
         }
+        match state
+            .store
+            .delete_expired(state.clock.now(), reuse_window(&state))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed expired authorization data"),
+            Err(e) => tracing::warn!(error = %e, "clean-up of expired data failed"),
+        }
         // Another instance may have rotated the keys.
         if let Err(e) = state.keys.reload(state.clock.now()).await {
             tracing::warn!(error = %e, "reloading signing keys failed");
         }
     }
+}
+
+/// How long a rotated refresh token is kept: past the grace window it only serves to recognise
+/// reuse (and revoke the grant), which matters most in the first days after rotation.
+pub fn reuse_window(state: &AppState) -> i64 {
+    state
+        .settings
+        .refresh_idle_ttl
+        .min(7 * 86_400)
+        .max(state.settings.refresh_grace)
 }
 
 /// Deletes registrations that never completed a token exchange within the idle time.

@@ -133,10 +133,16 @@ pub trait Store: Send + Sync + 'static {
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
     /// Stops signing with every key but `keep`; they stay published until their tokens expire.
     async fn retire_keys_except(&self, keep: &str, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Deletes what can no longer be used: expired pending requests, sessions, codes (kept an
+    /// hour past expiry so a late replay is still recognised), revoked-token entries past their
+    /// expiry, refresh tokens rotated more than `keep_rotated` seconds ago or idle-expired, and
+    /// grants past their absolute end. Returns the number of rows removed.
+    async fn delete_expired(&self, now: Timestamp, keep_rotated: i64) -> Result<u64, StoreError>;
 }
 
 /// An authorization request between `/authorize` and the redirect back to the client.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct PendingRecord {
     pub id_hash: String,
     /// Hash of the browser-binding cookie of the browser that started the request.
@@ -154,6 +160,19 @@ pub struct PendingRecord {
     pub upstream_verifier: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
+}
+
+impl std::fmt::Debug for PendingRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingRecord")
+            .field("client_id", &self.client_id)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("scope", &self.scope)
+            .field("resource", &self.resource)
+            .field("status", &self.status)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 pub const PENDING_CONSENT: &str = "consent";
@@ -207,7 +226,7 @@ pub struct CodeRecord {
     pub used_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub struct RefreshRecord {
     pub hash: String,
     pub family_id: String,
@@ -216,6 +235,16 @@ pub struct RefreshRecord {
     pub expires_at: Timestamp,
     pub rotated_at: Option<Timestamp>,
     pub successor_sealed: Option<String>,
+}
+
+impl std::fmt::Debug for RefreshRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRecord")
+            .field("family_id", &self.family_id)
+            .field("expires_at", &self.expires_at)
+            .field("rotated_at", &self.rotated_at)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, sqlx::FromRow)]

@@ -87,6 +87,32 @@ pub(super) const SELECT_KEYS: &str = "SELECT kid, alg, private_der, created_at, 
 pub(super) const RETIRE_KEYS: &str =
     "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL";
 
+/// `(statement, whether it takes the rotated-token window as $2)`.
+pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
+    (
+        "DELETE FROM pending_authorizations WHERE expires_at < $1",
+        false,
+    ),
+    ("DELETE FROM sessions WHERE expires_at < $1", false),
+    (
+        "DELETE FROM authorization_codes WHERE expires_at < $1 - 3600",
+        false,
+    ),
+    (
+        "DELETE FROM revoked_access_tokens WHERE expires_at < $1",
+        false,
+    ),
+    (
+        "DELETE FROM refresh_tokens WHERE (rotated_at IS NOT NULL AND rotated_at < $1 - $2) OR expires_at < $1",
+        true,
+    ),
+    (
+        "DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM grant_families WHERE expires_at < $1)",
+        false,
+    ),
+    ("DELETE FROM grant_families WHERE expires_at < $1", false),
+];
+
 macro_rules! impl_store {
     ($store:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -509,6 +535,22 @@ macro_rules! impl_store {
                 Ok(sqlx::query_as($crate::store::sql::SELECT_KEYS)
                     .fetch_all(&self.pool)
                     .await?)
+            }
+
+            async fn delete_expired(
+                &self,
+                now: $crate::clock::Timestamp,
+                keep_rotated: i64,
+            ) -> Result<u64, $crate::store::StoreError> {
+                let mut removed = 0;
+                for (sql, with_window) in $crate::store::sql::DELETE_EXPIRED {
+                    let mut q = sqlx::query(*sql).bind(now);
+                    if *with_window {
+                        q = q.bind(keep_rotated);
+                    }
+                    removed += q.execute(&self.pool).await?.rows_affected();
+                }
+                Ok(removed)
             }
 
             async fn retire_keys_except(

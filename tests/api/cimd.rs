@@ -293,3 +293,132 @@ async fn malformed_client_id_urls_are_refused_before_any_fetch() {
     }
     assert_eq!(host.hits.load(Ordering::SeqCst), 0);
 }
+
+mod through_the_app {
+    use super::*;
+    use crate::both_backends;
+    use crate::browser::{Browser, location};
+    use crate::flow::{self, RegisteredClient, new_pkce, param, redeem, refresh};
+    use crate::helpers::{Backend, spawn_app_with};
+
+    pub async fn app_with_doc_host(backend: Backend) -> (crate::helpers::TestApp, DocHost) {
+        let host = spawn_doc_host().await;
+        let ca =
+            std::env::temp_dir().join(format!("authgate-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&ca, &host.ca_pem).unwrap();
+        let addr = host.addr;
+        let app = spawn_app_with(backend, move |raw| {
+            raw.set(
+                "AUTHGATE_CIMD_TEST_HOSTS",
+                format!("claude.ai={addr},docs.example={addr}"),
+            );
+            raw.set("AUTHGATE_CIMD_TEST_CA_FILE", ca.display().to_string());
+        })
+        .await;
+        (app, host)
+    }
+
+    async fn claude_code_over_cimd_with_an_ephemeral_port(backend: Backend) {
+        let (app, _host) = app_with_doc_host(backend).await;
+        let client = RegisteredClient {
+            id: CLAUDE_CODE_CIMD.to_owned(),
+            secret: None,
+            redirect_uri: "http://localhost:54321/callback".to_owned(),
+        };
+        let browser = Browser::new();
+        let pkce = new_pkce();
+        let url = flow::authorize_url(&app, &client.id, &client.redirect_uri, &pkce, &[]);
+        let page = browser.get(&url).await;
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("Claude Code") && html.contains("claude.ai"),
+            "verified host on the consent page"
+        );
+        assert!(html.contains("localhost"), "loopback redirect host shown");
+        let request = crate::browser::form_inputs(&html)
+            .remove("request")
+            .unwrap();
+        let done = flow::approve_and_dev_login(&browser, &app, &request, "ann@example.com").await;
+        let back = location(&done);
+        assert!(
+            back.starts_with("http://localhost:54321/callback?"),
+            "{back}"
+        );
+        let code = param(&back, "code").unwrap();
+        // Claude Code sometimes omits `resource`: the default resource applies.
+        let tokens: serde_json::Value = redeem(&app, &client, &code, &pkce)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let claims = app
+            .state
+            .keys
+            .verify(
+                tokens["access_token"].as_str().unwrap(),
+                &app.base,
+                &app.url("/mcp"),
+                app.clock_now(),
+            )
+            .unwrap();
+        assert_eq!(claims.client_id, CLAUDE_CODE_CIMD);
+        assert_eq!(
+            refresh(&app, &client, tokens["refresh_token"].as_str().unwrap())
+                .await
+                .status(),
+            200,
+            "CIMD clients resolve at refresh too"
+        );
+    }
+
+    async fn cimd_clients_are_public_and_redirects_must_match(backend: Backend) {
+        let (app, _host) = app_with_doc_host(backend).await;
+        let browser = Browser::new();
+        let bad = browser
+            .get(&flow::authorize_url(
+                &app,
+                CLAUDE_CIMD,
+                "https://claude.ai/elsewhere",
+                &new_pkce(),
+                &[],
+            ))
+            .await;
+        assert_eq!(bad.status(), 400);
+        assert!(bad.headers().get("location").is_none());
+        let forged = browser
+            .get(&flow::authorize_url(
+                &app,
+                "https://docs.example/forged",
+                "https://docs.example/cb",
+                &new_pkce(),
+                &[],
+            ))
+            .await;
+        assert_eq!(forged.status(), 400);
+        let with_secret = RegisteredClient {
+            id: CLAUDE_CIMD.to_owned(),
+            secret: Some("guess".to_owned()),
+            redirect_uri: "https://claude.ai/api/mcp/auth_callback".to_owned(),
+        };
+        let resp = flow::token_request(
+            &app,
+            &with_secret,
+            &[("grant_type", "refresh_token"), ("refresh_token", "x")],
+        )
+        .await;
+        assert_eq!(resp.status(), 401);
+        let claude = RegisteredClient {
+            id: CLAUDE_CIMD.to_owned(),
+            secret: None,
+            redirect_uri: "https://claude.ai/api/mcp/auth_callback".to_owned(),
+        };
+        let grant = flow::full_grant(&app, &claude).await;
+        assert!(grant["refresh_token"].is_string());
+    }
+
+    both_backends!(
+        claude_code_over_cimd_with_an_ephemeral_port,
+        cimd_clients_are_public_and_redirects_must_match,
+    );
+}

@@ -100,3 +100,131 @@ both_backends!(
     idle_clients_are_removed,
     clients_survive_a_restart
 );
+
+async fn expired_data_is_cleaned_up(backend: Backend) {
+    use authgate::store::{CodeRecord, FamilyRecord, RefreshRecord, SessionRecord};
+    let store = fresh_store(backend).await;
+    let family = |id: &str, expires_at: i64| FamilyRecord {
+        id: id.into(),
+        client_id: "c".into(),
+        subject: "s".into(),
+        email: None,
+        scope: "mcp".into(),
+        resource: "https://x/mcp".into(),
+        created_at: T0,
+        expires_at,
+        last_used_at: T0,
+        revoked_at: None,
+    };
+    let code = |hash: &str, family_id: &str, expires_at: i64| CodeRecord {
+        hash: hash.into(),
+        family_id: family_id.into(),
+        client_id: "c".into(),
+        redirect_uri: "https://x/cb".into(),
+        code_challenge: "c".into(),
+        created_at: T0,
+        expires_at,
+        used_at: None,
+    };
+    store
+        .insert_grant(
+            &family("live", T0 + 10_000),
+            &code("code-live", "live", T0 + 60),
+        )
+        .await
+        .unwrap();
+    store
+        .insert_grant(
+            &family("dead", T0 + 10),
+            &code("code-old", "dead", T0 - 7200),
+        )
+        .await
+        .unwrap();
+    let refresh = |hash: &str, family_id: &str, rotated_at: Option<i64>| RefreshRecord {
+        hash: hash.into(),
+        family_id: family_id.into(),
+        created_at: T0,
+        expires_at: T0 + 5000,
+        rotated_at,
+        successor_sealed: None,
+    };
+    store
+        .insert_refresh(&refresh("rt-current", "live", None))
+        .await
+        .unwrap();
+    store
+        .insert_refresh(&refresh("rt-rotated-long-ago", "live", Some(T0 - 1000)))
+        .await
+        .unwrap();
+    store
+        .insert_refresh(&refresh("rt-rotated-just-now", "live", Some(T0 + 90)))
+        .await
+        .unwrap();
+    store
+        .insert_refresh(&refresh("rt-of-dead-grant", "dead", None))
+        .await
+        .unwrap();
+    store
+        .insert_session(&SessionRecord {
+            id_hash: "old".into(),
+            subject: "s".into(),
+            email: None,
+            created_at: T0,
+            expires_at: T0 + 50,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_session(&SessionRecord {
+            id_hash: "new".into(),
+            subject: "s".into(),
+            email: None,
+            created_at: T0,
+            expires_at: T0 + 500,
+        })
+        .await
+        .unwrap();
+    store.revoke_access_token("jti-old", T0 + 50).await.unwrap();
+    store
+        .revoke_access_token("jti-new", T0 + 500)
+        .await
+        .unwrap();
+
+    let removed = store.delete_expired(T0 + 100, 60).await.unwrap();
+    assert_eq!(removed, 6);
+    assert!(store.get_code("code-live").await.unwrap().is_some());
+    assert!(store.get_code("code-old").await.unwrap().is_none());
+    assert!(store.get_family("live").await.unwrap().is_some());
+    assert!(store.get_family("dead").await.unwrap().is_none());
+    assert!(store.get_refresh("rt-current").await.unwrap().is_some());
+    assert!(
+        store
+            .get_refresh("rt-rotated-just-now")
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get_refresh("rt-rotated-long-ago")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_refresh("rt-of-dead-grant")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.get_session("new").await.unwrap().is_some());
+    assert!(store.get_session("old").await.unwrap().is_none());
+    assert!(store.is_access_token_revoked("jti-new").await.unwrap());
+    assert!(!store.is_access_token_revoked("jti-old").await.unwrap());
+}
+
+mod cleanup {
+    use super::*;
+    both_backends!(expired_data_is_cleaned_up);
+}
