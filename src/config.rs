@@ -140,9 +140,17 @@ fn err(var: &str, why: impl fmt::Display) -> ConfigError {
     ConfigError(format!("configuration error: {var}: {why}"))
 }
 
-/// The raw values, by environment name, before validation.
+/// The raw values, by environment name, before validation, plus the `[[resource]]` tables of a
+/// configuration file.
 #[derive(Default)]
-pub struct RawConfig(BTreeMap<&'static str, String>);
+pub struct RawConfig(BTreeMap<&'static str, String>, Vec<RawResource>);
+
+#[derive(Debug, Clone, Default)]
+pub struct RawResource {
+    pub path: Option<String>,
+    pub upstream: Option<String>,
+    pub scopes: Vec<String>,
+}
 
 impl RawConfig {
     /// Reads the known variables from an environment (passed in, so tests need not touch the
@@ -155,7 +163,7 @@ impl RawConfig {
                 raw.insert(var.env, v.clone());
             }
         }
-        Self(raw)
+        Self(raw, Vec::new())
     }
 
     /// Overlays the values of a TOML document.
@@ -164,6 +172,10 @@ impl RawConfig {
             err(origin, format!("not valid TOML: {}", e.message()))
         })?;
         for (key, value) in table {
+            if key == "resource" {
+                self.1.extend(parse_resource_tables(value)?);
+                continue;
+            }
             let var = VARS
                 .iter()
                 .find(|v| toml_key(v.env) == key)
@@ -185,6 +197,10 @@ impl RawConfig {
             self.0.insert(var.env, text);
         }
         Ok(())
+    }
+
+    pub fn add_resource(&mut self, resource: RawResource) {
+        self.1.push(resource);
     }
 
     pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
@@ -212,6 +228,119 @@ impl RawConfig {
             })
             .collect()
     }
+}
+
+fn parse_resource_tables(value: toml::Value) -> Result<Vec<RawResource>, ConfigError> {
+    let bad = |why: &str| err("[[resource]]", why);
+    let toml::Value::Array(items) = value else {
+        return Err(bad("must be an array of tables ([[resource]])"));
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let toml::Value::Table(t) = item else {
+                return Err(bad("each entry must be a table"));
+            };
+            let mut r = RawResource::default();
+            for (k, v) in t {
+                match (k.as_str(), v) {
+                    ("path", toml::Value::String(s)) => r.path = Some(s),
+                    ("upstream", toml::Value::String(s)) => r.upstream = Some(s),
+                    ("scopes", toml::Value::Array(list)) => {
+                        for s in list {
+                            let toml::Value::String(s) = s else {
+                                return Err(bad("scopes must be a list of strings"));
+                            };
+                            r.scopes.push(s);
+                        }
+                    }
+                    (other, _) => {
+                        return Err(bad(&format!(
+                            "unknown or mistyped key {other:?} (path, upstream, scopes)"
+                        )));
+                    }
+                }
+            }
+            Ok(r)
+        })
+        .collect()
+}
+
+/// One protected MCP resource: a path under the public URL, where its requests go, and the scopes
+/// a token needs for it. Its URI (`<public url><path>`) is the token audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceConfig {
+    pub path: String,
+    pub uri: String,
+    /// `None`: the built-in MCP server answers.
+    pub upstream: Option<Url>,
+    pub scopes: ScopeSet,
+}
+
+/// Paths authgate itself serves, which a resource may not take.
+const RESERVED_PATHS: &[&str] = &[
+    "/authorize",
+    "/token",
+    "/register",
+    "/revoke",
+    "/jwks.json",
+    "/oauth",
+    "/dev",
+    "/.well-known",
+    "/healthz",
+    "/readyz",
+    "/account",
+];
+
+fn parse_resource(
+    var: &str,
+    path: &str,
+    upstream: Option<&str>,
+    scopes: ScopeSet,
+    issuer: &str,
+) -> Result<ResourceConfig, ConfigError> {
+    if !path.starts_with('/')
+        || path.len() < 2
+        || path.ends_with('/')
+        || path.contains(['?', '#', '*', ' ', '{', '}'])
+    {
+        return Err(err(
+            var,
+            format!("path {path:?} must look like /name (no trailing slash)"),
+        ));
+    }
+    if RESERVED_PATHS
+        .iter()
+        .any(|r| path == *r || path.starts_with(&format!("{r}/")))
+    {
+        return Err(err(
+            var,
+            format!("path {path:?} is used by authgate itself"),
+        ));
+    }
+    let upstream = match upstream {
+        None => None,
+        Some(u) => {
+            let url = Url::parse(u.trim())
+                .map_err(|_| err(var, "upstream must be an absolute http(s) URL"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(err(var, "upstream must be an absolute http(s) URL"));
+            }
+            Some(url)
+        }
+    };
+    if scopes.is_empty() {
+        return Err(err(var, "a resource needs at least one scope"));
+    }
+    if scopes.contains("offline_access") {
+        return Err(err(var, "offline_access is not a resource scope"));
+    }
+    Ok(ResourceConfig {
+        path: path.to_owned(),
+        uri: format!("{issuer}{path}"),
+        upstream,
+        scopes,
+    })
 }
 
 /// A rate of `burst` events refilled over `per_seconds`.
@@ -244,6 +373,12 @@ pub struct Settings {
     pub refresh_ttl: i64,
     pub refresh_grace: i64,
     pub session_ttl: i64,
+    /// The protected MCP resources, the default (`/mcp`) first.
+    pub resources: Vec<ResourceConfig>,
+    /// Time allowed for an upstream MCP server to start answering.
+    pub mcp_upstream_timeout: i64,
+    /// Browser origins allowed to call the MCP endpoints (besides the public URL's own).
+    pub allowed_origins: Vec<String>,
 }
 
 impl fmt::Debug for Settings {
@@ -393,6 +528,55 @@ impl Settings {
         };
         let dur = |var: &str, default: &str| parse_duration(var, raw.get(var).unwrap_or(default));
 
+        let mut resources = vec![parse_resource(
+            "AUTHGATE_MCP_UPSTREAM",
+            "/mcp",
+            raw.get("AUTHGATE_MCP_UPSTREAM"),
+            scopes.clone(),
+            &issuer,
+        )?];
+        for r in &raw.1 {
+            let path = r
+                .path
+                .as_deref()
+                .ok_or_else(|| err("[[resource]]", "each resource needs a path"))?;
+            let own = ScopeSet::from_list(r.scopes.iter().cloned());
+            let own = if own.is_empty() { scopes.clone() } else { own };
+            let parsed = parse_resource("[[resource]]", path, r.upstream.as_deref(), own, &issuer)?;
+            if resources.iter().any(|x| x.path == parsed.path) {
+                return Err(err(
+                    "[[resource]]",
+                    format!("path {path:?} is listed twice"),
+                ));
+            }
+            resources.push(parsed);
+        }
+        let scopes = ScopeSet::from_list(
+            resources
+                .iter()
+                .flat_map(|r| r.scopes.iter().map(str::to_owned)),
+        );
+        let mut allowed_origins = Vec::new();
+        for o in raw
+            .get("AUTHGATE_ALLOWED_ORIGINS")
+            .map(split_list)
+            .unwrap_or_default()
+        {
+            let url = Url::parse(&o).map_err(|_| {
+                err(
+                    "AUTHGATE_ALLOWED_ORIGINS",
+                    "entries must be origins such as http://localhost:6274",
+                )
+            })?;
+            if url.host().is_none() || url.path() != "/" || url.query().is_some() {
+                return Err(err(
+                    "AUTHGATE_ALLOWED_ORIGINS",
+                    "entries must be origins such as http://localhost:6274 (no path)",
+                ));
+            }
+            allowed_origins.push(url.origin().ascii_serialization());
+        }
+
         Ok(Self {
             upstream,
             login_policy,
@@ -401,6 +585,9 @@ impl Settings {
             refresh_ttl: dur("AUTHGATE_REFRESH_TOKEN_TTL", "90d")?,
             refresh_grace: dur("AUTHGATE_REFRESH_GRACE", "30s")?,
             session_ttl: dur("AUTHGATE_SESSION_TTL", "12h")?,
+            mcp_upstream_timeout: dur("AUTHGATE_MCP_UPSTREAM_TIMEOUT", "300s")?,
+            resources,
+            allowed_origins,
             issuer,
             public_url,
             dev_mode,
@@ -800,6 +987,52 @@ mod tests {
         let listed = settings(&[("AUTHGATE_ALLOWED_DOMAINS", "@corp.example")]).unwrap();
         assert!(!listed.login_policy.anyone);
         assert_eq!(listed.login_policy.domains, ["corp.example"]);
+    }
+
+    #[test]
+    fn resources_from_env_and_file() {
+        let s = settings(&[("AUTHGATE_MCP_UPSTREAM", "http://127.0.0.1:9000/mcp")]).unwrap();
+        assert_eq!(s.resources.len(), 1);
+        assert_eq!(s.resources[0].uri, "http://127.0.0.1:8080/mcp");
+        assert_eq!(
+            s.resources[0].upstream.as_ref().unwrap().as_str(),
+            "http://127.0.0.1:9000/mcp"
+        );
+        let mut raw = RawConfig::default();
+        raw.overlay_toml("[[resource]]\npath = \"/github/mcp\"\nupstream = \"http://127.0.0.1:9001/mcp\"\nscopes = [\"github\"]\n", "f.toml").unwrap();
+        let s = Settings::from_raw(&raw).unwrap();
+        assert_eq!(s.resources.len(), 2);
+        assert_eq!(s.resources[1].uri, "http://127.0.0.1:8080/github/mcp");
+        assert_eq!(
+            s.scopes.to_string(),
+            "github mcp",
+            "every resource's scopes are offered"
+        );
+        for bad in [
+            "[[resource]]\nupstream = \"http://x/mcp\"\n",
+            "[[resource]]\npath = \"/token\"\n",
+            "[[resource]]\npath = \"/mcp\"\n",
+            "[[resource]]\npath = \"nopath\"\n",
+            "[[resource]]\npath = \"/a\"\nupstream = \"ftp://x\"\n",
+            "[[resource]]\npath = \"/a\"\ncolour = \"red\"\n",
+        ] {
+            let mut raw = RawConfig::default();
+            let e = raw
+                .overlay_toml(bad, "f.toml")
+                .and_then(|()| Settings::from_raw(&raw).map(|_| ()));
+            assert!(e.unwrap_err().0.contains("resource"), "{bad}");
+        }
+        let e = settings(&[("AUTHGATE_ALLOWED_ORIGINS", "localhost:6274")]).unwrap_err();
+        assert!(e.0.contains("AUTHGATE_ALLOWED_ORIGINS"));
+        let s = settings(&[(
+            "AUTHGATE_ALLOWED_ORIGINS",
+            "http://localhost:6274, https://app.example.com/",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.allowed_origins,
+            ["http://localhost:6274", "https://app.example.com"]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod mcp;
 pub mod oauth;
 pub mod random;
 pub mod ratelimit;

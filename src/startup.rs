@@ -11,11 +11,15 @@ use crate::clock::Clock;
 use crate::config::Settings;
 use crate::http::{self, discovery};
 use crate::keys::Keystore;
+use crate::mcp::revocation::RevocationCache;
 use crate::random::Random;
 use crate::ratelimit::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::DynStore;
 use crate::upstream::OidcUpstream;
+
+/// How long a revocation may take to reach the MCP guard of every instance.
+pub const REVOCATION_CACHE_SECONDS: i64 = 10;
 
 pub struct Application {
     listener: TcpListener,
@@ -64,9 +68,18 @@ impl Application {
             keys,
             upstream,
             as_metadata: discovery::serialize(&discovery::authorization_server_metadata(&settings)),
-            resource_metadata: discovery::serialize(&discovery::protected_resource_metadata(
-                &settings,
-            )),
+            resource_metadata: settings
+                .resources
+                .iter()
+                .map(|r| {
+                    discovery::serialize(&discovery::protected_resource_metadata(&settings, r))
+                })
+                .collect(),
+            revocations: RevocationCache::new(REVOCATION_CACHE_SECONDS),
+            mcp_http: crate::mcp::forward::client(
+                Duration::from_secs(5),
+                Duration::from_secs(u64::try_from(settings.mcp_upstream_timeout).unwrap_or(300)),
+            )?,
             register_limiter: RateLimiter::new(settings.register_rate_limit),
             cimd,
             settings,

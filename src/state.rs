@@ -9,6 +9,7 @@ use crate::cimd::CimdResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::keys::Keystore;
+use crate::mcp::revocation::RevocationCache;
 use crate::random::Random;
 use crate::ratelimit::RateLimiter;
 use crate::store::DynStore;
@@ -26,7 +27,11 @@ pub struct App {
     pub upstream: Option<OidcUpstream>,
     /// Discovery documents never change while running: serialized once.
     pub as_metadata: Bytes,
-    pub resource_metadata: Bytes,
+    /// One serialized metadata document per protected resource, in settings order.
+    pub resource_metadata: Vec<Bytes>,
+    pub revocations: RevocationCache,
+    /// The HTTP client for upstream MCP servers (connection pool shared by all requests).
+    pub mcp_http: reqwest::Client,
 }
 
 #[derive(Clone)]

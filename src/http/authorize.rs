@@ -12,7 +12,6 @@ use serde::Deserialize;
 
 use super::clients::{self, Client, ResolveError};
 use super::cookies;
-use super::discovery::mcp_resource;
 use super::pages::{self, ConsentPage, error_page, error_page_detail};
 use crate::oauth::grant::{CODE_TTL, PENDING_TTL};
 use crate::oauth::redirect::find_matching;
@@ -189,14 +188,30 @@ pub async fn authorize(
         Ok(c) => c,
         Err(e) => return to_client.error(issuer, StatusCode::FOUND, &e),
     };
-    let resource = match resource::select(
-        params.get("resource").map(String::as_str),
-        &[mcp_resource(&state.settings)],
-    ) {
+    let uris: Vec<String> = state
+        .settings
+        .resources
+        .iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    let resource = match resource::select(params.get("resource").map(String::as_str), &uris) {
         Ok(r) => r,
         Err(e) => return to_client.error(issuer, StatusCode::FOUND, &e),
     };
-    let offered = &state.settings.scopes;
+    // Scopes are those of the resource asked for.
+    let Some(offered) = state
+        .settings
+        .resources
+        .iter()
+        .find(|r| r.uri == resource)
+        .map(|r| &r.scopes)
+    else {
+        return to_client.error(
+            issuer,
+            StatusCode::FOUND,
+            &OAuthError::new(ErrorCode::InvalidTarget, "unknown resource"),
+        );
+    };
     let requested =
         ScopeSet::parse(params.get("scope").map(String::as_str).unwrap_or("")).narrow_to(offered);
     let scope = if requested.is_empty() {

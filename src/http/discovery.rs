@@ -7,13 +7,10 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::config::Settings;
+use crate::config::{ResourceConfig, Settings};
 use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/jwks.json";
-
-/// The path of the default MCP resource under the public URL.
-pub const MCP_PATH: &str = "/mcp";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     json!({
@@ -35,19 +32,28 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     })
 }
 
-/// The canonical URI of the MCP resource: what clients send as `resource` and tokens carry as `aud`.
-pub fn mcp_resource(settings: &Settings) -> String {
-    settings.url(MCP_PATH)
+pub fn protected_resource_metadata(
+    settings: &Settings,
+    resource: &ResourceConfig,
+) -> serde_json::Value {
+    json!({
+        "resource": resource.uri,
+        "authorization_servers": [settings.issuer],
+        "scopes_supported": resource.scopes.iter().collect::<Vec<_>>(),
+        "bearer_methods_supported": ["header"],
+        "resource_name": format!("MCP server {}", resource.path),
+    })
 }
 
-pub fn protected_resource_metadata(settings: &Settings) -> serde_json::Value {
-    json!({
-        "resource": mcp_resource(settings),
-        "authorization_servers": [settings.issuer],
-        "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
-        "bearer_methods_supported": ["header"],
-        "resource_name": "MCP server",
-    })
+/// The absolute URL of a resource's metadata, as given in `WWW-Authenticate`: path-inserted at
+/// the host root (RFC 9728 §3.1).
+pub fn resource_metadata_url(settings: &Settings, resource: &ResourceConfig) -> String {
+    format!(
+        "{}/.well-known/oauth-protected-resource{}{}",
+        settings.public_url.origin().ascii_serialization(),
+        settings.issuer_path(),
+        resource.path
+    )
 }
 
 pub fn serialize(doc: &serde_json::Value) -> Bytes {
@@ -81,8 +87,11 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     resp
 }
 
-pub async fn resource_metadata(State(state): State<AppState>) -> Response {
-    json_document(state.resource_metadata.clone())
+pub async fn resource_metadata(State((state, index)): State<(AppState, usize)>) -> Response {
+    match state.resource_metadata.get(index) {
+        Some(doc) => json_document(doc.clone()),
+        None => axum::http::StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// The well-known paths served, root forms first; path-inserted forms follow when the issuer or
@@ -98,13 +107,23 @@ pub fn as_metadata_paths(settings: &Settings) -> Vec<String> {
     paths
 }
 
-pub fn resource_metadata_paths(settings: &Settings) -> Vec<String> {
-    let mut paths = vec![
-        "/.well-known/oauth-protected-resource".to_owned(),
-        format!("/.well-known/oauth-protected-resource{MCP_PATH}"),
-    ];
-    let full = format!("{}{MCP_PATH}", settings.issuer_path());
-    if full != MCP_PATH {
+/// Where a resource's metadata is served. The default resource also answers at the root
+/// location, which clients without a `WWW-Authenticate` pointer try last.
+pub fn resource_metadata_paths(
+    settings: &Settings,
+    resource: &ResourceConfig,
+    is_default: bool,
+) -> Vec<String> {
+    let mut paths = Vec::new();
+    if is_default {
+        paths.push("/.well-known/oauth-protected-resource".to_owned());
+    }
+    paths.push(format!(
+        "/.well-known/oauth-protected-resource{}",
+        resource.path
+    ));
+    let full = format!("{}{}", settings.issuer_path(), resource.path);
+    if full != resource.path {
         paths.push(format!("/.well-known/oauth-protected-resource{full}"));
     }
     paths

@@ -15,8 +15,10 @@ pub mod revoke;
 pub mod token;
 
 use axum::Router;
-use axum::middleware::from_fn;
-use axum::routing::{get, post};
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{any, get, post};
+
+use crate::mcp;
 
 use crate::state::AppState;
 
@@ -29,10 +31,15 @@ pub fn router(state: AppState) -> Router {
     for path in discovery::as_metadata_paths(&state.settings) {
         cors_routes = cors_routes.route(&path, get(discovery::as_metadata));
     }
-    for path in discovery::resource_metadata_paths(&state.settings) {
-        cors_routes = cors_routes.route(&path, get(discovery::resource_metadata));
+    let mut cors_routes: Router = cors_routes.with_state(state.clone());
+    for (index, resource) in state.settings.resources.iter().enumerate() {
+        let mut prm = Router::new();
+        for path in discovery::resource_metadata_paths(&state.settings, resource, index == 0) {
+            prm = prm.route(&path, get(discovery::resource_metadata));
+        }
+        cors_routes = cors_routes.merge(prm.with_state((state.clone(), index)));
     }
-    let cors_routes = cors_routes.layer(from_fn(cors::cors));
+    let cors_routes = cors_routes.route_layer(from_fn(cors::cors));
 
     // Browser pages: no CORS, ever.
     let mut pages = Router::new()
@@ -47,8 +54,23 @@ pub fn router(state: AppState) -> Router {
         );
     }
 
+    // The protected resources: the guard wraps every method, so nothing is routed, redirected
+    // or refused with 405 before the token is checked.
+    let mut resources = Router::new();
+    for (index, resource) in state.settings.resources.iter().enumerate() {
+        let guard = from_fn_with_state((state.clone(), index), mcp::guard::guard);
+        let route: Router = if resource.upstream.is_some() {
+            Router::new()
+                .route(&resource.path, any(mcp::forward::forward))
+                .with_state((state.clone(), index))
+        } else {
+            Router::new().route_service(&resource.path, mcp::builtin::service())
+        };
+        resources = resources.merge(route.route_layer(guard));
+    }
+
     Router::new()
         .merge(cors_routes)
-        .merge(pages)
-        .with_state(state)
+        .merge(pages.with_state(state))
+        .merge(resources)
 }

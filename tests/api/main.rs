@@ -8,6 +8,7 @@ mod cimd;
 mod discovery;
 mod flow;
 mod helpers;
+mod mcp;
 mod register;
 mod store;
 mod token;

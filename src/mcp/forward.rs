@@ -1,0 +1,151 @@
+//! Streaming forwarding to the MCP server behind authgate. Bodies flow both ways as they come
+//! (SSE event by event); the client's `Authorization` never goes upstream; the caller's identity
+//! goes as `X-Authgate-*` headers that authgate always sets itself.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
+use serde_json::json;
+
+use super::Caller;
+use crate::state::AppState;
+
+pub const SUB: &str = "x-authgate-sub";
+pub const EMAIL: &str = "x-authgate-email";
+pub const CLIENT_ID: &str = "x-authgate-client-id";
+pub const SCOPE: &str = "x-authgate-scope";
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus what must not
+/// cross: our bearer token, authgate's own cookies, and the host.
+const DROPPED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "authorization",
+    "cookie",
+];
+
+pub fn client(
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) -> Result<reqwest::Client, reqwest::Error> {
+    // No overall timeout: it would cut long SSE streams. The idle (read) timeout bounds a stalled
+    // upstream instead.
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect_timeout)
+        .read_timeout(idle_timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build()
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, also_drop_internal: bool) {
+    let listed_in_connection: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in from {
+        let n = name.as_str();
+        if DROPPED.contains(&n)
+            || listed_in_connection.iter().any(|c| c == n)
+            || (also_drop_internal && n.starts_with("x-authgate-"))
+        {
+            continue;
+        }
+        to.append(name.clone(), value.clone());
+    }
+}
+
+fn gateway_error(status: StatusCode, why: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": "upstream_unavailable", "error_description": why})),
+    )
+        .into_response()
+}
+
+pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Request) -> Response {
+    let Some(upstream) = state
+        .settings
+        .resources
+        .get(index)
+        .and_then(|r| r.upstream.clone())
+    else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Some(caller) = req.extensions().get::<Caller>().cloned() else {
+        // The guard always runs first; without it nothing is forwarded.
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let (parts, body) = req.into_parts();
+    let mut url = upstream;
+    url.set_query(parts.uri.query());
+
+    let mut headers = HeaderMap::new();
+    copy_headers(&parts.headers, &mut headers, true);
+    let identity = [
+        (SUB, Some(caller.sub.as_str())),
+        (EMAIL, caller.email.as_deref()),
+        (CLIENT_ID, Some(caller.client_id.as_str())),
+        (SCOPE, Some(caller.scope.as_str())),
+    ];
+    for (name, value) in identity {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    }
+
+    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    let request = state
+        .mcp_http
+        .request(parts.method, url)
+        .headers(headers)
+        .body(body)
+        .send();
+    let timeout =
+        Duration::from_secs(u64::try_from(state.settings.mcp_upstream_timeout).unwrap_or(300));
+    let upstream_resp = match tokio::time::timeout(timeout, request).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_timeout() => {
+            return gateway_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the MCP server did not answer in time",
+            );
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "MCP upstream unreachable");
+            return gateway_error(StatusCode::BAD_GATEWAY, "the MCP server cannot be reached");
+        }
+        Err(_) => {
+            return gateway_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "the MCP server did not answer in time",
+            );
+        }
+    };
+
+    let mut resp = Response::builder().status(upstream_resp.status());
+    if let Some(h) = resp.headers_mut() {
+        copy_headers(upstream_resp.headers(), h, false);
+        h.remove(header::SET_COOKIE);
+    }
+    // Dropping this stream (client gone) drops the upstream response and closes its connection.
+    let stream = upstream_resp.bytes_stream().map_err(std::io::Error::other);
+    resp.body(Body::from_stream(stream))
+        .unwrap_or_else(|_| gateway_error(StatusCode::BAD_GATEWAY, "invalid upstream response"))
+}

@@ -1,0 +1,221 @@
+//! The bearer guard (RFC 6750, RFC 9728 §5.1): runs before method routing for every method.
+//! No token, a bad one or a revoked one gets 401 with a `WWW-Authenticate` challenge that points
+//! at the resource's metadata; too little scope gets 403. Browser origins are checked (DNS
+//! rebinding) and CORS preflights are answered without authentication.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::Caller;
+use crate::config::ResourceConfig;
+use crate::http::discovery::resource_metadata_url;
+use crate::keys::TokenRejection;
+use crate::oauth::scope::ScopeSet;
+use crate::state::AppState;
+
+const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Mcp-Session-Id, Last-Event-ID";
+const EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version";
+
+/// Why a request was refused, for the challenge and the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoToken,
+    BadToken(TokenRejection),
+    Revoked,
+    InsufficientScope,
+    Origin,
+}
+
+fn quoted(s: &str) -> String {
+    s.replace(['"', '\\'], "")
+}
+
+pub fn challenge(state: &AppState, resource: &ResourceConfig, refusal: Refusal) -> Response {
+    let prm = resource_metadata_url(&state.settings, resource);
+    let scope = resource.scopes.to_string();
+    let (status, header_value, body) = match refusal {
+        Refusal::NoToken => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Bearer resource_metadata=\"{}\", scope=\"{}\"",
+                quoted(&prm),
+                quoted(&scope)
+            ),
+            json!({"error": "invalid_token", "error_description": "an access token is required"}),
+        ),
+        Refusal::BadToken(_) | Refusal::Revoked => (
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "Bearer resource_metadata=\"{}\", scope=\"{}\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\"",
+                quoted(&prm),
+                quoted(&scope)
+            ),
+            json!({"error": "invalid_token", "error_description": "the access token is invalid, expired or revoked"}),
+        ),
+        Refusal::InsufficientScope => (
+            StatusCode::FORBIDDEN,
+            format!(
+                "Bearer resource_metadata=\"{}\", scope=\"{}\", error=\"insufficient_scope\", error_description=\"this resource needs the scopes listed\"",
+                quoted(&prm),
+                quoted(&scope)
+            ),
+            json!({"error": "insufficient_scope", "error_description": "this resource needs more scope", "scope": scope}),
+        ),
+        Refusal::Origin => {
+            return (
+                StatusCode::FORBIDDEN,
+                axum::Json(json!({"error": "forbidden", "error_description": "this browser origin is not allowed"})),
+            )
+                .into_response();
+        }
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&header_value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The bearer token from the one `Authorization` header; never from the query string or body.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ()> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(());
+    }
+    let text = first.to_str().map_err(|_| ())?;
+    let (scheme, token) = text.split_once(' ').ok_or(())?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(());
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > 4096 {
+        return Err(());
+    }
+    Ok(Some(token))
+}
+
+fn origin_allowed(state: &AppState, origin: &str) -> bool {
+    origin == state.settings.public_url.origin().ascii_serialization()
+        || state.settings.allowed_origins.iter().any(|o| o == origin)
+}
+
+fn add_cors(resp: &mut Response, origin: &HeaderValue) {
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSE_HEADERS),
+    );
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+pub async fn guard(
+    State((state, index)): State<(AppState, usize)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let Some(resource) = state.settings.resources.get(index) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let Some(o) = &origin {
+        let allowed = o.to_str().is_ok_and(|o| origin_allowed(&state, o));
+        if !allowed {
+            tracing::info!(resource = %resource.path, "refused a request from a browser origin that is not allowed");
+            return challenge(&state, resource, Refusal::Origin);
+        }
+    }
+    if req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let mut resp = StatusCode::NO_CONTENT.into_response();
+        let h = resp.headers_mut();
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(ALLOW_HEADERS),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
+        if let Some(o) = &origin {
+            add_cors(&mut resp, o);
+        }
+        return resp;
+    }
+    let mut resp = match authorize(&state, resource, req.headers()).await {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(Ok(refusal)) => {
+            tracing::debug!(resource = %resource.path, ?refusal, "request refused");
+            challenge(&state, resource, refusal)
+        }
+        Err(Err(resp)) => resp,
+    };
+    if let Some(o) = &origin {
+        add_cors(&mut resp, o);
+    }
+    resp
+}
+
+async fn authorize(
+    state: &AppState,
+    resource: &ResourceConfig,
+    headers: &HeaderMap,
+) -> Result<Caller, Result<Refusal, Response>> {
+    let token = match bearer(headers) {
+        Ok(Some(t)) => t,
+        Ok(None) => return Err(Ok(Refusal::NoToken)),
+        Err(()) => return Err(Ok(Refusal::BadToken(TokenRejection::Malformed))),
+    };
+    let now = state.clock.now();
+    let claims = state
+        .keys
+        .verify(token, &state.settings.issuer, &resource.uri, now)
+        .map_err(|r| Ok(Refusal::BadToken(r)))?;
+    match state
+        .revocations
+        .is_revoked(&state.store, &claims, now)
+        .await
+    {
+        Ok(false) => {}
+        Ok(true) => return Err(Ok(Refusal::Revoked)),
+        Err(e) => {
+            tracing::warn!(error = %e, "revocation check failed");
+            let resp = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"})),
+            )
+                .into_response();
+            return Err(Err(resp));
+        }
+    }
+    if !resource
+        .scopes
+        .is_subset_of(&ScopeSet::parse(&claims.scope))
+    {
+        return Err(Ok(Refusal::InsufficientScope));
+    }
+    Ok(Caller {
+        sub: claims.sub,
+        email: claims.email,
+        client_id: claims.client_id,
+        scope: claims.scope,
+    })
+}
