@@ -27,6 +27,8 @@ pub enum Refusal {
     Revoked,
     InsufficientScope,
     Origin,
+    /// The revocation check could not be made (database down): fail closed, retryable.
+    Unavailable,
 }
 
 fn quoted(s: &str) -> String {
@@ -64,6 +66,13 @@ pub fn challenge(state: &AppState, resource: &ResourceConfig, refusal: Refusal) 
             ),
             json!({"error": "insufficient_scope", "error_description": "this resource needs more scope", "scope": scope}),
         ),
+        Refusal::Unavailable => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"})),
+            )
+                .into_response();
+        }
         Refusal::Origin => {
             return (
                 StatusCode::FORBIDDEN,
@@ -162,11 +171,10 @@ pub async fn guard(
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(Ok(refusal)) => {
+        Err(refusal) => {
             tracing::debug!(resource = %resource.path, ?refusal, "request refused");
             challenge(&state, resource, refusal)
         }
-        Err(Err(resp)) => resp,
     };
     if let Some(o) = &origin {
         add_cors(&mut resp, o);
@@ -181,14 +189,14 @@ async fn authorize(
 ) -> Result<Caller, Result<Refusal, Response>> {
     let token = match bearer(headers) {
         Ok(Some(t)) => t,
-        Ok(None) => return Err(Ok(Refusal::NoToken)),
-        Err(()) => return Err(Ok(Refusal::BadToken(TokenRejection::Malformed))),
+        Ok(None) => return Err(Refusal::NoToken),
+        Err(()) => return Err(Refusal::BadToken(TokenRejection::Malformed)),
     };
     let now = state.clock.now();
     let claims = state
         .keys
         .verify(token, &state.settings.issuer, &resource.uri, now)
-        .map_err(|r| Ok(Refusal::BadToken(r)))?;
+        .map_err(Refusal::BadToken)?;
     match state
         .revocations
         .is_revoked(&state.store, &claims, now)

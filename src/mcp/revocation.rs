@@ -30,10 +30,10 @@ impl RevocationCache {
         claims: &AccessClaims,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if let Some((revoked, at)) = self.lookup(&claims.jti) {
-            if now - at < self.ttl {
-                return Ok(revoked);
-            }
+        if let Some((revoked, at)) = self.lookup(&claims.jti)
+            && now - at < self.ttl
+        {
+            return Ok(revoked);
         }
         let revoked = store.is_access_token_revoked(&claims.jti).await?
             || store
