@@ -186,7 +186,7 @@ async fn authorize(
     state: &AppState,
     resource: &ResourceConfig,
     headers: &HeaderMap,
-) -> Result<Caller, Result<Refusal, Response>> {
+) -> Result<Caller, Refusal> {
     let token = match bearer(headers) {
         Ok(Some(t)) => t,
         Ok(None) => return Err(Refusal::NoToken),

@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // A scripted browser for OAuth authorization flows. Node 20 built-ins only (fetch, URL,
 // Headers.getSetCookie).
 //
@@ -14,7 +15,11 @@
 //
 // Library:  import { walk, CookieJar } from './browser.mjs'
 //           const url = await walk(authorizeUrl, { stopPrefix, login: 'ann@example.test' })
-// CLI:      node browser.mjs <authorizeUrl> <stopPrefix>   (prints each hop to stderr, the final URL to stdout)
+// CLI:      node browser.mjs <authorizeUrl> <stopPrefix>   (hops on stderr, the final URL on stdout)
+//           BROWSER=/abs/path/browser.mjs mcp-remote ...     (walks to the URL's redirect_uri and GETs it)
+
+import { realpathSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
 
 const APPROVE = /\b(approve|allow|accept|authori[sz]e|confirm|consent|continue|yes|grant|sign ?in|log ?in|submit)\b/i;
 const REFUSE = /\b(deny|reject|refuse|cancel|abort|decline|no)\b/i;
@@ -281,17 +286,31 @@ export function describeHop(h) {
   return `${h.method} ${h.url} -> ${h.status}${h.location ? ` -> ${h.location}` : ''}${h.form ? ` [form ${h.form}]` : ''}`;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const [authorizeUrl, stopPrefix] = process.argv.slice(2);
-  if (!authorizeUrl || !stopPrefix) {
-    console.error('usage: node browser.mjs <authorizeUrl> <stopPrefix>');
+const invokedDirectly = process.argv[1] && import.meta.url === pathToFileURL(realpathSync(process.argv[1])).href;
+if (invokedDirectly) {
+  // CLI. With a stopPrefix: print the redirect URL. Without one (the way tools that open a
+  // browser call it, e.g. BROWSER=/abs/path/browser.mjs for mcp-remote): stop at the request's own
+  // redirect_uri, then deliver the redirect to it with a GET, as a browser would.
+  const [authorizeUrl, stopArg] = process.argv.slice(2);
+  if (!authorizeUrl) {
+    console.error('usage: node browser.mjs <authorizeUrl> [stopPrefix]');
     process.exit(2);
   }
+  const log = process.env.BROWSER_LOG ? (await import('node:fs')).createWriteStream(process.env.BROWSER_LOG, { flags: 'a' }) : null;
+  const say = (s) => { console.error(`[browser] ${s}`); log?.write(`${s}\n`); };
   try {
-    const url = await walk(authorizeUrl, { stopPrefix, onHop: (h) => console.error(`[browser] ${describeHop(h)}`) });
-    console.log(url);
+    const stopPrefix = stopArg || new URL(authorizeUrl).searchParams.get('redirect_uri');
+    if (!stopPrefix) throw new Error('no stopPrefix given and no redirect_uri in the URL');
+    const url = await walk(authorizeUrl, { stopPrefix, onHop: (h) => say(describeHop(h)) });
+    if (stopArg) {
+      console.log(url);
+    } else {
+      const res = await fetch(url, { redirect: 'manual' });
+      say(`GET ${url} -> ${res.status} (delivered)`);
+      await res.arrayBuffer().catch(() => {});
+    }
   } catch (e) {
-    console.error(`[browser] ${e.message}`);
+    say(`failed: ${e.message}`);
     process.exit(1);
   }
 }
