@@ -203,22 +203,17 @@ async fn authorize(
         .await
     {
         Ok(false) => {}
-        Ok(true) => return Err(Ok(Refusal::Revoked)),
+        Ok(true) => return Err(Refusal::Revoked),
         Err(e) => {
             tracing::warn!(error = %e, "revocation check failed");
-            let resp = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                axum::Json(json!({"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"})),
-            )
-                .into_response();
-            return Err(Err(resp));
+            return Err(Refusal::Unavailable);
         }
     }
     if !resource
         .scopes
         .is_subset_of(&ScopeSet::parse(&claims.scope))
     {
-        return Err(Ok(Refusal::InsufficientScope));
+        return Err(Refusal::InsufficientScope);
     }
     Ok(Caller {
         sub: claims.sub,
