@@ -117,6 +117,18 @@ const VARS: &[Var] = &[
         env: "AUTHGATE_SESSION_TTL",
         secret: false,
     },
+    Var {
+        env: "AUTHGATE_MCP_UPSTREAM",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_MCP_UPSTREAM_TIMEOUT",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_ALLOWED_ORIGINS",
+        secret: false,
+    },
 ];
 
 fn toml_key(env: &str) -> String {
@@ -204,10 +216,13 @@ impl RawConfig {
     }
 
     pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
+        debug_assert!(VARS.iter().any(|v| v.env == env), "{env} is not in VARS");
         self.0.insert(env, value.into());
     }
 
     fn get(&self, env: &str) -> Option<&str> {
+        // A name missing from VARS would be silently unreadable from the environment.
+        debug_assert!(VARS.iter().any(|v| v.env == env), "{env} is not in VARS");
         self.0
             .get(env)
             .map(String::as_str)

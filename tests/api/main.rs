@@ -5,6 +5,7 @@
 mod authorize;
 mod browser;
 mod cimd;
+mod clients;
 mod discovery;
 mod flow;
 mod helpers;

@@ -137,6 +137,8 @@ async function handle(req, res) {
   }
 
   if (STATELESS) {
+    // No sessions: nothing to stream to outside a request, nothing to delete.
+    if (req.method !== 'POST') { res.writeHead(405, { allow: 'POST' }).end(); return; }
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: JSON_RESPONSE });
     const server = newMcpServer();
     res.on('close', () => { transport.close(); server.close(); });

@@ -237,6 +237,9 @@ async def run() -> None:
     result["ok"] = True
 
 
+_GROUP = getattr(__import__("builtins"), "BaseExceptionGroup", ())  # 3.11+: unwrap task-group errors to the first cause
+
+
 def main() -> int:
     t0 = time.monotonic()
     try:
@@ -244,7 +247,7 @@ def main() -> int:
     except BaseException as e:  # noqa: BLE001
         result["ok"] = False
         inner = e
-        while isinstance(inner, BaseExceptionGroup) and inner.exceptions:
+        while isinstance(inner, _GROUP) and inner.exceptions:
             inner = inner.exceptions[0]
         result["error"] = f"{type(inner).__name__}: {inner}"
         if VERBOSE:
