@@ -106,9 +106,9 @@ async fn sdk_clients_against_the_builtin_server(backend: Backend) {
     require_installed();
     let s = setup(backend, "client_secret_post", false, |_| {}).await;
     let url = s.app.url("/mcp");
-    for r in [
-        ts(&url, "whoami", "{}", &[]).await,
-        py(&url, "whoami", "{}", &[]).await,
+    for (name, r) in [
+        ("TypeScript SDK", ts(&url, "whoami", "{}", &[]).await),
+        ("Python SDK", py(&url, "whoami", "{}", &[]).await),
     ] {
         assert!(
             r["tools"].as_array().unwrap().contains(&"whoami".into()),
@@ -117,6 +117,7 @@ async fn sdk_clients_against_the_builtin_server(backend: Backend) {
         let who: Value = serde_json::from_str(r["call"].as_str().unwrap()).unwrap();
         assert_eq!(who["email"], "ann@example.test");
         assert_refreshed(&r);
+        crate::helpers::record_compat(name, "DCR, none", backend);
     }
 }
 
@@ -132,9 +133,9 @@ async fn sdk_clients_through_forwarding_with_streaming(backend: Backend) {
         ("PROGRESS_TOOL", "slow"),
         ("PROGRESS_ARGS", r#"{"steps":4,"ms":700}"#),
     ];
-    for r in [
-        ts(&url, "headers", "{}", &env).await,
-        py(&url, "headers", "{}", &env).await,
+    for (name, r) in [
+        ("TypeScript SDK", ts(&url, "headers", "{}", &env).await),
+        ("Python SDK", py(&url, "headers", "{}", &env).await),
     ] {
         let seen: Value = serde_json::from_str(r["call"].as_str().unwrap()).unwrap();
         assert_eq!(seen["authorization"], false, "no token passthrough: {seen}");
@@ -153,6 +154,7 @@ async fn sdk_clients_through_forwarding_with_streaming(backend: Backend) {
             "buffered? {progress:?}"
         );
         assert_refreshed(&r);
+        crate::helpers::record_compat(name, "DCR, none, forwarded with streaming", backend);
     }
 }
 

@@ -229,3 +229,21 @@ pub fn stub_upstream(raw: &mut RawConfig) {
     raw.set("AUTHGATE_UPSTREAM_CLIENT_SECRET", "upstream-secret");
     raw.set("AUTHGATE_ALLOW_ANY_USER", "true");
 }
+
+/// Notes that a compatibility case passed, for the README's table (`scripts/compat-table`).
+/// Called as the last line of a passing case, so a failing case leaves no record.
+pub fn record_compat(client: &str, registration: &str, backend: Backend) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/compat");
+    std::fs::create_dir_all(&dir).unwrap();
+    let backend = match backend {
+        Backend::Sqlite => "SQLite",
+        Backend::Postgres => "PostgreSQL",
+    };
+    let name: String = format!("{client}-{registration}-{backend}")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let record =
+        serde_json::json!({"client": client, "registration": registration, "backend": backend});
+    std::fs::write(dir.join(format!("{name}.json")), record.to_string()).unwrap();
+}

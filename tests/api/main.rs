@@ -6,6 +6,7 @@ mod authorize;
 mod browser;
 mod cimd;
 mod clients;
+mod compat;
 mod discovery;
 mod flow;
 mod helpers;

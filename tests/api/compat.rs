@@ -1,0 +1,365 @@
+//! The client compatibility matrix: each real client's habits, replayed or run against authgate
+//! with the real upstream OpenID provider, from a bare 401 to a tool call and a refresh. Each
+//! passing case records itself (`helpers::record_compat`) for the README's compatibility table.
+
+use authgate::oauth::pkce;
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+use crate::cimd::{CLAUDE_CIMD, CLAUDE_CODE_CIMD, DocHost, spawn_doc_host};
+use crate::clients::run_client;
+use crate::helpers::{Backend, TestApp, record_compat};
+use crate::upstream::{Setup, setup, walk};
+
+const CLAUDE_CALLBACK: &str = "https://claude.ai/api/mcp/auth_callback";
+const HTTPX: &str = "python-httpx/0.28.1";
+/// Claude.ai's registration body as captured in Sep 2026 (client_secret_post, even with `none`
+/// advertised).
+const CLAUDE_DCR: &str = r#"{"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"}"#;
+const INIT_PROBE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"Anthropic/ClaudeAI","version":"1.0.0"}}}"#;
+
+fn verifier() -> (String, String) {
+    let v = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let c = pkce::s256(&v);
+    (v, c)
+}
+
+async fn with_doc_host(backend: Backend) -> (Setup, DocHost) {
+    let host = spawn_doc_host().await;
+    let ca =
+        std::env::temp_dir().join(format!("authgate-ca-{}.pem", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&ca, &host.ca_pem).unwrap();
+    let addr = host.addr;
+    let s = setup(backend, "client_secret_post", true, move |raw| {
+        raw.set("AUTHGATE_CIMD_TEST_HOSTS", format!("claude.ai={addr}"));
+        raw.set("AUTHGATE_CIMD_TEST_CA_FILE", ca.display().to_string());
+    })
+    .await;
+    (s, host)
+}
+
+/// Claude.ai's discovery: the initialize probe without a token, the metadata pointer from the
+/// challenge, then the authorization server's metadata.
+async fn claude_discovery(app: &TestApp) -> (Value, Value) {
+    let probe = app
+        .http
+        .post(app.url("/mcp"))
+        .header("User-Agent", "Claude-User")
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .body(INIT_PROBE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(probe.status(), 401);
+    let challenge = probe.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let prm_url = challenge
+        .split("resource_metadata=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned();
+    let prm: Value = app
+        .http
+        .get(&prm_url)
+        .header("User-Agent", HTTPX)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let issuer = prm["authorization_servers"][0].as_str().unwrap();
+    let meta: Value = app
+        .http
+        .get(format!("{issuer}/.well-known/oauth-authorization-server"))
+        .header("User-Agent", HTTPX)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        meta["issuer"], prm["authorization_servers"][0],
+        "byte-identical issuer"
+    );
+    (prm, meta)
+}
+
+/// Claude's rule: CIMD only when the server advertises metadata documents AND `none`.
+fn claude_uses_cimd(meta: &Value) -> bool {
+    meta["client_id_metadata_document_supported"] == true
+        && meta["token_endpoint_auth_methods_supported"]
+            .as_array()
+            .is_some_and(|m| m.contains(&json!("none")))
+}
+
+async fn token_call(app: &TestApp, form: &[(&str, &str)]) -> reqwest::Response {
+    app.http
+        .post(app.url("/token"))
+        .header("User-Agent", HTTPX)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn mcp_call(app: &TestApp, token: &str, body: &str) -> Value {
+    let resp = app
+        .http
+        .post(app.url("/mcp"))
+        .bearer_auth(token)
+        .header("User-Agent", "Claude-User")
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+async fn tool_call_and_list(app: &TestApp, token: &str) {
+    mcp_call(app, token, INIT_PROBE).await;
+    let list = mcp_call(
+        app,
+        token,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+    )
+    .await;
+    assert_eq!(list["result"]["tools"][0]["name"], "whoami");
+    let call = mcp_call(app, token, r#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"whoami","arguments":{}}}"#).await;
+    assert!(
+        call["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("ann@example.test")
+    );
+}
+
+/// The browser part (authgate consent, upstream login) up to Claude's callback; returns the code.
+async fn browser_to(
+    app: &TestApp,
+    client_id: &str,
+    redirect_uri: &str,
+    challenge: &str,
+    resource: Option<&str>,
+) -> String {
+    let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
+    {
+        let mut q = url.query_pairs_mut();
+        q.append_pair("response_type", "code")
+            .append_pair("client_id", client_id)
+            .append_pair("redirect_uri", redirect_uri);
+        q.append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256");
+        q.append_pair("state", "claude-state-1")
+            .append_pair("scope", "mcp");
+        if let Some(r) = resource {
+            q.append_pair("resource", r);
+        }
+    }
+    let back = walk(
+        &Browser::new(),
+        app,
+        url.as_str(),
+        redirect_uri.split('?').next().unwrap(),
+        "ann@example.test",
+    )
+    .await
+    .unwrap_or_else(|r| panic!("the browser stopped at {} ({})", r.url(), r.status()));
+    assert_eq!(
+        crate::flow::param(&back, "state").as_deref(),
+        Some("claude-state-1")
+    );
+    assert_eq!(
+        crate::flow::param(&back, "iss").as_deref(),
+        Some(app.base.as_str())
+    );
+    crate::flow::param(&back, "code").unwrap()
+}
+
+async fn claude_ai_over_dcr(backend: Backend) {
+    let s = setup(backend, "client_secret_post", true, |_| {}).await;
+    let app = &s.app;
+    let (prm, _meta) = claude_discovery(app).await;
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    let reg = app
+        .http
+        .post(app.url("/register"))
+        .header("User-Agent", HTTPX)
+        .header("Content-Type", "application/json")
+        .body(CLAUDE_DCR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reg.status(), 201);
+    let reg: Value = reg.json().await.unwrap();
+    let (id, secret) = (
+        reg["client_id"].as_str().unwrap().to_owned(),
+        reg["client_secret"].as_str().unwrap().to_owned(),
+    );
+    assert!(reg["client_secret_expires_at"].is_i64());
+    let (v, c) = verifier();
+    let code = browser_to(app, &id, CLAUDE_CALLBACK, &c, Some(&resource)).await;
+    let tokens: Value = token_call(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &v),
+            ("redirect_uri", CLAUDE_CALLBACK),
+            ("resource", &resource),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+    // Refresh from one server, then the same refresh from a second server within the grace window.
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let refresh = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", rt),
+        ("resource", &resource),
+        ("client_id", &id),
+        ("client_secret", &secret),
+    ];
+    let first: Value = token_call(app, &refresh).await.json().await.unwrap();
+    let second: Value = token_call(app, &refresh).await.json().await.unwrap();
+    assert_eq!(
+        first["refresh_token"], second["refresh_token"],
+        "the second server gets the same successor"
+    );
+    tool_call_and_list(app, second["access_token"].as_str().unwrap()).await;
+    record_compat("Claude.ai", "DCR, client_secret_post", backend);
+}
+
+async fn claude_ai_over_cimd(backend: Backend) {
+    let (s, _host) = with_doc_host(backend).await;
+    let app = &s.app;
+    let (prm, meta) = claude_discovery(app).await;
+    assert!(
+        claude_uses_cimd(&meta),
+        "Claude would fall back to DCR: {meta}"
+    );
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    let (v, c) = verifier();
+    let code = browser_to(app, CLAUDE_CIMD, CLAUDE_CALLBACK, &c, Some(&resource)).await;
+    let tokens: Value = token_call(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &v),
+            ("redirect_uri", CLAUDE_CALLBACK),
+            ("resource", &resource),
+            ("client_id", CLAUDE_CIMD),
+        ],
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+    let refreshed = token_call(
+        app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("resource", &resource),
+            ("client_id", CLAUDE_CIMD),
+        ],
+    )
+    .await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    tool_call_and_list(app, refreshed["access_token"].as_str().unwrap()).await;
+    record_compat("Claude.ai", "CIMD", backend);
+}
+
+async fn claude_code_over_cimd(backend: Backend) {
+    let (s, _host) = with_doc_host(backend).await;
+    let app = &s.app;
+    let (prm, meta) = claude_discovery(app).await;
+    assert!(claude_uses_cimd(&meta));
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    // Its document lists the portless http://localhost/callback; it listens on an ephemeral port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://localhost:{port}/callback");
+    for with_resource in [true, false] {
+        let (v, c) = verifier();
+        let res = with_resource.then_some(resource.as_str());
+        let code = browser_to(app, CLAUDE_CODE_CIMD, &redirect, &c, res).await;
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", v.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("client_id", CLAUDE_CODE_CIMD),
+        ];
+        if let Some(r) = res {
+            form.push(("resource", r));
+        }
+        let tokens: Value = token_call(app, &form).await.json().await.unwrap();
+        tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+        let refreshed = token_call(
+            app,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+                ("client_id", CLAUDE_CODE_CIMD),
+            ],
+        )
+        .await;
+        assert_eq!(refreshed.status(), 200, "with resource: {with_resource}");
+    }
+    record_compat("Claude Code", "CIMD, loopback port", backend);
+}
+
+async fn mcp_remote_over_stdio(backend: Backend) {
+    let s = setup(backend, "client_secret_post", true, |_| {}).await;
+    let r = run_client(
+        "node",
+        "remote-client.mjs",
+        &s.app.url("/mcp"),
+        "whoami",
+        "{}",
+        &[],
+    )
+    .await;
+    assert!(
+        r["call"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("ann@example.test"),
+        "{r}"
+    );
+    record_compat("mcp-remote", "DCR, none", backend);
+}
+
+crate::both_backends!(
+    claude_ai_over_dcr,
+    claude_ai_over_cimd,
+    claude_code_over_cimd,
+    mcp_remote_over_stdio
+);
