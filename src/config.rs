@@ -129,6 +129,22 @@ const VARS: &[Var] = &[
         env: "AUTHGATE_ALLOWED_ORIGINS",
         secret: false,
     },
+    Var {
+        env: "AUTHGATE_TRUSTED_PROXIES",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_METRICS_LISTEN",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_LOG_FORMAT",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_SHUTDOWN_TIMEOUT",
+        secret: false,
+    },
 ];
 
 fn toml_key(env: &str) -> String {
@@ -394,6 +410,13 @@ pub struct Settings {
     pub mcp_upstream_timeout: i64,
     /// Browser origins allowed to call the MCP endpoints (besides the public URL's own).
     pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where Prometheus metrics are served, apart from the public listener.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_json: bool,
+    /// How long in-flight requests and streams may run on after SIGTERM.
+    pub shutdown_timeout: i64,
 }
 
 impl fmt::Debug for Settings {
@@ -592,6 +615,41 @@ impl Settings {
             allowed_origins.push(url.origin().ascii_serialization());
         }
 
+        let mut trusted_proxies = Vec::new();
+        for p in raw
+            .get("AUTHGATE_TRUSTED_PROXIES")
+            .map(split_list)
+            .unwrap_or_default()
+        {
+            let net: ipnet::IpNet = match p.parse::<ipnet::IpNet>() {
+                Ok(n) => n,
+                Err(_) => p
+                    .parse::<std::net::IpAddr>()
+                    .map(ipnet::IpNet::from)
+                    .map_err(|_| {
+                        err(
+                            "AUTHGATE_TRUSTED_PROXIES",
+                            "entries must be addresses or CIDR ranges such as 10.0.0.0/8",
+                        )
+                    })?,
+            };
+            trusted_proxies.push(net);
+        }
+        let metrics_listen = match raw.get("AUTHGATE_METRICS_LISTEN") {
+            None => None,
+            Some(v) => Some(v.parse::<SocketAddr>().map_err(|_| {
+                err(
+                    "AUTHGATE_METRICS_LISTEN",
+                    "must be an address and port such as 127.0.0.1:9090",
+                )
+            })?),
+        };
+        let log_json = match raw.get("AUTHGATE_LOG_FORMAT").unwrap_or("pretty") {
+            "json" => true,
+            "pretty" => false,
+            _ => return Err(err("AUTHGATE_LOG_FORMAT", "must be json or pretty")),
+        };
+
         Ok(Self {
             upstream,
             login_policy,
@@ -603,6 +661,10 @@ impl Settings {
             mcp_upstream_timeout: dur("AUTHGATE_MCP_UPSTREAM_TIMEOUT", "300s")?,
             resources,
             allowed_origins,
+            trusted_proxies,
+            metrics_listen,
+            log_json,
+            shutdown_timeout: dur("AUTHGATE_SHUTDOWN_TIMEOUT", "30s")?,
             issuer,
             public_url,
             dev_mode,

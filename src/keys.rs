@@ -69,6 +69,8 @@ struct Loaded {
 
 pub struct Keystore {
     store: DynStore,
+    /// When the keys were last read from the database (for reloads on an unknown `kid`).
+    loaded_at: std::sync::atomic::AtomicI64,
     /// Retired keys stay published this long: the access-token lifetime.
     overlap: i64,
     loaded: RwLock<Loaded>,
@@ -102,6 +104,7 @@ impl Keystore {
     ) -> Result<Self, KeyError> {
         let ks = Self {
             store,
+            loaded_at: std::sync::atomic::AtomicI64::new(0),
             overlap,
             loaded: RwLock::new(Loaded {
                 signing: None,
@@ -140,8 +143,28 @@ impl Keystore {
         Ok(kid)
     }
 
+    /// Reloads the keys if they were last read more than a few seconds ago; a token signed with
+    /// an unknown key then costs at most one database read per interval. Returns whether it
+    /// reloaded.
+    pub async fn reload_if_stale(&self, now: Timestamp) -> bool {
+        const MIN_INTERVAL: i64 = 5;
+        let last = self.loaded_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now - last < MIN_INTERVAL {
+            return false;
+        }
+        match self.reload(now).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading signing keys failed");
+                false
+            }
+        }
+    }
+
     /// Re-reads the keys from the database (another instance may have rotated them).
     pub async fn reload(&self, now: Timestamp) -> Result<(), KeyError> {
+        self.loaded_at
+            .store(now, std::sync::atomic::Ordering::Relaxed);
         let keys = self.store.list_keys().await?;
         let mut signing = None;
         let mut verifying = HashMap::new();

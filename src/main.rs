@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use authgate::clock::SystemClock;
 use authgate::config::{RawConfig, Settings};
@@ -39,11 +38,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("AUTHGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
+    authgate::telemetry::init_logs(settings.log_json);
+    if settings.metrics_listen.is_some() {
+        let _ = authgate::telemetry::metrics();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

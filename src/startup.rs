@@ -106,16 +106,74 @@ impl Application {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        let metrics = match self.state.settings.metrics_listen {
+            Some(addr) => {
+                let listener = TcpListener::bind(addr).await?;
+                Some(tokio::spawn(serve_metrics(listener, self.state.clone())))
+            }
+            None => None,
+        };
         let jobs = tokio::spawn(background_jobs(self.state.clone()));
+        let deadline =
+            Duration::from_secs(u64::try_from(self.state.settings.shutdown_timeout).unwrap_or(30));
         let router = http::router(self.state);
-        let result = axum::serve(
+        let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = axum::serve(
             self.listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!(
+                "shutting down: no new connections; letting requests and streams finish"
+            );
+            let _ = stopping_tx.send(());
+        });
+        // In-flight requests and SSE streams may finish, but only until the deadline.
+        let result = tokio::select! {
+            r = server.into_future() => r,
+            () = async move {
+                if stopping_rx.await.is_ok() {
+                    tokio::time::sleep(deadline).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => {
+                tracing::warn!("shutdown deadline reached; closing the remaining connections");
+                Ok(())
+            }
+        };
         jobs.abort();
+        if let Some(m) = metrics {
+            m.abort();
+        }
         result
+    }
+}
+
+/// Prometheus metrics on their own listener, never on the public one.
+async fn serve_metrics(listener: TcpListener, state: AppState) {
+    let Some(handle) = crate::telemetry::metrics() else {
+        tracing::warn!("metrics recorder unavailable");
+        return;
+    };
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            let state = state.clone();
+            async move {
+                let (open, idle) = state.store.pool_state();
+                let names = crate::telemetry::names::DB_POOL_CONNECTIONS;
+                metrics::gauge!(names, "state" => "idle").set(f64::from(idle));
+                metrics::gauge!(names, "state" => "in_use")
+                    .set(f64::from(open.saturating_sub(idle)));
+                handle.render()
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::error!(error = %e, "metrics listener failed");
     }
 }
 

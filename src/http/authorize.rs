@@ -24,6 +24,7 @@ use crate::store::{
     CodeRecord, ConsentRecord, FamilyRecord, PENDING_CONSENT, PENDING_DONE, PendingRecord,
     SessionRecord, StoreError,
 };
+use crate::telemetry::names;
 
 pub const CONSENT_PATH: &str = "/authorize/consent";
 
@@ -288,6 +289,7 @@ pub async fn authorize(
     if let Err(e) = state.store.insert_pending(&pending).await {
         return store_failure(&e);
     }
+    metrics::counter!(names::AUTHORIZATIONS, "outcome" => "consent_shown").increment(1);
     let mut resp = consent_page(&state, &client, &pending, &request_id, session.as_ref());
     if new_browser {
         cookies::set(
@@ -419,6 +421,7 @@ pub async fn consent(
     };
     match form.decision.as_str() {
         "deny" => {
+            metrics::counter!(names::AUTHORIZATIONS, "outcome" => "denied").increment(1);
             if let Err(e) = state.store.finish_pending(&pending.id_hash).await {
                 return store_failure(&e);
             }
@@ -495,6 +498,7 @@ async fn issue_code(
     };
     state.store.insert_grant(&family, &record).await?;
     tracing::info!(client.id = %grant.client_id, grant.family = %family.id, "authorization code issued");
+    metrics::counter!(names::AUTHORIZATIONS, "outcome" => "code_issued").increment(1);
     Ok(code)
 }
 

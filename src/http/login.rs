@@ -18,6 +18,7 @@ use crate::oauth::secrets::{PlainSecret, SecretHash, SecretKind};
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::state::AppState;
 use crate::store::{PENDING_UPSTREAM, PendingRecord, SessionRecord};
+use crate::telemetry::names;
 
 pub const CALLBACK_PATH: &str = "/oauth/callback";
 pub const DEV_LOGIN_PATH: &str = "/dev/login";
@@ -166,10 +167,14 @@ pub async fn callback(
             "This sign-in request is not waiting for a login.",
         );
     };
-    let identity = match upstream.exchange(code, verifier, nonce).await {
+    let started = std::time::Instant::now();
+    let exchanged = upstream.exchange(code, verifier, nonce).await;
+    metrics::histogram!(names::UPSTREAM_LOGIN_SECONDS).record(started.elapsed().as_secs_f64());
+    let identity = match exchanged {
         Ok(id) => id,
         Err(e) => {
             tracing::warn!(error = %e, "upstream login failed");
+            metrics::counter!(names::AUTHORIZATIONS, "outcome" => "upstream_failed").increment(1);
             return error_page_detail(
                 StatusCode::BAD_GATEWAY,
                 "Sign-in failed",
@@ -192,6 +197,7 @@ async fn finish_login(
         if let Err(e) = state.store.finish_pending(&pending.id_hash).await {
             return store_failure(&e);
         }
+        metrics::counter!(names::AUTHORIZATIONS, "outcome" => "refused_by_policy").increment(1);
         return error_page(StatusCode::FORBIDDEN, "Access not allowed", why);
     }
     let now = state.clock.now();

@@ -3,11 +3,13 @@
 
 pub mod authorize;
 pub mod client_auth;
+pub mod client_ip;
 pub mod clients;
 pub mod cookies;
 pub mod cors;
 pub mod discovery;
 pub mod error;
+pub mod health;
 pub mod login;
 pub mod pages;
 pub mod register;
@@ -17,6 +19,9 @@ pub mod token;
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{any, get, post};
+
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::mcp;
 
@@ -69,8 +74,30 @@ pub fn router(state: AppState) -> Router {
         resources = resources.merge(route.route_layer(guard));
     }
 
+    let health = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state.clone());
+
     Router::new()
         .merge(cors_routes)
         .merge(pages.with_state(state))
         .merge(resources)
+        .merge(health)
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+                    // The path only: query strings carry codes and states.
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }

@@ -14,6 +14,7 @@ use crate::oauth::client::{ClientMetadata, MetadataSource, parse_client_metadata
 use crate::oauth::secrets::{PlainSecret, SecretKind};
 use crate::state::AppState;
 use crate::store::ClientRecord;
+use crate::telemetry::names;
 
 /// Real registration bodies are under 1 KB; anything far larger is not a client.
 pub const MAX_REGISTRATION_BYTES: usize = 16 * 1024;
@@ -39,11 +40,27 @@ pub async fn register(
     body: Body,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    state
-        .register_limiter
-        .check(peer.ip(), now)
-        .map_err(ApiError::RateLimited)?;
+    let ip = super::client_ip::client_ip(peer, &headers, &state.settings.trusted_proxies);
+    if let Err(wait) = state.register_limiter.check(ip, now) {
+        metrics::counter!(names::REGISTRATIONS, "outcome" => "rate_limited").increment(1);
+        return Err(ApiError::RateLimited(wait));
+    }
+    let result = register_inner(&state, &headers, body, now).await;
+    let outcome = if result.is_ok() {
+        "created"
+    } else {
+        "rejected"
+    };
+    metrics::counter!(names::REGISTRATIONS, "outcome" => outcome).increment(1);
+    result
+}
 
+async fn register_inner(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    now: i64,
+) -> Result<Response, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

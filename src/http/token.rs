@@ -20,6 +20,7 @@ use crate::oauth::secrets::{PlainSecret, SecretHash, SecretKind};
 use crate::oauth::{ErrorCode, OAuthError, resource};
 use crate::state::AppState;
 use crate::store::{FamilyRecord, RefreshRecord};
+use crate::telemetry::names;
 
 #[derive(Serialize)]
 struct TokenResponse<'a> {
@@ -64,7 +65,18 @@ async fn token_inner(
             "grant_type must be authorization_code or refresh_token",
         ))));
     }
-    let client = client_auth::authenticate(state, headers, &params).await?;
+    let label = if grant_type == GRANT_AUTHORIZATION_CODE {
+        GRANT_AUTHORIZATION_CODE
+    } else {
+        GRANT_REFRESH_TOKEN
+    };
+    let client = match client_auth::authenticate(state, headers, &params).await {
+        Ok(c) => c,
+        Err(e) => {
+            metrics::counter!(names::TOKEN_GRANTS, "grant_type" => label, "outcome" => "invalid_client").increment(1);
+            return Err(e);
+        }
+    };
     if !client.metadata.allows_grant(&grant_type) {
         return Err(AuthFailure::Api(ApiError::bad_request(OAuthError::new(
             ErrorCode::UnauthorizedClient,
@@ -76,6 +88,14 @@ async fn token_inner(
     } else {
         refresh(state, &client, &params).await
     };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(ApiError::OAuth(_, e)) => e.code.as_str(),
+        Err(ApiError::RateLimited(_)) => "rate_limited",
+        Err(ApiError::Store(_)) => "unavailable",
+    };
+    metrics::counter!(names::TOKEN_GRANTS, "grant_type" => label, "outcome" => outcome)
+        .increment(1);
     result.map_err(AuthFailure::Api)
 }
 
@@ -235,6 +255,7 @@ async fn refresh(
                 .rotate_refresh(hash.as_str(), now, &sealed, &successor)
                 .await?
             {
+                metrics::counter!(names::REFRESH_EVENTS, "event" => "rotation").increment(1);
                 Some(next)
             } else {
                 // Another request rotated it a moment ago: answer as that request did.
@@ -259,10 +280,12 @@ async fn refresh(
             let next = grant::unseal_successor(presented, sealed)
                 .ok_or_else(|| invalid_grant("unknown refresh token"))?;
             tracing::info!(grant.family = %family.id, "refresh token replayed within the grace window");
+            metrics::counter!(names::REFRESH_EVENTS, "event" => "grace").increment(1);
             PlainSecret::new(next)
         }
         (None, RefreshOutcome::Reuse) => {
             tracing::warn!(grant.family = %family.id, client.id = %client.id, "rotated refresh token reused; revoking the grant");
+            metrics::counter!(names::REFRESH_EVENTS, "event" => "reuse").increment(1);
             state.store.revoke_family(&family.id, now).await?;
             return Err(invalid_grant("the refresh token was already used"));
         }

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::Caller;
 use crate::state::AppState;
+use crate::telemetry::names;
 
 pub const SUB: &str = "x-authgate-sub";
 pub const EMAIL: &str = "x-authgate-email";
@@ -119,7 +120,10 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
         .send();
     let timeout =
         Duration::from_secs(u64::try_from(state.settings.mcp_upstream_timeout).unwrap_or(300));
-    let upstream_resp = match tokio::time::timeout(timeout, request).await {
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(timeout, request).await;
+    metrics::histogram!(names::MCP_FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
+    let upstream_resp = match sent {
         Ok(Ok(r)) => r,
         Ok(Err(e)) if e.is_timeout() => {
             return gateway_error(
@@ -129,6 +133,7 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "MCP upstream unreachable");
+            metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => "502").increment(1);
             return gateway_error(StatusCode::BAD_GATEWAY, "the MCP server cannot be reached");
         }
         Err(_) => {
@@ -139,6 +144,7 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
         }
     };
 
+    metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => upstream_resp.status().as_u16().to_string()).increment(1);
     let mut resp = Response::builder().status(upstream_resp.status());
     if let Some(h) = resp.headers_mut() {
         copy_headers(upstream_resp.headers(), h, false);

@@ -15,6 +15,7 @@ use crate::http::discovery::resource_metadata_url;
 use crate::keys::TokenRejection;
 use crate::oauth::scope::ScopeSet;
 use crate::state::AppState;
+use crate::telemetry::names;
 
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Mcp-Session-Id, Last-Event-ID";
 const EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version";
@@ -29,6 +30,25 @@ pub enum Refusal {
     Origin,
     /// The revocation check could not be made (database down): fail closed, retryable.
     Unavailable,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::NoToken => "no_token",
+            Self::BadToken(TokenRejection::Expired) => "expired",
+            Self::BadToken(TokenRejection::WrongAudience) => "wrong_audience",
+            Self::BadToken(TokenRejection::WrongIssuer) => "wrong_issuer",
+            Self::BadToken(TokenRejection::BadSignature | TokenRejection::UnknownKey) => {
+                "bad_signature"
+            }
+            Self::BadToken(TokenRejection::Malformed) => "malformed",
+            Self::Revoked => "revoked",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::Origin => "origin",
+            Self::Unavailable => "unavailable",
+        }
+    }
 }
 
 fn quoted(s: &str) -> String {
@@ -139,6 +159,8 @@ pub async fn guard(
         let allowed = o.to_str().is_ok_and(|o| origin_allowed(&state, o));
         if !allowed {
             tracing::info!(resource = %resource.path, "refused a request from a browser origin that is not allowed");
+            metrics::counter!(names::GUARD_REJECTIONS, "reason" => Refusal::Origin.label())
+                .increment(1);
             return challenge(&state, resource, Refusal::Origin);
         }
     }
@@ -173,6 +195,7 @@ pub async fn guard(
         }
         Err(refusal) => {
             tracing::debug!(resource = %resource.path, ?refusal, "request refused");
+            metrics::counter!(names::GUARD_REJECTIONS, "reason" => refusal.label()).increment(1);
             challenge(&state, resource, refusal)
         }
     };
@@ -193,10 +216,17 @@ async fn authorize(
         Err(()) => return Err(Refusal::BadToken(TokenRejection::Malformed)),
     };
     let now = state.clock.now();
-    let claims = state
+    let claims = match state
         .keys
         .verify(token, &state.settings.issuer, &resource.uri, now)
-        .map_err(Refusal::BadToken)?;
+    {
+        // Another instance may have rotated the keys since this one loaded them.
+        Err(TokenRejection::UnknownKey) if state.keys.reload_if_stale(now).await => state
+            .keys
+            .verify(token, &state.settings.issuer, &resource.uri, now)
+            .map_err(Refusal::BadToken)?,
+        other => other.map_err(Refusal::BadToken)?,
+    };
     match state
         .revocations
         .is_revoked(&state.store, &claims, now)

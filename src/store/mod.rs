@@ -59,6 +59,9 @@ pub trait Store: Send + Sync + 'static {
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
 
+    /// Connections in the pool: (open, idle).
+    fn pool_state(&self) -> (u32, u32);
+
     async fn ping(&self) -> Result<(), StoreError>;
 
     async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;

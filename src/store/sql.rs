@@ -121,6 +121,13 @@ macro_rules! impl_store {
                 $backend
             }
 
+            fn pool_state(&self) -> (u32, u32) {
+                (
+                    self.pool.size(),
+                    u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+                )
+            }
+
             async fn ping(&self) -> Result<(), $crate::store::StoreError> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
