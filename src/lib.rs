@@ -3,6 +3,7 @@
 //! Layering: `oauth` holds the pure protocol rules (no I/O); `store` persists; `cimd` fetches
 //! client metadata documents; `http` extracts, parses, decides and responds.
 
+pub mod admin;
 pub mod cimd;
 pub mod clock;
 pub mod config;

@@ -2,9 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use authgate::clock::SystemClock;
+use authgate::admin;
+use authgate::clock::{Clock, SystemClock};
 use authgate::config::{RawConfig, Settings};
 use authgate::random::SystemRandom;
 use authgate::startup::Application;
@@ -27,6 +28,74 @@ struct Cli {
 enum Command {
     /// Run the server.
     Serve,
+    /// Registered clients.
+    #[command(subcommand)]
+    Clients(ClientsCmd),
+    /// What users approved (grant families and their tokens).
+    #[command(subcommand)]
+    Grants(GrantsCmd),
+    /// Access-token signing keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Delete expired codes, pending authorizations, sessions, rotated refresh tokens and idle
+    /// registered clients now (the server also does this periodically).
+    Cleanup(JsonFlag),
+}
+
+#[derive(Args)]
+struct JsonFlag {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ClientsCmd {
+    /// List registered clients.
+    List(JsonFlag),
+    /// Show one client's registered metadata.
+    Show {
+        client_id: String,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Delete a client and revoke everything it was granted.
+    Delete { client_id: String },
+}
+
+#[derive(Args)]
+struct GrantFilter {
+    /// A user's subject (`ag_...`) or email address.
+    #[arg(long)]
+    user: Option<String>,
+    /// A client id (or metadata-document URL).
+    #[arg(long)]
+    client: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum GrantsCmd {
+    /// List grants.
+    List {
+        #[command(flatten)]
+        filter: GrantFilter,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
+    /// Revoke grants (their refresh and access tokens) and forget the approvals, by user
+    /// and/or client.
+    Revoke {
+        #[command(flatten)]
+        filter: GrantFilter,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// List signing keys.
+    List(JsonFlag),
+    /// Start signing with a new key; the old ones stay published until their tokens expire.
+    Rotate,
 }
 
 fn main() -> ExitCode {
@@ -38,9 +107,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    authgate::telemetry::init_logs(settings.log_json);
-    if settings.metrics_listen.is_some() {
-        let _ = authgate::telemetry::metrics();
+    let serving = matches!(cli.command, Command::Serve);
+    if serving {
+        authgate::telemetry::init_logs(settings.log_json);
+        if settings.metrics_listen.is_some() {
+            let _ = authgate::telemetry::metrics();
+        }
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -49,14 +121,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match cli.command {
-        Command::Serve => match runtime.block_on(serve(settings)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("{e:#}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Serve => runtime.block_on(serve(settings)),
+        other => runtime.block_on(admin_command(settings, other)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -71,7 +145,18 @@ fn load_settings(config: Option<&std::path::Path>) -> Result<Settings, String> {
     Settings::from_raw(&raw).map_err(|e| e.to_string())
 }
 
-async fn serve(settings: Settings) -> anyhow::Result<()> {
+async fn open_store(settings: &Settings) -> anyhow::Result<authgate::store::DynStore> {
+    authgate::store::connect(settings.database_url())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "DATABASE_URL: cannot open the database: {}",
+                redact_db_error(&e)
+            )
+        })
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<ExitCode> {
     if settings.dev_mode {
         tracing::warn!(
             issuer = %settings.issuer,
@@ -83,14 +168,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             "no AUTHGATE_UPSTREAM_ISSUER: the built-in DEVELOPMENT LOGIN is active and lets anyone sign in as any email address; configure an upstream provider before real use"
         );
     }
-    let store = authgate::store::connect(settings.database_url())
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "DATABASE_URL: cannot open the database: {}",
-                redact_db_error(&e)
-            )
-        })?;
+    let store = open_store(&settings).await?;
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| {
@@ -106,7 +184,199 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     )
     .await?;
     app.run_until(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<ExitCode> {
+    let store = open_store(&settings).await?;
+    let now = SystemClock.now();
+    match command {
+        // Handled by `serve`; not an admin command.
+        Command::Serve => return Ok(ExitCode::FAILURE),
+        Command::Clients(ClientsCmd::List(f)) => {
+            let list = admin::clients(&store).await?;
+            if f.json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|c| {
+                        vec![
+                            c.client_id.clone(),
+                            c.name.clone().unwrap_or_else(|| "-".into()),
+                            c.auth_method.to_owned(),
+                            c.redirect_hosts.join(","),
+                            admin::format_time(c.created_at),
+                            admin::opt_time(c.last_used_at),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    admin::table(
+                        &[
+                            "CLIENT ID",
+                            "NAME",
+                            "AUTH",
+                            "REDIRECT HOSTS",
+                            "REGISTERED",
+                            "LAST TOKEN"
+                        ],
+                        &rows
+                    )
+                );
+            }
+        }
+        Command::Clients(ClientsCmd::Show { client_id, json }) => {
+            let Some(c) = store.get_client(&client_id).await? else {
+                eprintln!("no client {client_id}");
+                return Ok(ExitCode::from(1));
+            };
+            let grants = admin::grants(&store, None, Some(&client_id), now).await?;
+            let value = serde_json::json!({
+                "client_id": c.id,
+                "metadata": c.metadata,
+                "created_at": c.created_at,
+                "last_used_at": c.last_used_at,
+                "has_secret": c.secret_hash.is_some(),
+                "active_grants": grants.iter().filter(|g| g.status == "active").count(),
+            });
+            if json.json {
+                print_json(&value)?;
+            } else {
+                println!("client_id       {}", c.id);
+                println!(
+                    "name            {}",
+                    c.metadata.client_name.as_deref().unwrap_or("-")
+                );
+                println!(
+                    "auth method     {}",
+                    c.metadata.token_endpoint_auth_method.as_str()
+                );
+                println!("redirect URIs   {}", c.metadata.redirect_uris.join(" "));
+                println!("grant types     {}", c.metadata.grant_types.join(" "));
+                println!("registered      {}", admin::format_time(c.created_at));
+                println!("last token      {}", admin::opt_time(c.last_used_at));
+                println!("active grants   {}", value["active_grants"]);
+            }
+        }
+        Command::Clients(ClientsCmd::Delete { client_id }) => {
+            match admin::delete_client(&store, &client_id, now).await? {
+                Some(revoked) => println!("deleted client {client_id}; revoked {revoked} grant(s)"),
+                None => {
+                    eprintln!("no client {client_id}");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
+        Command::Grants(GrantsCmd::List { filter, json }) => {
+            let list = admin::grants(
+                &store,
+                filter.user.as_deref(),
+                filter.client.as_deref(),
+                now,
+            )
+            .await?;
+            if json.json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            g.grant_id.clone(),
+                            g.email.clone().unwrap_or_else(|| g.subject.clone()),
+                            g.client_id.clone(),
+                            g.scope.clone(),
+                            g.status.to_owned(),
+                            admin::format_time(g.created_at),
+                            admin::format_time(g.last_used_at),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    admin::table(
+                        &[
+                            "GRANT",
+                            "USER",
+                            "CLIENT",
+                            "SCOPE",
+                            "STATUS",
+                            "CREATED",
+                            "LAST USED"
+                        ],
+                        &rows
+                    )
+                );
+            }
+        }
+        Command::Grants(GrantsCmd::Revoke { filter }) => {
+            if filter.user.is_none() && filter.client.is_none() {
+                eprintln!("name the grants to revoke: --user and/or --client");
+                return Ok(ExitCode::from(2));
+            }
+            let n = store
+                .revoke_grants(filter.user.as_deref(), filter.client.as_deref(), now)
+                .await?;
+            println!(
+                "revoked {n} grant(s); their refresh tokens stop working now and their access tokens within {} s",
+                authgate::startup::REVOCATION_CACHE_SECONDS
+            );
+        }
+        Command::Keys(KeysCmd::List(f)) => {
+            let list = admin::keys(&store, settings.access_token_ttl, now).await?;
+            if f.json {
+                print_json(&list)?;
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.kid.clone(),
+                            k.alg.clone(),
+                            k.status.to_owned(),
+                            admin::format_time(k.created_at),
+                            admin::opt_time(k.retired_at),
+                        ]
+                    })
+                    .collect();
+                println!(
+                    "{}",
+                    admin::table(&["KID", "ALG", "STATUS", "CREATED", "RETIRED"], &rows)
+                );
+            }
+        }
+        Command::Keys(KeysCmd::Rotate) => {
+            let kid =
+                admin::rotate_keys(store, settings.access_token_ttl, now, &SystemRandom).await?;
+            println!(
+                "new signing key {kid}; previous keys stay published for {} s; running instances pick it up within a minute",
+                settings.access_token_ttl
+            );
+        }
+        Command::Cleanup(f) => {
+            let keep = settings
+                .refresh_idle_ttl
+                .min(7 * 86_400)
+                .max(settings.refresh_grace);
+            let report = admin::cleanup(&store, settings.dcr_idle_ttl, keep, now).await?;
+            if f.json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "removed {} expired row(s) and {} idle client(s)",
+                    report.expired_rows_removed, report.idle_clients_removed
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Database errors can quote the connection string; print only their kind.

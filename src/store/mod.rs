@@ -142,6 +142,25 @@ pub trait Store: Send + Sync + 'static {
     /// expiry, refresh tokens rotated more than `keep_rotated` seconds ago or idle-expired, and
     /// grants past their absolute end. Returns the number of rows removed.
     async fn delete_expired(&self, now: Timestamp, keep_rotated: i64) -> Result<u64, StoreError>;
+
+    /// Every registered client, newest first (admin CLI).
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Grants, optionally only those of a user (subject or email) and/or a client, newest first.
+    async fn list_families(
+        &self,
+        user: Option<&str>,
+        client_id: Option<&str>,
+    ) -> Result<Vec<FamilyRecord>, StoreError>;
+    /// Revokes the matching live grants (their refresh and access tokens die with them) and
+    /// forgets the matching approvals. At least one filter is required. Returns grants revoked.
+    async fn revoke_grants(
+        &self,
+        user: Option<&str>,
+        client_id: Option<&str>,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+    /// The approvals a user gave, newest use first (the connected-apps page).
+    async fn list_consents(&self, subject: &str) -> Result<Vec<ConsentRecord>, StoreError>;
 }
 
 /// An authorization request between `/authorize` and the redirect back to the client.

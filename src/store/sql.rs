@@ -113,6 +113,12 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
     ("DELETE FROM grant_families WHERE expires_at < $1", false),
 ];
 
+pub(super) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, secret_expires_at, metadata, created_at, last_used_at FROM clients ORDER BY created_at DESC, id";
+pub(super) const SELECT_FAMILIES: &str = "SELECT id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at FROM grant_families WHERE ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2) ORDER BY created_at DESC, id";
+pub(super) const REVOKE_FAMILIES: &str = "UPDATE grant_families SET revoked_at = $3 WHERE revoked_at IS NULL AND ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2)";
+pub(super) const DELETE_CONSENTS: &str = "DELETE FROM consents WHERE ($1 IS NULL OR subject = $1 OR subject IN (SELECT subject FROM grant_families WHERE email = $1)) AND ($2 IS NULL OR client_id = $2)";
+pub(super) const SELECT_CONSENTS: &str = "SELECT subject, client_id, scope, created_at, last_used_at FROM consents WHERE subject = $1 ORDER BY last_used_at DESC, client_id";
+
 macro_rules! impl_store {
     ($store:ty, $backend:literal) => {
         #[async_trait::async_trait]
@@ -558,6 +564,65 @@ macro_rules! impl_store {
                     removed += q.execute(&self.pool).await?.rows_affected();
                 }
                 Ok(removed)
+            }
+
+            async fn list_clients(
+                &self,
+            ) -> Result<Vec<$crate::store::ClientRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::sql::ClientRow> =
+                    sqlx::query_as($crate::store::sql::SELECT_CLIENTS)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map($crate::store::ClientRecord::try_from)
+                    .collect()
+            }
+
+            async fn list_families(
+                &self,
+                user: Option<&str>,
+                client_id: Option<&str>,
+            ) -> Result<Vec<$crate::store::FamilyRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_FAMILIES)
+                    .bind(user)
+                    .bind(client_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+            }
+
+            async fn revoke_grants(
+                &self,
+                user: Option<&str>,
+                client_id: Option<&str>,
+                now: $crate::clock::Timestamp,
+            ) -> Result<u64, $crate::store::StoreError> {
+                if user.is_none() && client_id.is_none() {
+                    return Ok(0);
+                }
+                let mut tx = self.pool.begin().await?;
+                sqlx::query($crate::store::sql::DELETE_CONSENTS)
+                    .bind(user)
+                    .bind(client_id)
+                    .execute(&mut *tx)
+                    .await?;
+                let done = sqlx::query($crate::store::sql::REVOKE_FAMILIES)
+                    .bind(user)
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn list_consents(
+                &self,
+                subject: &str,
+            ) -> Result<Vec<$crate::store::ConsentRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_CONSENTS)
+                    .bind(subject)
+                    .fetch_all(&self.pool)
+                    .await?)
             }
 
             async fn retire_keys_except(
