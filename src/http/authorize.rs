@@ -347,8 +347,15 @@ pub struct ConsentForm {
 /// Does a form POST come from our own pages? Browsers send `Origin` on POST; a foreign one is a
 /// cross-site submission.
 pub fn same_origin(state: &AppState, headers: &HeaderMap) -> bool {
+    let same_site_fetch = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "same-origin");
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
+        // A strict referrer policy makes browsers send `null`; the fetch metadata still says
+        // whether the form came from our own page.
+        Some("null") => same_site_fetch,
         Some(origin) => origin == state.settings.public_url.origin().ascii_serialization(),
     }
 }
@@ -521,6 +528,21 @@ pub async fn complete(
             );
         }
         Err(e) => return store_failure(&e),
+    }
+    if pending.client_id == super::account::ACCOUNT_CLIENT {
+        // An account login: a session, no code, back to the connected-apps page.
+        let mut resp = pages::redirect(StatusCode::SEE_OTHER, &pending.redirect_uri);
+        if let Some(value) = set_session {
+            let names = cookies::names(&state.settings);
+            cookies::set(
+                &mut resp,
+                &names,
+                names.session,
+                value,
+                state.settings.session_ttl,
+            );
+        }
+        return resp;
     }
     let scope = ScopeSet::parse(&pending.scope);
     let grant = Grant {

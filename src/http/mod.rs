@@ -1,6 +1,7 @@
 //! The HTTP surface: one router per area, merged here. Handlers extract, parse, decide with
 //! `oauth`, persist with `store`, and respond.
 
+pub mod account;
 pub mod authorize;
 pub mod client_auth;
 pub mod client_ip;
@@ -49,7 +50,10 @@ pub fn router(state: AppState) -> Router {
     // Browser pages: no CORS, ever.
     let mut pages = Router::new()
         .route("/authorize", get(authorize::authorize))
-        .route(authorize::CONSENT_PATH, post(authorize::consent));
+        .route(authorize::CONSENT_PATH, post(authorize::consent))
+        .route(account::ACCOUNT_PATH, get(account::page))
+        .route(account::REVOKE_PATH, post(account::revoke))
+        .route(account::LOGOUT_PATH, post(account::logout));
     if state.upstream.is_some() {
         pages = pages.route(login::CALLBACK_PATH, get(login::callback));
     } else {

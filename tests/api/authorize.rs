@@ -215,6 +215,33 @@ async fn consent_is_bound_to_the_browser_and_origin(backend: Backend) {
         )
         .await;
     assert_eq!(cross_site.status(), 403);
+    let null_origin = browser
+        .http
+        .post(app.url("/authorize/consent"))
+        .form(&[("request", request.as_str()), ("decision", "approve")])
+        .header("Origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        null_origin.status(),
+        403,
+        "an opaque origin without fetch metadata is refused"
+    );
+    let null_same_site = browser
+        .http
+        .post(app.url("/authorize/consent"))
+        .form(&[("request", request.as_str()), ("decision", "approve")])
+        .header("Origin", "null")
+        .header("Sec-Fetch-Site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        null_same_site.status(),
+        303,
+        "a same-origin form post with Origin: null (strict referrer policy)"
+    );
     let ok = decide(&browser, &app, &request, "approve").await;
     assert_eq!(ok.status(), 303);
 }

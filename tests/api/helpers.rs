@@ -125,6 +125,23 @@ impl TestApp {
         .await
     }
 
+    /// The database URL of this app's store, for the CLI.
+    pub fn database_url(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!(
+                "sqlite://{}",
+                std::env::temp_dir()
+                    .join(format!("authgate-{}.db", self.store_name))
+                    .display()
+            ),
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let sep = if admin.contains('?') { '&' } else { '?' };
+                format!("{admin}{sep}options=-csearch_path%3D{}", self.store_name)
+            }
+        }
+    }
+
     pub fn clock_now(&self) -> i64 {
         use authgate::clock::Clock;
         self.clock.now()

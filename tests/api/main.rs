@@ -2,6 +2,7 @@
 //! One integration binary: every module here boots the real application (real HTTP, real
 //! database) and runs against both storage backends.
 
+mod account;
 mod authorize;
 mod browser;
 mod cimd;
@@ -13,7 +14,9 @@ mod flow;
 mod helpers;
 mod inspector;
 mod mcp;
+mod ops;
 mod pages;
+mod process;
 mod register;
 mod store;
 mod token;

@@ -1,0 +1,973 @@
+//! The real binary (`authgate serve`) as an operator runs it: SIGTERM lets in-flight streams
+//! finish (until `AUTHGATE_SHUTDOWN_TIMEOUT`) and exits 0; SIGKILL mid-flow loses nothing that
+//! was committed; a PostgreSQL restart under load gives fast 503s, no crash, and recovery.
+//!
+//! Every process started here is killed on drop; a failing test prints the binary's log tail.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::post;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::browser::Browser;
+use crate::flow::{RegisteredClient, new_pkce};
+use crate::ops::{INIT, Remote, free_port};
+
+const LOG_LINES: usize = 400;
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("authgate-{what}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A running `authgate serve`, its output kept for diagnostics.
+struct Authgate {
+    child: tokio::process::Child,
+    port: u16,
+    base: String,
+    log: Arc<Mutex<VecDeque<String>>>,
+    name: &'static str,
+}
+
+fn keep_lines<R>(reader: R, log: Arc<Mutex<VecDeque<String>>>, prefix: &'static str)
+where
+    R: tokio::io::AsyncRead + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(reader).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut log = log.lock().unwrap();
+            if log.len() >= LOG_LINES {
+                log.pop_front();
+            }
+            log.push_back(format!("{prefix}{line}"));
+        }
+    });
+}
+
+impl Authgate {
+    /// Starts the binary on `port` with only the given variables (nothing inherited but PATH),
+    /// and waits until `/healthz` answers.
+    async fn start(name: &'static str, port: u16, env: &[(&str, String)]) -> Self {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_authgate"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AUTHGATE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("AUTHGATE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().expect("the authgate binary starts");
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        keep_lines(child.stdout.take().unwrap(), log.clone(), "");
+        keep_lines(child.stderr.take().unwrap(), log.clone(), "stderr: ");
+        let mut me = Self {
+            child,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            name,
+        };
+        me.wait_ready().await;
+        me
+    }
+
+    async fn wait_ready(&mut self) {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = http.get(format!("{}/healthz", self.base)).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited during start-up ({status}):\n{}",
+                    self.name,
+                    self.tail(60)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not answer /healthz within 60 s:\n{}",
+                self.name,
+                self.tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id().expect("still running")
+    }
+
+    async fn signal(&self, sig: &str) {
+        let status = tokio::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    async fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .ok()
+            .map(Result::unwrap)
+    }
+
+    fn still_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn tail(&self, n: usize) -> String {
+        let log = self.log.lock().unwrap();
+        let skip = log.len().saturating_sub(n);
+        log.iter()
+            .skip(skip)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn remote(&self) -> Remote {
+        Remote::new(self.base.clone(), self.base.clone())
+    }
+}
+
+impl Drop for Authgate {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- last lines of {} (pid {:?}, port {}) ----\n{}\n----",
+                self.name,
+                self.child.id(),
+                self.port,
+                self.tail(80)
+            );
+        }
+    }
+}
+
+fn sqlite_env(dir: &TempDir) -> (&'static str, String) {
+    (
+        "DATABASE_URL",
+        format!("sqlite://{}", dir.path().join("authgate.db").display()),
+    )
+}
+
+// ---- an upstream MCP server that streams ----
+
+/// `{"method":"stream"}`: 5 SSE events 500 ms apart (about 2 s); `{"method":"long"}`: 60 events
+/// 500 ms apart (30 s); anything else: a JSON result.
+async fn upstream_mcp(body: String) -> axum::response::Response {
+    let count = if body.contains("\"long\"") {
+        60
+    } else if body.contains("\"stream\"") {
+        5
+    } else {
+        return (
+            [("content-type", "application/json")],
+            r#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        )
+            .into_response();
+    };
+    let stream = futures::stream::iter(0..count).then(move |i| async move {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let last = i == count - 1;
+        Ok::<_, std::io::Error>(format!(
+            "event: message\ndata: {{\"n\":{i},\"last\":{last}}}\n\n"
+        ))
+    });
+    (
+        [("content-type", "text/event-stream")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
+}
+
+async fn spawn_upstream() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+    let router = Router::new().route("/mcp", post(upstream_mcp));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
+async fn start_stream(remote: &Remote, token: &str, method: &str) -> reqwest::Response {
+    // Its own client: the stream must not share a connection with anything else.
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(remote.url("/mcp"))
+        .bearer_auth(token)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    resp
+}
+
+/// Whether a fresh TCP connection to `port` is refused.
+async fn refuses_connections(port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+        )
+        .await,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    )
+}
+
+async fn access_token(remote: &Remote) -> String {
+    let client = remote.register_claude().await;
+    let grant = remote.full_grant(&client).await;
+    grant["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_refuses_new_connections_lets_streams_finish_and_exits_0() {
+    let dir = TempDir::new("sigterm");
+    let upstream = spawn_upstream().await;
+    let port = free_port();
+    let mut ag = Authgate::start(
+        "authgate",
+        port,
+        &[sqlite_env(&dir), ("AUTHGATE_MCP_UPSTREAM", upstream)],
+    )
+    .await;
+    let remote = ag.remote();
+    let token = access_token(&remote).await;
+
+    let started = Instant::now();
+    let resp = start_stream(&remote, &token, "stream").await;
+    let mut stream = resp.bytes_stream();
+    let mut text = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(text.contains("\"n\":0"), "{text}");
+
+    ag.signal("TERM").await;
+    let term_at = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut rest = String::new();
+        let mut error = None;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => rest.push_str(std::str::from_utf8(&b).unwrap()),
+                Err(e) => {
+                    error = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        (rest, error, started.elapsed())
+    });
+
+    let mut refused_after = None;
+    while term_at.elapsed() < Duration::from_secs(2) {
+        if refuses_connections(port).await {
+            refused_after = Some(term_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let refused_after = refused_after.unwrap_or_else(|| {
+        panic!(
+            "new connections were still accepted 2 s after SIGTERM:\n{}",
+            ag.tail(40)
+        )
+    });
+    let fresh = reqwest::Client::new()
+        .get(format!("{}/healthz", remote.base))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        fresh.is_err(),
+        "a new request after SIGTERM was answered: {:?}",
+        fresh.map(|r| r.status())
+    );
+
+    let (rest, error, stream_took) = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the stream ends within 10 s")
+        .unwrap();
+    text.push_str(&rest);
+    assert_eq!(error, None, "the in-flight stream broke: {text}");
+    for n in 0..5 {
+        assert!(
+            text.contains(&format!("\"n\":{n}")),
+            "event {n} missing after SIGTERM: {text}"
+        );
+    }
+    assert!(text.contains("\"last\":true"), "{text}");
+
+    let status = ag
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", ag.tail(40)));
+    let exited_after = term_at.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(
+        ag.log_text().contains("shutting down"),
+        "the shutdown is logged"
+    );
+    eprintln!(
+        "sigterm: new connections refused {refused_after:?} after SIGTERM; the 2 s stream completed after {stream_took:?}; exit 0 {exited_after:?} after SIGTERM"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_cuts_streams_at_the_shutdown_timeout_and_exits_0() {
+    let dir = TempDir::new("sigterm-deadline");
+    let upstream = spawn_upstream().await;
+    let port = free_port();
+    let mut ag = Authgate::start(
+        "authgate",
+        port,
+        &[
+            sqlite_env(&dir),
+            ("AUTHGATE_MCP_UPSTREAM", upstream),
+            ("AUTHGATE_SHUTDOWN_TIMEOUT", "1s".to_owned()),
+        ],
+    )
+    .await;
+    let remote = ag.remote();
+    let token = access_token(&remote).await;
+    let resp = start_stream(&remote, &token, "long").await;
+    let mut stream = resp.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(std::str::from_utf8(&first).unwrap().contains("\"n\":0"));
+
+    ag.signal("TERM").await;
+    let term_at = Instant::now();
+    let status = ag
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", ag.tail(40)));
+    let exited_after = term_at.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+    assert!(
+        exited_after <= Duration::from_secs(3),
+        "exit took {exited_after:?} with AUTHGATE_SHUTDOWN_TIMEOUT=1s"
+    );
+    // The client sees its stream end (cut), long before the upstream's 30 s.
+    let mut events = 1;
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(b) => events += std::str::from_utf8(&b).unwrap().matches("\"n\":").count(),
+                Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the client's stream stayed open after exit");
+    assert!(events < 60, "the 30 s stream cannot have completed");
+    assert!(
+        ag.log_text().contains("shutdown deadline reached"),
+        "the cut is logged"
+    );
+    eprintln!(
+        "sigterm with a 1 s deadline: exit 0 {exited_after:?} after SIGTERM; the client got {events} of 60 events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_flow_loses_nothing_committed() {
+    let dir = TempDir::new("sigkill");
+    let port = free_port();
+    let env = [sqlite_env(&dir)];
+    let mut ag = Authgate::start("authgate (before SIGKILL)", port, &env).await;
+    let remote = ag.remote();
+    let client = remote.register_claude().await;
+    let grant = remote.full_grant(&client).await;
+    let old_at = grant["access_token"].as_str().unwrap().to_owned();
+    let rotated = remote
+        .refresh(&client, grant["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(rotated.status(), 200);
+    let rotated: Value = rotated.json().await.unwrap();
+    let rt = rotated["refresh_token"].as_str().unwrap().to_owned();
+
+    let browser = Browser::new();
+    let pkce = new_pkce();
+    let pending = remote.open_consent(&browser, &client, &pkce).await;
+
+    ag.signal("KILL").await;
+    let status = ag
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("SIGKILL ends the process");
+    assert!(!status.success(), "{status}");
+    drop(ag);
+
+    let ag = Authgate::start("authgate (after SIGKILL)", port, &env).await;
+    let remote = ag.remote();
+    assert_eq!(
+        remote.mcp(Some(&old_at), INIT).await.status(),
+        200,
+        "the signing key survived: an access token from before is still accepted"
+    );
+    let code = remote.approve_and_login(&browser, &client, &pending).await;
+    let redeemed = remote.redeem(&client, &code, &pkce).await;
+    assert_eq!(
+        redeemed.status(),
+        200,
+        "the consent pending at the kill completes"
+    );
+    let refreshed = remote.refresh(&client, &rt).await;
+    assert_eq!(
+        refreshed.status(),
+        200,
+        "the refresh token issued before the kill still works"
+    );
+    let again = remote.full_grant(&client).await;
+    assert!(again["access_token"].is_string(), "the client still works");
+}
+
+// ---- PostgreSQL restarted under load ----
+
+/// A private PostgreSQL cluster in a temporary directory, stopped and removed on drop.
+struct PgCluster {
+    bin: PathBuf,
+    dir: TempDir,
+    port: u16,
+    as_root: bool,
+}
+
+fn pg_bin() -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL server binaries in /usr/lib/postgresql (Debian's postgresql package)")
+        .filter_map(Result::ok)
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists() && p.join("pg_ctl").exists())
+        .collect();
+    dirs.sort_by_key(|p| {
+        p.parent()
+            .and_then(|v| v.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    dirs.pop()
+        .expect("initdb and pg_ctl in /usr/lib/postgresql/*/bin")
+}
+
+impl PgCluster {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_file(&self) -> PathBuf {
+        self.dir.path().join("log")
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// The command, run as the postgres user when this process is root (initdb refuses root).
+    fn command(as_root: bool, program: PathBuf) -> std::process::Command {
+        if as_root {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    fn pg_ctl(&self) -> std::process::Command {
+        let mut c = Self::command(self.as_root, self.bin.join("pg_ctl"));
+        c.arg("-D").arg(self.data());
+        c
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(self.log_file()).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// initdb and start (blocking: before any load).
+    fn create() -> Self {
+        let as_root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let dir = TempDir::new("pg");
+        if as_root {
+            let ok = std::process::Command::new("chown")
+                .arg("postgres")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(ok.success(), "chown postgres {}", dir.path().display());
+        }
+        let cluster = Self {
+            bin: pg_bin(),
+            dir,
+            port: free_port(),
+            as_root,
+        };
+        let out = Self::command(as_root, cluster.bin.join("initdb"))
+            .arg("-D")
+            .arg(cluster.data())
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = cluster.start_command().output().unwrap();
+        assert!(
+            out.status.success(),
+            "PostgreSQL did not start: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            cluster.log_tail()
+        );
+        cluster
+    }
+
+    fn start_command(&self) -> std::process::Command {
+        let mut c = self.pg_ctl();
+        c.arg("-l")
+            .arg(self.log_file())
+            .args(["-w", "-t", "30", "start", "-o"])
+            .arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1",
+                self.port,
+                self.dir.path().display()
+            ));
+        c
+    }
+
+    async fn run(&self, what: &str, cmd: std::process::Command) {
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+            .await
+            .unwrap_or_else(|_| panic!("pg_ctl {what} took over 60 s"))
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {what} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
+        );
+    }
+
+    async fn stop_fast(&self) {
+        let mut c = self.pg_ctl();
+        c.args(["-m", "fast", "-w", "-t", "30", "stop"]);
+        self.run("stop -m fast", c).await;
+    }
+
+    async fn start(&self) {
+        self.run("start", self.start_command()).await;
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- PostgreSQL log ----\n{}\n----", self.log_tail());
+        }
+        let _ = self
+            .pg_ctl()
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Register,
+    Refresh,
+    Metadata,
+}
+
+#[derive(Debug, Clone)]
+struct Sample {
+    #[allow(dead_code)] // read in failure reports (Debug)
+    task: usize,
+    kind: Kind,
+    /// Seconds since the load began.
+    start: f64,
+    end: f64,
+    /// The status, or the transport error.
+    outcome: Result<u16, String>,
+}
+
+impl Sample {
+    fn took(&self) -> f64 {
+        self.end - self.start
+    }
+
+    fn ok(&self) -> bool {
+        matches!(self.outcome, Ok(200 | 201))
+    }
+}
+
+/// One task's loop: register, refresh its own grant, read the metadata, until told to stop.
+async fn load(
+    task: usize,
+    remote: Arc<Remote>,
+    client: RegisteredClient,
+    mut refresh_token: String,
+    t0: Instant,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Sample>, Vec<String>, RegisteredClient, String) {
+    let mut samples = Vec::new();
+    let mut registered = Vec::new();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let secs = || t0.elapsed().as_secs_f64();
+    while !stop.load(Ordering::SeqCst) {
+        for kind in [Kind::Register, Kind::Refresh, Kind::Metadata] {
+            let start = secs();
+            let outcome = match kind {
+                Kind::Register => {
+                    match http
+                        .post(remote.url("/register"))
+                        .header("Content-Type", "application/json")
+                        .body(crate::helpers::CLAUDE_DCR_BODY)
+                        .send()
+                        .await
+                    {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            if status == 201 {
+                                let body: Value = r.json().await.unwrap();
+                                registered.push(body["client_id"].as_str().unwrap().to_owned());
+                            }
+                            Ok(status)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Kind::Refresh => {
+                    let form = [
+                        ("grant_type", "refresh_token"),
+                        ("refresh_token", refresh_token.as_str()),
+                        ("client_id", client.id.as_str()),
+                        ("client_secret", client.secret.as_deref().unwrap()),
+                    ];
+                    match http.post(remote.url("/token")).form(&form).send().await {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            if status == 200 {
+                                let body: Value = r.json().await.unwrap();
+                                refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
+                            }
+                            Ok(status)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Kind::Metadata => {
+                    match http
+                        .get(remote.url("/.well-known/oauth-authorization-server"))
+                        .send()
+                        .await
+                    {
+                        Ok(r) => Ok(r.status().as_u16()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            };
+            samples.push(Sample {
+                task,
+                kind,
+                start,
+                end: secs(),
+                outcome,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (samples, registered, client, refresh_token)
+}
+
+fn summarize(samples: &[Sample], from: f64, to: f64) -> String {
+    let mut counts: std::collections::BTreeMap<(Kind, String), usize> = Default::default();
+    for s in samples.iter().filter(|s| s.start >= from && s.start < to) {
+        let o = match &s.outcome {
+            Ok(code) => code.to_string(),
+            Err(e) => format!("error {e}"),
+        };
+        *counts.entry((s.kind, o)).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|((k, o), n)| format!("{k:?} {o}: {n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss() {
+    const TASKS: usize = 3;
+    let pg = PgCluster::create();
+    let port = free_port();
+    let mut ag = Authgate::start(
+        "authgate (PostgreSQL)",
+        port,
+        &[
+            ("DATABASE_URL", pg.url()),
+            ("AUTHGATE_REGISTER_RATE_LIMIT", "100000/min".to_owned()),
+        ],
+    )
+    .await;
+    let remote = Arc::new(ag.remote());
+    let mut grants = Vec::new();
+    for _ in 0..TASKS {
+        let client = remote.register_claude().await;
+        let grant = remote.full_grant(&client).await;
+        grants.push((client, grant["refresh_token"].as_str().unwrap().to_owned()));
+    }
+
+    let t0 = Instant::now();
+    let secs = || t0.elapsed().as_secs_f64();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (i, (client, rt)) in grants.into_iter().enumerate() {
+        tasks.push(tokio::spawn(load(
+            i,
+            remote.clone(),
+            client,
+            rt,
+            t0,
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stop_begin = secs();
+    pg.stop_fast().await;
+    let down_at = secs();
+    // While it is down: readiness says so, quickly.
+    let ready_start = Instant::now();
+    let ready = remote.http.get(remote.url("/readyz")).send().await;
+    let ready_took = ready_start.elapsed();
+    let ready = match ready {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    };
+    let left = 3.0 - (secs() - down_at);
+    if left > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(left)).await;
+    }
+    let start_begin = secs();
+    pg.start().await;
+    let up_at = secs();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let mut samples = Vec::new();
+    let mut registered = Vec::new();
+    let mut refresh_tokens = Vec::new();
+    for t in tasks {
+        let (s, r, client, rt) = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("the load tasks finish (no request hangs)")
+            .unwrap();
+        samples.extend(s);
+        registered.extend(r);
+        refresh_tokens.push((client, rt));
+    }
+    let end = secs();
+    samples.sort_by(|a, b| a.start.total_cmp(&b.start));
+    let running = ag.still_running();
+
+    // Measurements, printed whatever happens next.
+    let needs_db = |s: &&Sample| s.kind != Kind::Metadata;
+    let failed_db: Vec<&Sample> = samples
+        .iter()
+        .filter(needs_db)
+        .filter(|s| !s.ok())
+        .collect();
+    let first_failure = failed_db.first().map(|s| s.start);
+    let last_failure_end = failed_db.iter().map(|s| s.end).fold(f64::NAN, f64::max);
+    let recovery = if last_failure_end.is_nan() {
+        0.0
+    } else {
+        (last_failure_end - up_at).max(0.0)
+    };
+    let slowest = samples
+        .iter()
+        .max_by(|a, b| a.took().total_cmp(&b.took()))
+        .cloned();
+    let outage_503s: Vec<f64> = samples
+        .iter()
+        .filter(needs_db)
+        .filter(|s| s.outcome == Ok(503))
+        .map(Sample::took)
+        .collect();
+    let max_503 = outage_503s.iter().copied().fold(0.0, f64::max);
+    eprintln!(
+        "postgres restart: stop issued at {stop_begin:.2}s, down at {down_at:.2}s, start issued at {start_begin:.2}s, up at {up_at:.2}s, load ended at {end:.2}s\n\
+         first failed DB request started at {first_failure:?}s; last failed DB request ended at {last_failure_end:.2}s; recovery after PostgreSQL was back: {recovery:.2}s\n\
+         503 answers: {} (slowest {max_503:.2}s); slowest request overall: {slowest:?}\n\
+         /readyz while down: {ready:?} in {ready_took:?}\n\
+         before: {}\n during stop: {}\n down: {}\n during start: {}\n after: {}\n\
+         registered (201): {}; authgate still running: {running}",
+        outage_503s.len(),
+        summarize(&samples, 0.0, stop_begin),
+        summarize(&samples, stop_begin, down_at),
+        summarize(&samples, down_at, start_begin),
+        summarize(&samples, start_begin, up_at),
+        summarize(&samples, up_at, f64::MAX),
+        registered.len(),
+    );
+
+    assert!(running, "authgate exited during the outage");
+    let bad: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| !matches!(s.outcome, Ok(200 | 201 | 503)))
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "answers other than success or 503 (a 500 where 503 is right, or a dropped connection): {bad:#?}"
+    );
+    let slow: Vec<&Sample> = samples.iter().filter(|s| s.took() > 5.0).collect();
+    assert!(slow.is_empty(), "requests that hung over 5 s: {slow:#?}");
+    let metadata_failures: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.kind == Kind::Metadata && s.outcome != Ok(200))
+        .collect();
+    assert!(
+        metadata_failures.is_empty(),
+        "the metadata needs no database and must keep answering: {metadata_failures:#?}"
+    );
+    let down: Vec<&Sample> = samples
+        .iter()
+        .filter(needs_db)
+        .filter(|s| s.start >= down_at && s.end <= start_begin)
+        .collect();
+    for kind in [Kind::Register, Kind::Refresh] {
+        assert!(
+            down.iter().any(|s| s.kind == kind),
+            "no {kind:?} request ran entirely while PostgreSQL was down: the test did not exercise the outage"
+        );
+    }
+    let not_503: Vec<&&Sample> = down.iter().filter(|s| s.outcome != Ok(503)).collect();
+    assert!(
+        not_503.is_empty(),
+        "requests made while PostgreSQL was down must get 503: {not_503:#?}"
+    );
+    assert_eq!(ready.0, 503, "/readyz while PostgreSQL is down: {ready:?}");
+    assert!(
+        ready.1.contains("\"database\":false"),
+        "/readyz names the database: {ready:?}"
+    );
+    assert!(
+        recovery <= 5.0,
+        "requests still failed {recovery:.2}s after PostgreSQL was back (last failure ended at {last_failure_end:.2}s, up at {up_at:.2}s)"
+    );
+    for kind in [Kind::Register, Kind::Refresh] {
+        assert!(
+            samples
+                .iter()
+                .filter(|s| s.kind == kind && s.start > up_at + recovery)
+                .count()
+                >= 3,
+            "too few {kind:?} requests after recovery to show it"
+        );
+    }
+
+    // Nothing committed is lost: every client that got 201 is known, every grant refreshes.
+    let pkce = new_pkce();
+    let mut unknown = Vec::new();
+    for id in &registered {
+        let url = remote.authorize_url(id, "https://claude.ai/api/mcp/auth_callback", &pkce);
+        let status = remote.http.get(&url).send().await.unwrap().status();
+        if status != 200 {
+            unknown.push((id.clone(), status.as_u16()));
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "registered clients (201) that are now unknown: {unknown:?} of {}",
+        registered.len()
+    );
+    assert!(registered.len() >= 10, "{}", registered.len());
+    for (client, rt) in &refresh_tokens {
+        let resp = remote.refresh(client, rt).await;
+        let status = resp.status();
+        assert_eq!(
+            status,
+            200,
+            "the latest refresh token of client {} after the outage: {}",
+            client.id,
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    drop(ag);
+    drop(pg);
+}
