@@ -197,7 +197,7 @@ pg_start() { pg_ctl_ -l "$WORK/pg/log" -w -t "$STARTUP_TIMEOUT" -o "$PG_OPTS" st
 pg_start || { cat "$WORK/pg/log" >&2; die "PostgreSQL did not start"; }
 PG_STARTED=1
 PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres?sslmode=disable"
-PG_VERSION=$("$PGBIN/postgres" --version | awk '{ print $NF }')
+PG_VERSION=$("$PGBIN/postgres" --version | awk '{ print $3 }')
 say "PostgreSQL $PG_VERSION on 127.0.0.1:$PG_PORT"
 
 # --------------------------------------------------------------------------------- authgate
@@ -244,7 +244,7 @@ FAULT_SECONDS=$FAULT_SECONDS FAULT_PACE_MS=$FAULT_PACE_MS FAULT_WORKERS=$FAULT_W
 NODE_PID=$!
 
 # The fault, on the same clock as the driver's (epoch milliseconds).
-pause "$(awk -v at="$FAULT_AT" -v t0="$LOAD_T0" -v now="$(now_ms)" 'BEGIN { s = at - (now - t0) / 1000; printf "%.3f", s > 0 ? s : 0 }')"
+pause "$(awk -v at="$FAULT_AT" -v t0="$LOAD_T0" -v now="$(now_ms)" 'BEGIN { s = at - (now - t0) / 1000; printf "%.3f", (s > 0 ? s : 0) }')"
 kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/fault.err" >&2; die "the load driver exited before the fault"; }
 say "stopping PostgreSQL (-m $FAULT_STOP_MODE) at $(( ($(now_ms) - LOAD_T0) / 1000 )) s"
 echo "stop_issued $(now_ms)" >>"$EVENTS"

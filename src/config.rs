@@ -145,6 +145,14 @@ const VARS: &[Var] = &[
         env: "AUTHGATE_SHUTDOWN_TIMEOUT",
         secret: false,
     },
+    Var {
+        env: "AUTHGATE_CIMD",
+        secret: false,
+    },
+    Var {
+        env: "AUTHGATE_CORS",
+        secret: false,
+    },
 ];
 
 fn toml_key(env: &str) -> String {
@@ -417,6 +425,10 @@ pub struct Settings {
     pub log_json: bool,
     /// How long in-flight requests and streams may run on after SIGTERM.
     pub shutdown_timeout: i64,
+    /// Client ID Metadata Documents accepted and advertised.
+    pub cimd_enabled: bool,
+    /// CORS on the JSON endpoints (off only when a reverse proxy adds it).
+    pub cors_enabled: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -665,6 +677,8 @@ impl Settings {
             metrics_listen,
             log_json,
             shutdown_timeout: dur("AUTHGATE_SHUTDOWN_TIMEOUT", "30s")?,
+            cimd_enabled: parse_bool(raw, "AUTHGATE_CIMD", true)?,
+            cors_enabled: parse_bool(raw, "AUTHGATE_CORS", true)?,
             issuer,
             public_url,
             dev_mode,
@@ -830,6 +844,15 @@ fn parse_public_url(raw: &str) -> Result<(String, Url), ConfigError> {
     let normalized =
         Url::parse(&format!("{issuer}/")).map_err(|_| err(VAR, "is not a valid URL"))?;
     Ok((issuer, normalized))
+}
+
+fn parse_bool(raw: &RawConfig, var: &str, default: bool) -> Result<bool, ConfigError> {
+    match raw.get(var).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(false),
+        Some(_) => Err(err(var, "must be true or false")),
+    }
 }
 
 fn split_list(raw: &str) -> Vec<String> {

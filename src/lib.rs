@@ -7,6 +7,7 @@ pub mod admin;
 pub mod cimd;
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod http;
 pub mod keys;
 pub mod mcp;

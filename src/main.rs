@@ -40,6 +40,16 @@ enum Command {
     /// Delete expired codes, pending authorizations, sessions, rotated refresh tokens and idle
     /// registered clients now (the server also does this periodically).
     Cleanup(JsonFlag),
+    /// Check a deployment from outside, the way Claude.ai sees it.
+    Doctor {
+        /// The public URL clients use, e.g. https://mcp.example.com
+        public_url: String,
+        /// Also check the upstream provider's discovery.
+        #[arg(long, env = "AUTHGATE_UPSTREAM_ISSUER")]
+        upstream_issuer: Option<String>,
+        #[command(flatten)]
+        json: JsonFlag,
+    },
 }
 
 #[derive(Args)]
@@ -100,6 +110,40 @@ enum KeysCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Commands that look at a deployment from outside need no local configuration.
+    if let Command::Doctor {
+        public_url,
+        upstream_issuer,
+        json,
+    } = &cli.command
+    {
+        return match tokio::runtime::Runtime::new() {
+            Ok(rt) => {
+                let report = rt.block_on(authgate::doctor::run(
+                    public_url,
+                    upstream_issuer.as_deref(),
+                    SystemClock.now(),
+                ));
+                if json.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                } else {
+                    print!("{}", report.render());
+                }
+                if report.failed() == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("cannot start the runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let settings = match load_settings(cli.config.as_deref()) {
         Ok(s) => s,
         Err(e) => {
@@ -196,8 +240,8 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
     let store = open_store(&settings).await?;
     let now = SystemClock.now();
     match command {
-        // Handled by `serve`; not an admin command.
-        Command::Serve => return Ok(ExitCode::FAILURE),
+        // Handled before: not admin commands.
+        Command::Serve | Command::Doctor { .. } => return Ok(ExitCode::FAILURE),
         Command::Clients(ClientsCmd::List(f)) => {
             let list = admin::clients(&store).await?;
             if f.json {

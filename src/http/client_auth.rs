@@ -95,7 +95,7 @@ impl IntoResponse for AuthFailure {
     }
 }
 
-fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
+pub fn basic_credentials(headers: &HeaderMap) -> Option<Result<(String, String), ()>> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, rest) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {

@@ -26,6 +26,12 @@ pub enum ResolveError {
 
 pub async fn resolve(state: &AppState, client_id: &str) -> Result<Client, ResolveError> {
     if is_metadata_document_id(client_id) {
+        if !state.settings.cimd_enabled {
+            return Err(ResolveError::Unknown(OAuthError::new(
+                ErrorCode::InvalidClient,
+                "client metadata documents are not accepted by this server",
+            )));
+        }
         let metadata = state
             .cimd
             .resolve(client_id, state.clock.now())

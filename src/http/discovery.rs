@@ -26,7 +26,7 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
-        "client_id_metadata_document_supported": true,
+        "client_id_metadata_document_supported": settings.cimd_enabled,
         "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
     })

@@ -19,7 +19,7 @@ pub mod token;
 
 use axum::Router;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{any, get, post};
+use axum::routing::{any, delete, get, post};
 
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -31,6 +31,7 @@ use crate::state::AppState;
 pub fn router(state: AppState) -> Router {
     let mut cors_routes = Router::new()
         .route("/register", post(register::register))
+        .route("/register/{client_id}", delete(register::unregister))
         .route("/token", post(token::token))
         .route("/revoke", post(revoke::revoke))
         .route(discovery::JWKS_PATH, get(discovery::jwks));
@@ -45,7 +46,11 @@ pub fn router(state: AppState) -> Router {
         }
         cors_routes = cors_routes.merge(prm.with_state((state.clone(), index)));
     }
-    let cors_routes = cors_routes.route_layer(from_fn(cors::cors));
+    let cors_routes = if state.settings.cors_enabled {
+        cors_routes.route_layer(from_fn(cors::cors))
+    } else {
+        cors_routes
+    };
 
     // Browser pages: no CORS, ever.
     let mut pages = Router::new()

@@ -125,3 +125,49 @@ async fn register_inner(
     h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(resp)
 }
+
+/// `DELETE /register/{client_id}`: a confidential client deletes itself, authenticating with its
+/// own secret (HTTP Basic). Used by `authgate doctor` to remove its test registration; a
+/// simplified form of RFC 7592 that needs no registration access token.
+pub async fn unregister(
+    State(state): State<AppState>,
+    axum::extract::Path(client_id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let denied = || {
+        super::client_auth::ClientAuthError {
+            description: "client authentication failed".to_owned(),
+            basic: true,
+        }
+        .into_response()
+    };
+    let Some(creds) = super::client_auth::basic_credentials(&headers).and_then(Result::ok) else {
+        return denied();
+    };
+    if creds.0 != client_id {
+        return denied();
+    }
+    let client = match state.store.get_client(&client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return denied(),
+        Err(e) => return ApiError::Store(e).into_response(),
+    };
+    let ok = client
+        .secret_hash
+        .as_ref()
+        .is_some_and(|h| h.verify(SecretKind::ClientSecret, &creds.1));
+    if !ok {
+        return denied();
+    }
+    let now = state.clock.now();
+    if let Err(e) = state.store.revoke_grants(None, Some(&client_id), now).await {
+        return ApiError::Store(e).into_response();
+    }
+    match state.store.delete_client(&client_id).await {
+        Ok(_) => {
+            tracing::info!(client.id = %client_id, "client deleted itself");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => ApiError::Store(e).into_response(),
+    }
+}

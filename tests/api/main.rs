@@ -10,6 +10,7 @@ mod clients;
 mod compat;
 mod conformance;
 mod discovery;
+mod doctor;
 mod flow;
 mod helpers;
 mod inspector;

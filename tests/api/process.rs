@@ -668,87 +668,99 @@ impl Sample {
     }
 }
 
-/// One task's loop: register, refresh its own grant, read the metadata, until told to stop.
-async fn load(
-    task: usize,
+/// An open-loop load: requests are launched at a fixed rate whatever the answers, as clients
+/// would, so an outage is met by many requests rather than by one per waiting task.
+struct Load {
     remote: Arc<Remote>,
-    client: RegisteredClient,
-    mut refresh_token: String,
+    http: reqwest::Client,
     t0: Instant,
-    stop: Arc<AtomicBool>,
-) -> (Vec<Sample>, Vec<String>, RegisteredClient, String) {
-    let mut samples = Vec::new();
-    let mut registered = Vec::new();
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap();
-    let secs = || t0.elapsed().as_secs_f64();
-    while !stop.load(Ordering::SeqCst) {
-        for kind in [Kind::Register, Kind::Refresh, Kind::Metadata] {
-            let start = secs();
-            let outcome = match kind {
-                Kind::Register => {
-                    match http
-                        .post(remote.url("/register"))
-                        .header("Content-Type", "application/json")
-                        .body(crate::helpers::CLAUDE_DCR_BODY)
-                        .send()
-                        .await
-                    {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            if status == 201 {
-                                let body: Value = r.json().await.unwrap();
-                                registered.push(body["client_id"].as_str().unwrap().to_owned());
-                            }
-                            Ok(status)
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Kind::Refresh => {
-                    let form = [
-                        ("grant_type", "refresh_token"),
-                        ("refresh_token", refresh_token.as_str()),
-                        ("client_id", client.id.as_str()),
-                        ("client_secret", client.secret.as_deref().unwrap()),
-                    ];
-                    match http.post(remote.url("/token")).form(&form).send().await {
-                        Ok(r) => {
-                            let status = r.status().as_u16();
-                            if status == 200 {
-                                let body: Value = r.json().await.unwrap();
-                                refresh_token = body["refresh_token"].as_str().unwrap().to_owned();
-                            }
-                            Ok(status)
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-                Kind::Metadata => {
-                    match http
-                        .get(remote.url("/.well-known/oauth-authorization-server"))
-                        .send()
-                        .await
-                    {
-                        Ok(r) => Ok(r.status().as_u16()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            };
-            samples.push(Sample {
-                task,
-                kind,
-                start,
-                end: secs(),
-                outcome,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Grants refreshed in turn, each with its latest refresh token.
+    grants: Vec<(RegisteredClient, Mutex<String>)>,
+    samples: Mutex<Vec<Sample>>,
+    registered: Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn secs(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64()
     }
-    (samples, registered, client, refresh_token)
+
+    async fn one(self: Arc<Self>, i: usize) {
+        let kind = [Kind::Register, Kind::Refresh, Kind::Metadata][i % 3];
+        let start = self.secs();
+        let outcome = match kind {
+            Kind::Register => {
+                match self
+                    .http
+                    .post(self.remote.url("/register"))
+                    .header("Content-Type", "application/json")
+                    .body(crate::helpers::CLAUDE_DCR_BODY)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        if status == 201 {
+                            let body: Value = r.json().await.unwrap();
+                            self.registered
+                                .lock()
+                                .unwrap()
+                                .push(body["client_id"].as_str().unwrap().to_owned());
+                        }
+                        Ok(status)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Kind::Refresh => {
+                let (client, latest) = &self.grants[(i / 3) % self.grants.len()];
+                let token = latest.lock().unwrap().clone();
+                let form = [
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str()),
+                    ("client_id", client.id.as_str()),
+                    ("client_secret", client.secret.as_deref().unwrap()),
+                ];
+                match self
+                    .http
+                    .post(self.remote.url("/token"))
+                    .form(&form)
+                    .send()
+                    .await
+                {
+                    Ok(r) => {
+                        let status = r.status().as_u16();
+                        if status == 200 {
+                            let body: Value = r.json().await.unwrap();
+                            *latest.lock().unwrap() =
+                                body["refresh_token"].as_str().unwrap().to_owned();
+                        }
+                        Ok(status)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Kind::Metadata => {
+                match self
+                    .http
+                    .get(self.remote.url("/.well-known/oauth-authorization-server"))
+                    .send()
+                    .await
+                {
+                    Ok(r) => Ok(r.status().as_u16()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        let end = self.secs();
+        self.samples.lock().unwrap().push(Sample {
+            task: i,
+            kind,
+            start,
+            end,
+            outcome,
+        });
+    }
 }
 
 fn summarize(samples: &[Sample], from: f64, to: f64) -> String {
@@ -767,9 +779,15 @@ fn summarize(samples: &[Sample], from: f64, to: f64) -> String {
         .join(", ")
 }
 
+/// How long PostgreSQL stays down: a little longer than authgate's pool acquire timeout (3 s), so
+/// that some requests start and fail entirely inside the outage.
+const OUTAGE: Duration = Duration::from_secs(4);
+/// One request every this long (register, refresh, metadata in turn).
+const LOAD_INTERVAL: Duration = Duration::from_millis(60);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss() {
-    const TASKS: usize = 3;
+    const GRANTS: usize = 6;
     let pg = PgCluster::create();
     let port = free_port();
     let mut ag = Authgate::start(
@@ -783,67 +801,72 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     .await;
     let remote = Arc::new(ag.remote());
     let mut grants = Vec::new();
-    for _ in 0..TASKS {
+    for _ in 0..GRANTS {
         let client = remote.register_claude().await;
         let grant = remote.full_grant(&client).await;
-        grants.push((client, grant["refresh_token"].as_str().unwrap().to_owned()));
+        let rt = grant["refresh_token"].as_str().unwrap().to_owned();
+        grants.push((client, Mutex::new(rt)));
     }
 
-    let t0 = Instant::now();
-    let secs = || t0.elapsed().as_secs_f64();
+    let load = Arc::new(Load {
+        remote: remote.clone(),
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .unwrap(),
+        t0: Instant::now(),
+        grants,
+        samples: Mutex::new(Vec::new()),
+        registered: Mutex::new(Vec::new()),
+    });
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for (i, (client, rt)) in grants.into_iter().enumerate() {
-        tasks.push(tokio::spawn(load(
-            i,
-            remote.clone(),
-            client,
-            rt,
-            t0,
-            stop.clone(),
-        )));
-    }
+    let generator = {
+        let (load, stop) = (load.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut requests = Vec::new();
+            let mut tick = tokio::time::interval(LOAD_INTERVAL);
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                tick.tick().await;
+                requests.push(tokio::spawn(load.clone().one(i)));
+                i += 1;
+            }
+            for r in requests {
+                r.await.unwrap();
+            }
+        })
+    };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let stop_begin = secs();
+    let stop_begin = load.secs();
     pg.stop_fast().await;
-    let down_at = secs();
-    // While it is down: readiness says so, quickly.
+    let down_at = load.secs();
+    // While it is down: readiness says so.
     let ready_start = Instant::now();
-    let ready = remote.http.get(remote.url("/readyz")).send().await;
-    let ready_took = ready_start.elapsed();
-    let ready = match ready {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
+    let ready = match remote.http.get(remote.url("/readyz")).send().await {
+        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(e) => (0, e.to_string()),
     };
-    let left = 3.0 - (secs() - down_at);
+    let ready_took = ready_start.elapsed();
+    let left = OUTAGE.as_secs_f64() - (load.secs() - down_at);
     if left > 0.0 {
         tokio::time::sleep(Duration::from_secs_f64(left)).await;
     }
-    let start_begin = secs();
+    let start_begin = load.secs();
     pg.start().await;
-    let up_at = secs();
+    let up_at = load.secs();
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.store(true, Ordering::SeqCst);
-
-    let mut samples = Vec::new();
-    let mut registered = Vec::new();
-    let mut refresh_tokens = Vec::new();
-    for t in tasks {
-        let (s, r, client, rt) = tokio::time::timeout(Duration::from_secs(30), t)
-            .await
-            .expect("the load tasks finish (no request hangs)")
-            .unwrap();
-        samples.extend(s);
-        registered.extend(r);
-        refresh_tokens.push((client, rt));
-    }
-    let end = secs();
-    samples.sort_by(|a, b| a.start.total_cmp(&b.start));
+    tokio::time::timeout(Duration::from_secs(30), generator)
+        .await
+        .expect("every request of the load ends (none hangs)")
+        .unwrap();
+    let end = load.secs();
     let running = ag.still_running();
+    let mut samples = load.samples.lock().unwrap().clone();
+    samples.sort_by(|a, b| a.start.total_cmp(&b.start));
+    let registered = load.registered.lock().unwrap().clone();
 
     // Measurements, printed whatever happens next.
     let needs_db = |s: &&Sample| s.kind != Kind::Metadata;
@@ -852,32 +875,47 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         .filter(needs_db)
         .filter(|s| !s.ok())
         .collect();
-    let first_failure = failed_db.first().map(|s| s.start);
+    let first_failure_start = failed_db.iter().map(|s| s.start).fold(f64::NAN, f64::min);
     let last_failure_end = failed_db.iter().map(|s| s.end).fold(f64::NAN, f64::max);
     let recovery = if last_failure_end.is_nan() {
         0.0
     } else {
         (last_failure_end - up_at).max(0.0)
     };
-    let slowest = samples
+    let first_success_after_down = samples
         .iter()
-        .max_by(|a, b| a.took().total_cmp(&b.took()))
-        .cloned();
-    let outage_503s: Vec<f64> = samples
+        .filter(needs_db)
+        .filter(|s| s.start >= down_at && s.ok())
+        .map(|s| s.end)
+        .fold(f64::NAN, f64::min);
+    let mut unavailable: Vec<f64> = samples
         .iter()
         .filter(needs_db)
         .filter(|s| s.outcome == Ok(503))
         .map(Sample::took)
         .collect();
-    let max_503 = outage_503s.iter().copied().fold(0.0, f64::max);
+    unavailable.sort_by(f64::total_cmp);
+    let slowest = samples
+        .iter()
+        .max_by(|a, b| a.took().total_cmp(&b.took()))
+        .cloned();
     eprintln!(
         "postgres restart: stop issued at {stop_begin:.2}s, down at {down_at:.2}s, start issued at {start_begin:.2}s, up at {up_at:.2}s, load ended at {end:.2}s\n\
-         first failed DB request started at {first_failure:?}s; last failed DB request ended at {last_failure_end:.2}s; recovery after PostgreSQL was back: {recovery:.2}s\n\
-         503 answers: {} (slowest {max_503:.2}s); slowest request overall: {slowest:?}\n\
+         failed DB requests: started from {first_failure_start:.2}s, last one ended at {last_failure_end:.2}s => error window {:.2}s; \
+         first success after the stop ended at {first_success_after_down:.2}s ({:.2}s after PostgreSQL was up); recovery (last failure after up): {recovery:.2}s\n\
+         503 answers: {} (fastest {:.2}s, median {:.2}s, slowest {:.2}s); slowest request overall: {slowest:?}\n\
          /readyz while down: {ready:?} in {ready_took:?}\n\
-         before: {}\n during stop: {}\n down: {}\n during start: {}\n after: {}\n\
+         by start time: before: [{}]\n during stop: [{}]\n down: [{}]\n during start: [{}]\n after: [{}]\n\
          registered (201): {}; authgate still running: {running}",
-        outage_503s.len(),
+        last_failure_end - first_failure_start,
+        first_success_after_down - up_at,
+        unavailable.len(),
+        unavailable.first().copied().unwrap_or(f64::NAN),
+        unavailable
+            .get(unavailable.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN),
+        unavailable.last().copied().unwrap_or(f64::NAN),
         summarize(&samples, 0.0, stop_begin),
         summarize(&samples, stop_begin, down_at),
         summarize(&samples, down_at, start_begin),
@@ -905,6 +943,7 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         metadata_failures.is_empty(),
         "the metadata needs no database and must keep answering: {metadata_failures:#?}"
     );
+    // Requests that needed the database and ran entirely while it was down.
     let down: Vec<&Sample> = samples
         .iter()
         .filter(needs_db)
@@ -912,8 +951,8 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         .collect();
     for kind in [Kind::Register, Kind::Refresh] {
         assert!(
-            down.iter().any(|s| s.kind == kind),
-            "no {kind:?} request ran entirely while PostgreSQL was down: the test did not exercise the outage"
+            down.iter().filter(|s| s.kind == kind).count() >= 2,
+            "too few {kind:?} requests ran entirely while PostgreSQL was down: the test did not exercise the outage"
         );
     }
     let not_503: Vec<&&Sample> = down.iter().filter(|s| s.outcome != Ok(503)).collect();
@@ -936,10 +975,12 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
                 .iter()
                 .filter(|s| s.kind == kind && s.start > up_at + recovery)
                 .count()
-                >= 3,
+                >= 5,
             "too few {kind:?} requests after recovery to show it"
         );
     }
+    let ready_after = remote.http.get(remote.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready_after.status(), 200, "ready again");
 
     // Nothing committed is lost: every client that got 201 is known, every grant refreshes.
     let pkce = new_pkce();
@@ -956,9 +997,10 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         "registered clients (201) that are now unknown: {unknown:?} of {}",
         registered.len()
     );
-    assert!(registered.len() >= 10, "{}", registered.len());
-    for (client, rt) in &refresh_tokens {
-        let resp = remote.refresh(client, rt).await;
+    assert!(registered.len() >= 20, "{}", registered.len());
+    for (client, latest) in &load.grants {
+        let rt = latest.lock().unwrap().clone();
+        let resp = remote.refresh(client, &rt).await;
         let status = resp.status();
         assert_eq!(
             status,
