@@ -839,8 +839,42 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // Queries in flight when PostgreSQL goes away: a lock makes every statement on `clients`
+    // wait, so the registrations and refreshes of the next half second are mid-query at the stop.
+    let mut locker = {
+        use sqlx::Connection as _;
+        sqlx::PgConnection::connect(&pg.url()).await.unwrap()
+    };
+    sqlx::query("BEGIN").execute(&mut locker).await.unwrap();
+    sqlx::query("LOCK TABLE clients IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let lock_at = load.secs();
+    let in_flight = {
+        let remote = remote.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let r = remote
+                .http
+                .post(remote.url("/register"))
+                .header("Content-Type", "application/json")
+                .body(crate::helpers::CLAUDE_DCR_BODY)
+                .send()
+                .await;
+            let status = match r {
+                Ok(r) => Ok((r.status().as_u16(), r.text().await.unwrap_or_default())),
+                Err(e) => Err(e.to_string()),
+            };
+            (status, started.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!in_flight.is_finished(), "the registration waits on the lock");
+
     let stop_begin = load.secs();
     pg.stop_fast().await;
+    drop(locker);
     let down_at = load.secs();
     // While it is down: readiness says so.
     let ready_start = Instant::now();
@@ -864,6 +898,10 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         .unwrap();
     let end = load.secs();
     let running = ag.still_running();
+    let in_flight = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("the registration in flight at the stop ends")
+        .unwrap();
     let mut samples = load.samples.lock().unwrap().clone();
     samples.sort_by(|a, b| a.start.total_cmp(&b.start));
     let registered = load.registered.lock().unwrap().clone();
@@ -905,7 +943,8 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
          first success after the stop ended at {first_success_after_down:.2}s ({:.2}s after PostgreSQL was up); recovery (last failure after up): {recovery:.2}s\n\
          503 answers: {} (fastest {:.2}s, median {:.2}s, slowest {:.2}s); slowest request overall: {slowest:?}\n\
          /readyz while down: {ready:?} in {ready_took:?}\n\
-         by start time: before: [{}]\n during stop: [{}]\n down: [{}]\n during start: [{}]\n after: [{}]\n\
+         registration in flight at the stop: {in_flight:?}\n\
+         by start time: before: [{}]\n locked: [{}]\n during stop: [{}]\n down: [{}]\n during start: [{}]\n after: [{}]\n\
          registered (201): {}; authgate still running: {running}",
         last_failure_end - first_failure_start,
         first_success_after_down - up_at,
@@ -916,7 +955,8 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
             .copied()
             .unwrap_or(f64::NAN),
         unavailable.last().copied().unwrap_or(f64::NAN),
-        summarize(&samples, 0.0, stop_begin),
+        summarize(&samples, 0.0, lock_at),
+        summarize(&samples, lock_at, stop_begin),
         summarize(&samples, stop_begin, down_at),
         summarize(&samples, down_at, start_begin),
         summarize(&samples, start_begin, up_at),
@@ -925,6 +965,10 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     );
 
     assert!(running, "authgate exited during the outage");
+    assert!(
+        matches!(&in_flight.0, Ok((503, _))),
+        "a registration whose query was in flight when PostgreSQL stopped must get 503: {in_flight:?}"
+    );
     let bad: Vec<&Sample> = samples
         .iter()
         .filter(|s| !matches!(s.outcome, Ok(200 | 201 | 503)))
