@@ -4,6 +4,7 @@
 //! client metadata documents; `http` extracts, parses, decides and responds.
 
 pub mod admin;
+pub mod auth0;
 pub mod cimd;
 pub mod clock;
 pub mod config;

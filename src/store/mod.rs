@@ -28,10 +28,24 @@ pub enum StoreError {
     Other(#[source] sqlx::Error),
 }
 
+/// Error codes that mean "the database is going away or busy", not "this query is wrong": the
+/// request can be retried, so it gets 503 rather than 500. PostgreSQL SQLSTATE classes 08
+/// (connection exception) and 57P (operator intervention: shutdown, crash, not yet accepting),
+/// 53300 (too many connections); SQLite's BUSY and LOCKED (primary codes 5 and 6).
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code == "53300"
+        || code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+}
+
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(e)
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| is_transient(&c)) => {
                 Self::Unavailable(e)
             }
             other => Self::Other(other),
@@ -298,5 +312,20 @@ pub async fn connect(url: &str) -> Result<DynStore, anyhow::Error> {
         Ok(Arc::new(SqliteStore::connect(url).await?))
     } else {
         Ok(Arc::new(PgStore::connect(url).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_transient;
+
+    #[test]
+    fn transient_database_errors() {
+        for code in ["57P01", "57P03", "08006", "08001", "53300", "5", "517", "6"] {
+            assert!(is_transient(code), "{code}");
+        }
+        for code in ["23505", "42P01", "19", "2067", "1"] {
+            assert!(!is_transient(code), "{code}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! database) and runs against both storage backends.
 
 mod account;
+mod auth0;
 mod authorize;
 mod browser;
 mod cimd;

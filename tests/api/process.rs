@@ -23,6 +23,14 @@ use crate::flow::{RegisteredClient, new_pkce};
 use crate::ops::{INIT, Remote, free_port};
 
 const LOG_LINES: usize = 400;
+const PROBLEM_LINES: usize = 200;
+
+/// The binary's output: the last lines, and every warning, error and stderr line (the first ones).
+#[derive(Default)]
+struct Log {
+    tail: VecDeque<String>,
+    problems: Vec<String>,
+}
 
 /// A directory removed on drop.
 struct TempDir(PathBuf);
@@ -51,11 +59,11 @@ struct Authgate {
     child: tokio::process::Child,
     port: u16,
     base: String,
-    log: Arc<Mutex<VecDeque<String>>>,
+    log: Arc<Mutex<Log>>,
     name: &'static str,
 }
 
-fn keep_lines<R>(reader: R, log: Arc<Mutex<VecDeque<String>>>, prefix: &'static str)
+fn keep_lines<R>(reader: R, log: Arc<Mutex<Log>>, prefix: &'static str)
 where
     R: tokio::io::AsyncRead + Unpin + Send + 'static,
 {
@@ -63,10 +71,16 @@ where
         let mut lines = BufReader::new(reader).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             let mut log = log.lock().unwrap();
-            if log.len() >= LOG_LINES {
-                log.pop_front();
+            let line = format!("{prefix}{line}");
+            if (line.contains(" WARN ") || line.contains(" ERROR ") || !prefix.is_empty())
+                && log.problems.len() < PROBLEM_LINES
+            {
+                log.problems.push(line.clone());
             }
-            log.push_back(format!("{prefix}{line}"));
+            if log.tail.len() >= LOG_LINES {
+                log.tail.pop_front();
+            }
+            log.tail.push_back(line);
         }
     });
 }
@@ -88,7 +102,7 @@ impl Authgate {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("the authgate binary starts");
-        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let log = Arc::new(Mutex::new(Log::default()));
         keep_lines(child.stdout.take().unwrap(), log.clone(), "");
         keep_lines(child.stderr.take().unwrap(), log.clone(), "stderr: ");
         let mut me = Self {
@@ -157,23 +171,24 @@ impl Authgate {
     }
 
     fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        let log = self.log.lock().unwrap();
+        log.tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
+    /// The warnings and errors, then the last `n` lines.
     fn tail(&self, n: usize) -> String {
         let log = self.log.lock().unwrap();
-        let skip = log.len().saturating_sub(n);
-        log.iter()
-            .skip(skip)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        let skip = log.tail.len().saturating_sub(n);
+        format!(
+            "[warnings, errors and stderr]\n{}\n[last {n} lines]\n{}",
+            log.problems.join("\n"),
+            log.tail
+                .iter()
+                .skip(skip)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     }
 
     fn remote(&self) -> Remote {
@@ -189,7 +204,7 @@ impl Drop for Authgate {
                 self.name,
                 self.child.id(),
                 self.port,
-                self.tail(80)
+                self.tail(30)
             );
         }
     }
@@ -870,7 +885,10 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!in_flight.is_finished(), "the registration waits on the lock");
+    assert!(
+        !in_flight.is_finished(),
+        "the registration waits on the lock"
+    );
 
     let stop_begin = load.secs();
     pg.stop_fast().await;
@@ -964,26 +982,37 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         registered.len(),
     );
 
-    assert!(running, "authgate exited during the outage");
-    assert!(
+    // Every check runs and every failure is reported together, so that one run tells the whole
+    // story of the outage.
+    let mut failures: Vec<String> = Vec::new();
+    macro_rules! check {
+        ($cond:expr, $($fmt:tt)+) => {
+            let ok: bool = $cond;
+            if !ok {
+                failures.push(format!($($fmt)+));
+            }
+        };
+    }
+    check!(running, "authgate exited during the outage");
+    check!(
         matches!(&in_flight.0, Ok((503, _))),
-        "a registration whose query was in flight when PostgreSQL stopped must get 503: {in_flight:?}"
+        "a registration whose query was in flight when PostgreSQL stopped must get 503, got {in_flight:?}"
     );
     let bad: Vec<&Sample> = samples
         .iter()
         .filter(|s| !matches!(s.outcome, Ok(200 | 201 | 503)))
         .collect();
-    assert!(
+    check!(
         bad.is_empty(),
         "answers other than success or 503 (a 500 where 503 is right, or a dropped connection): {bad:#?}"
     );
     let slow: Vec<&Sample> = samples.iter().filter(|s| s.took() > 5.0).collect();
-    assert!(slow.is_empty(), "requests that hung over 5 s: {slow:#?}");
+    check!(slow.is_empty(), "requests that hung over 5 s: {slow:#?}");
     let metadata_failures: Vec<&Sample> = samples
         .iter()
         .filter(|s| s.kind == Kind::Metadata && s.outcome != Ok(200))
         .collect();
-    assert!(
+    check!(
         metadata_failures.is_empty(),
         "the metadata needs no database and must keep answering: {metadata_failures:#?}"
     );
@@ -994,27 +1023,26 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         .filter(|s| s.start >= down_at && s.end <= start_begin)
         .collect();
     for kind in [Kind::Register, Kind::Refresh] {
-        assert!(
+        check!(
             down.iter().filter(|s| s.kind == kind).count() >= 2,
             "too few {kind:?} requests ran entirely while PostgreSQL was down: the test did not exercise the outage"
         );
     }
     let not_503: Vec<&&Sample> = down.iter().filter(|s| s.outcome != Ok(503)).collect();
-    assert!(
+    check!(
         not_503.is_empty(),
         "requests made while PostgreSQL was down must get 503: {not_503:#?}"
     );
-    assert_eq!(ready.0, 503, "/readyz while PostgreSQL is down: {ready:?}");
-    assert!(
-        ready.1.contains("\"database\":false"),
-        "/readyz names the database: {ready:?}"
+    check!(
+        ready.0 == 503 && ready.1.contains("\"database\":false"),
+        "/readyz while PostgreSQL is down must be 503 naming the database: {ready:?}"
     );
-    assert!(
+    check!(
         recovery <= 5.0,
         "requests still failed {recovery:.2}s after PostgreSQL was back (last failure ended at {last_failure_end:.2}s, up at {up_at:.2}s)"
     );
     for kind in [Kind::Register, Kind::Refresh] {
-        assert!(
+        check!(
             samples
                 .iter()
                 .filter(|s| s.kind == kind && s.start > up_at + recovery)
@@ -1024,7 +1052,11 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
         );
     }
     let ready_after = remote.http.get(remote.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready_after.status(), 200, "ready again");
+    check!(
+        ready_after.status() == 200,
+        "/readyz after the outage: {}",
+        ready_after.status()
+    );
 
     // Nothing committed is lost: every client that got 201 is known, every grant refreshes.
     let pkce = new_pkce();
@@ -1036,24 +1068,33 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
             unknown.push((id.clone(), status.as_u16()));
         }
     }
-    assert!(
+    check!(
         unknown.is_empty(),
         "registered clients (201) that are now unknown: {unknown:?} of {}",
         registered.len()
     );
-    assert!(registered.len() >= 20, "{}", registered.len());
+    check!(
+        registered.len() >= 20,
+        "only {} registrations succeeded",
+        registered.len()
+    );
     for (client, latest) in &load.grants {
         let rt = latest.lock().unwrap().clone();
         let resp = remote.refresh(client, &rt).await;
         let status = resp.status();
-        assert_eq!(
-            status,
-            200,
-            "the latest refresh token of client {} after the outage: {}",
-            client.id,
-            resp.text().await.unwrap_or_default()
+        let text = resp.text().await.unwrap_or_default();
+        check!(
+            status == 200,
+            "the latest refresh token of client {} after the outage: {status} {text}",
+            client.id
         );
     }
+    assert!(
+        failures.is_empty(),
+        "{} check(s) failed:\n- {}",
+        failures.len(),
+        failures.join("\n- ")
+    );
     drop(ag);
     drop(pg);
 }

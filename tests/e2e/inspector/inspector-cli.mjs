@@ -239,6 +239,11 @@ try {
     const u = new URL(authorizeLine.split(' ')[1]);
     result.authorize = Object.fromEntries(['scope', 'resource', 'redirect_uri', 'code_challenge_method'].map((k) => [k, u.searchParams.get(k)]));
   }
+  // browser.mjs runs detached (xdg-open starts it) and logs the delivery after the Inspector has
+  // answered it, so the line may come a moment after the Inspector is done.
+  for (let i = 0; i < 100 && !lines(browserLog).some((l) => l.endsWith('(delivered)') || l.startsWith('failed:')); i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
   const delivered = lines(browserLog).find((l) => l.endsWith('(delivered)'));
   if (delivered) result.iss = new URL(delivered.split(' ')[1]).searchParams.get('iss');
   result.loggedIn = Boolean(delivered);
