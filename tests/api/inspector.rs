@@ -141,6 +141,7 @@ async fn inspector_cli_against_the_builtin_server(backend: Backend) {
         assert_eq!(who["email"], "ann@example.test", "{r}");
         assert_eq!(who["scope"], "mcp", "{r}");
     }
+    crate::helpers::record_compat("MCP Inspector (CLI)", "DCR, none", backend);
 }
 
 async fn inspector_cli_through_forwarding(backend: Backend) {
@@ -159,6 +160,7 @@ async fn inspector_cli_through_forwarding(backend: Backend) {
         assert_eq!(seen["authgate"]["email"], "ann@example.test", "{seen}");
         assert_eq!(seen["authgate"]["scope"], "mcp", "{seen}");
     }
+    crate::helpers::record_compat("MCP Inspector (CLI)", "DCR, none, forwarded", backend);
 }
 
 both_backends!(
