@@ -40,6 +40,9 @@ enum Command {
     /// Delete expired codes, pending authorizations, sessions, rotated refresh tokens and idle
     /// registered clients now (the server also does this periodically).
     Cleanup(JsonFlag),
+    /// Prepare an Auth0 tenant and print the AUTHGATE_UPSTREAM_* settings to use.
+    #[command(subcommand)]
+    Auth0(Auth0Cmd),
     /// Check a deployment from outside, the way Claude.ai sees it.
     Doctor {
         /// The public URL clients use, e.g. https://mcp.example.com
@@ -50,6 +53,13 @@ enum Command {
         #[command(flatten)]
         json: JsonFlag,
     },
+}
+
+#[derive(Subcommand)]
+enum Auth0Cmd {
+    /// Create or update authgate's application, enable its connection and promote it to
+    /// domain level (idempotent; --dry-run prints the requests instead of sending them).
+    Setup(authgate::auth0::SetupArgs),
 }
 
 #[derive(Args)]
@@ -110,7 +120,19 @@ enum KeysCmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Commands that look at a deployment from outside need no local configuration.
+    // Commands that look at a deployment or a tenant from outside need no local configuration.
+    if let Command::Auth0(Auth0Cmd::Setup(args)) = &cli.command {
+        let Ok(rt) = tokio::runtime::Runtime::new() else {
+            return ExitCode::FAILURE;
+        };
+        return match rt.block_on(authgate::auth0::run(args)) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Doctor {
         public_url,
         upstream_issuer,
@@ -241,7 +263,9 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
     let now = SystemClock.now();
     match command {
         // Handled before: not admin commands.
-        Command::Serve | Command::Doctor { .. } => return Ok(ExitCode::FAILURE),
+        Command::Serve | Command::Doctor { .. } | Command::Auth0(_) => {
+            return Ok(ExitCode::FAILURE);
+        }
         Command::Clients(ClientsCmd::List(f)) => {
             let list = admin::clients(&store).await?;
             if f.json {

@@ -132,7 +132,11 @@ async fn conformance_authorization_server(backend: Backend) {
         );
         assert_eq!(r["browser"]["delivered"], 200, "{all}");
     }
-    crate::helpers::record_compat("MCP conformance suite", "authorization-server scenarios", backend);
+    crate::helpers::record_compat(
+        "MCP conformance suite",
+        "authorization-server scenarios",
+        backend,
+    );
 }
 
 async fn conformance_server_scenarios_builtin(backend: Backend) {
@@ -152,7 +156,11 @@ async fn conformance_server_scenarios_builtin(backend: Backend) {
             "{all}"
         );
     }
-    crate::helpers::record_compat("MCP conformance suite", "server scenarios, built-in /mcp", backend);
+    crate::helpers::record_compat(
+        "MCP conformance suite",
+        "server scenarios, built-in /mcp",
+        backend,
+    );
 }
 
 async fn conformance_server_scenarios_forwarded(backend: Backend) {
@@ -229,7 +237,11 @@ async fn conformance_server_scenarios_forwarded(backend: Backend) {
         verdicts(&direct),
         "through authgate:\n{via_all}\nstraight at the MCP server:\n{direct_all}"
     );
-    crate::helpers::record_compat("MCP conformance suite", "server scenarios, forwarded /mcp", backend);
+    crate::helpers::record_compat(
+        "MCP conformance suite",
+        "server scenarios, forwarded /mcp",
+        backend,
+    );
 }
 
 both_backends!(
