@@ -84,6 +84,7 @@ command -v node >/dev/null || die "the load driver needs Node 20 or later (node 
 node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
   || die "the load driver needs Node 20 or later, not $(node --version)"
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_install postgresql
+# shellcheck disable=SC2012 # Debian's version directories: plain names
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres system user.
 if [ "$(id -u)" = 0 ]; then
@@ -105,10 +106,10 @@ PG_STARTED=0
 
 # stop_pid NAME PID: SIGTERM, up to 10 s, then SIGKILL.
 stop_pid() {
-  local name=$1 pid=$2 i
+  local name=$1 pid=$2
   if kill -0 "$pid" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
       say "$name ($pid) did not stop within 10 s of SIGTERM; killing it"
       kill -KILL "$pid" 2>/dev/null || true
@@ -159,9 +160,9 @@ pause() {
 
 # A TCP port no socket on this machine uses (IPv4 or IPv6), as in run.sh.
 free_port() {
-  local used port i
+  local used port
   used=$(awk 'NR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
-  for i in $(seq 1 200); do
+  for _ in $(seq 1 200); do
     port=$((20000 + RANDOM % 30000))
     grep -qx "$(printf '%04X' "$port")" <<<"$used" || { echo "$port"; return 0; }
   done

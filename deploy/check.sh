@@ -82,9 +82,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 free_port() {
-  local used port i
+  local used port
   used=$(awk 'NR > 1 { split($2, a, ":"); print a[2] }' /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u)
-  for i in $(seq 1 200); do
+  for _ in $(seq 1 200); do
     port=$((20000 + RANDOM % 30000))
     grep -qx "$(printf '%04X' "$port")" <<<"$used" || { echo "$port"; return 0; }
   done
@@ -314,7 +314,7 @@ round_d() {
     --data-urlencode "request=$request" --data "decision=approve" -o /dev/null -w '%{http_code} %{redirect_url}')
   check "D POST consent: 303 to the development login" "303 $pub/dev/login?state=" "$(cut -d= -f1 <<<"$loc")="
   loc=${loc#303 }
-  page=$(c $h "${loc#https://127.0.0.1:$TLS}" -c "$jar" -b "$jar" -w '\n%{http_code}')
+  page=$(c $h "${loc#"https://127.0.0.1:$TLS"}" -c "$jar" -b "$jar" -w '\n%{http_code}')
   check "D GET /gate/dev/login" 200 "$(tail -1 <<<"$page")"
   login_state=$(grep -o 'name="state" value="[^"]*"' <<<"$page" | head -1 | sed 's/.*value="//; s/"$//')
   action=$(grep -o '<form[^>]*action="[^"]*"' <<<"$page" | head -1 | sed 's/.*action="//; s/"$//; s/&#x2[fF];/\//g; s/&amp;/\&/g')

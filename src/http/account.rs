@@ -142,8 +142,8 @@ async fn render(
             apps,
             csrf: csrf_for(cookie),
             notice,
-            revoke_action: REVOKE_PATH.to_owned(),
-            logout_action: LOGOUT_PATH.to_owned(),
+            revoke_action: state.settings.url(REVOKE_PATH),
+            logout_action: state.settings.url(LOGOUT_PATH),
         },
     )
 }

@@ -333,7 +333,7 @@ fn consent_page(
         signed_in_as: session.map(|s| s.email.clone().unwrap_or_else(|| s.subject.clone())),
         scopes: scope_descriptions(&ScopeSet::parse(&pending.scope)),
         request_id: request_id.to_owned(),
-        action: CONSENT_PATH.to_owned(),
+        action: state.settings.url(CONSENT_PATH),
     };
     pages::render(StatusCode::OK, &page)
 }

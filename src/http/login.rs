@@ -233,7 +233,7 @@ pub async fn dev_login_page(
         StatusCode::OK,
         &DevLoginPage {
             state: q.state,
-            action: DEV_LOGIN_PATH.to_owned(),
+            action: state.settings.url(DEV_LOGIN_PATH),
         },
     )
 }
