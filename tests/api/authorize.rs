@@ -402,3 +402,29 @@ both_backends!(
     missing_scope_gets_the_default_and_unknown_scopes_narrow,
     lenient_resource_spellings_are_accepted,
 );
+
+async fn pages_post_back_under_the_public_path_prefix(backend: Backend) {
+    // Behind a proxy that mounts authgate at https://example.com/gate, the browser must post
+    // to /gate/..., not to the site's root.
+    let app = spawn_app_with(backend, |raw| {
+        raw.set("AUTHGATE_PUBLIC_URL", "https://example.com/gate");
+        crate::helpers::stub_upstream(raw);
+    })
+    .await;
+    let client = register_public(&app, CB).await;
+    let html = Browser::new()
+        .get(&authorize_url(&app, &client.id, CB, &new_pkce(), &[]))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("action=\"https://example.com/gate/authorize/consent\""),
+        "{html}"
+    );
+}
+
+mod prefix {
+    use super::*;
+    both_backends!(pages_post_back_under_the_public_path_prefix);
+}
