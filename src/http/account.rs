@@ -150,17 +150,13 @@ async fn render(
 
 /// Not logged in: the same upstream login as an authorization, finishing on this page.
 async fn start_login(state: &AppState, headers: &HeaderMap) -> Response {
-    let names = cookies::names(&state.settings);
-    let (browser_value, new_browser) = match cookies::read(headers, names.browser) {
-        Some(v) => (v.to_owned(), false),
-        None => (state.random.token(), true),
-    };
+    let browser = cookies::BrowserBinding::of(state, headers);
     let now = state.clock.now();
     let pending = PendingRecord {
         id_hash: SecretHash::of(SecretKind::PendingAuthorization, &state.random.token())
             .as_str()
             .to_owned(),
-        browser_hash: cookies::browser_hash(&browser_value),
+        browser_hash: browser.hash(),
         client_id: ACCOUNT_CLIENT.to_owned(),
         redirect_uri: state.settings.url(ACCOUNT_PATH),
         state: None,
@@ -178,15 +174,7 @@ async fn start_login(state: &AppState, headers: &HeaderMap) -> Response {
         return store_failure(&e);
     }
     let mut resp = super::login::start_upstream(state, &pending).await;
-    if new_browser {
-        cookies::set(
-            &mut resp,
-            &names,
-            names.browser,
-            &browser_value,
-            400 * 86_400,
-        );
-    }
+    browser.set_on(state, &mut resp);
     resp
 }
 

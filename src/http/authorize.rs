@@ -261,18 +261,14 @@ pub async fn authorize(
         );
     }
 
-    let names = cookies::names(&state.settings);
-    let (browser_value, new_browser) = match cookies::read(&headers, names.browser) {
-        Some(v) => (v.to_owned(), false),
-        None => (state.random.token(), true),
-    };
+    let browser = cookies::BrowserBinding::of(&state, &headers);
     let request_id = state.random.token();
     let now = state.clock.now();
     let pending = PendingRecord {
         id_hash: SecretHash::of(SecretKind::PendingAuthorization, &request_id)
             .as_str()
             .to_owned(),
-        browser_hash: cookies::browser_hash(&browser_value),
+        browser_hash: browser.hash(),
         client_id: client.id.clone(),
         redirect_uri: to_client.uri.clone(),
         state: to_client.state.clone(),
@@ -291,15 +287,7 @@ pub async fn authorize(
     }
     metrics::counter!(names::AUTHORIZATIONS, "outcome" => "consent_shown").increment(1);
     let mut resp = consent_page(&state, &client, &pending, &request_id, session.as_ref());
-    if new_browser {
-        cookies::set(
-            &mut resp,
-            &names,
-            names.browser,
-            &browser_value,
-            400 * 86_400,
-        );
-    }
+    browser.set_on(&state, &mut resp);
     resp
 }
 
@@ -529,46 +517,29 @@ pub async fn complete(
         }
         Err(e) => return store_failure(&e),
     }
-    if pending.client_id == super::account::ACCOUNT_CLIENT {
+    let mut resp = if pending.client_id == super::account::ACCOUNT_CLIENT {
         // An account login: a session, no code, back to the connected-apps page.
-        let mut resp = pages::redirect(StatusCode::SEE_OTHER, &pending.redirect_uri);
-        if let Some(value) = set_session {
-            let names = cookies::names(&state.settings);
-            cookies::set(
-                &mut resp,
-                &names,
-                names.session,
-                value,
-                state.settings.session_ttl,
-            );
+        pages::redirect(StatusCode::SEE_OTHER, &pending.redirect_uri)
+    } else {
+        let scope = ScopeSet::parse(&pending.scope);
+        let grant = Grant {
+            client_id: &pending.client_id,
+            redirect_uri: &pending.redirect_uri,
+            code_challenge: &pending.code_challenge,
+            scope: &scope,
+            resource: &pending.resource,
+        };
+        let to_client = ClientRedirect {
+            uri: pending.redirect_uri.clone(),
+            state: pending.state.clone(),
+        };
+        match issue_code(state, &grant, session).await {
+            Ok(code) => to_client.code(issuer, StatusCode::SEE_OTHER, code.expose()),
+            Err(e) => return store_failure(&e),
         }
-        return resp;
-    }
-    let scope = ScopeSet::parse(&pending.scope);
-    let grant = Grant {
-        client_id: &pending.client_id,
-        redirect_uri: &pending.redirect_uri,
-        code_challenge: &pending.code_challenge,
-        scope: &scope,
-        resource: &pending.resource,
-    };
-    let to_client = ClientRedirect {
-        uri: pending.redirect_uri.clone(),
-        state: pending.state.clone(),
-    };
-    let mut resp = match issue_code(state, &grant, session).await {
-        Ok(code) => to_client.code(issuer, StatusCode::SEE_OTHER, code.expose()),
-        Err(e) => return store_failure(&e),
     };
     if let Some(value) = set_session {
-        let names = cookies::names(&state.settings);
-        cookies::set(
-            &mut resp,
-            &names,
-            names.session,
-            value,
-            state.settings.session_ttl,
-        );
+        cookies::set_session(state, &mut resp, value);
     }
     resp
 }

@@ -75,3 +75,49 @@ pub fn browser_hash(value: &str) -> String {
     .as_str()
     .to_owned()
 }
+
+/// The browser-binding value of this browser: its cookie, or a new value that `set_on` sets.
+pub struct BrowserBinding {
+    value: String,
+    new: bool,
+}
+
+impl BrowserBinding {
+    pub fn of(state: &AppState, headers: &HeaderMap) -> Self {
+        let names = names(&state.settings);
+        match read(headers, names.browser) {
+            Some(v) => Self {
+                value: v.to_owned(),
+                new: false,
+            },
+            None => Self {
+                value: state.random.token(),
+                new: true,
+            },
+        }
+    }
+
+    pub fn hash(&self) -> String {
+        browser_hash(&self.value)
+    }
+
+    /// Sets the cookie on `resp` if the browser did not have one yet.
+    pub fn set_on(&self, state: &AppState, resp: &mut Response) {
+        if self.new {
+            let names = names(&state.settings);
+            set(resp, &names, names.browser, &self.value, 400 * 86_400);
+        }
+    }
+}
+
+/// Sets a new login session's cookie.
+pub fn set_session(state: &AppState, resp: &mut Response, value: &str) {
+    let names = names(&state.settings);
+    set(
+        resp,
+        &names,
+        names.session,
+        value,
+        state.settings.session_ttl,
+    );
+}

@@ -4,21 +4,19 @@
 //! rebinding) and CORS preflights are answered without authentication.
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::Caller;
 use crate::config::ResourceConfig;
+use crate::http::cors;
 use crate::http::discovery::resource_metadata_url;
 use crate::keys::TokenRejection;
 use crate::oauth::scope::ScopeSet;
 use crate::state::AppState;
 use crate::telemetry::names;
-
-const ALLOW_HEADERS: &str = "Authorization, Content-Type, Accept, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Mcp-Session-Id, Last-Event-ID";
-const EXPOSE_HEADERS: &str = "WWW-Authenticate, Mcp-Session-Id, MCP-Protocol-Version";
 
 /// Why a request was refused, for the challenge and the logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,16 +134,6 @@ fn origin_allowed(state: &AppState, origin: &str) -> bool {
         || state.settings.allowed_origins.iter().any(|o| o == origin)
 }
 
-fn add_cors(resp: &mut Response, origin: &HeaderValue) {
-    let h = resp.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(EXPOSE_HEADERS),
-    );
-    h.append(header::VARY, HeaderValue::from_static("Origin"));
-}
-
 pub async fn guard(
     State((state, index)): State<(AppState, usize)>,
     mut req: Request,
@@ -164,29 +152,12 @@ pub async fn guard(
             return challenge(&state, resource, Refusal::Origin);
         }
     }
-    if req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
-    {
-        let mut resp = StatusCode::NO_CONTENT.into_response();
-        let h = resp.headers_mut();
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(ALLOW_HEADERS),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
-        if let Some(o) = &origin {
-            add_cors(&mut resp, o);
-        }
-        return resp;
+    if cors::is_preflight(&req) {
+        // Answered without authentication; only allowed origins get to read it.
+        return match origin {
+            Some(o) => cors::preflight(o),
+            None => StatusCode::NO_CONTENT.into_response(),
+        };
     }
     let mut resp = match authorize(&state, resource, req.headers()).await {
         Ok(caller) => {
@@ -200,7 +171,7 @@ pub async fn guard(
         }
     };
     if let Some(o) = &origin {
-        add_cors(&mut resp, o);
+        cors::allow(&mut resp, o.clone());
     }
     resp
 }
