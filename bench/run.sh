@@ -8,6 +8,8 @@
 # only the figures). Adding a phase: write `phase_<name>` below (it may prepare state with curl, then
 # calls run_wrk) and add <name> to PHASES. The flows and refresh phases log in through the project's
 # upstream OpenID provider (tests/e2e/idp), which then runs next to authgate, driven by bench/flows.mjs.
+# The mcp-direct, mcp and mcp401 phases put the e2e MCP server (tests/e2e/clients/mcp-server.mjs)
+# behind authgate and compare tools/list straight to it with tools/list through authgate's /mcp.
 set -euo pipefail
 export LC_ALL=C
 
@@ -18,7 +20,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
-PHASES=${PHASES:-metadata register flows refresh}
+PHASES=${PHASES:-metadata register flows refresh mcp-direct mcp mcp401}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 PG_DB=authgate_bench
@@ -30,7 +32,11 @@ FLOW_SECONDS=${FLOW_SECONDS:-20}
 FLOW_MAX=${FLOW_MAX:-200}
 REFRESH_CHAINS=${REFRESH_CHAINS:-16}
 IDP_SKIP_CONSENT=${IDP_SKIP_CONSENT:-1}
+MCP_WARMUP=${MCP_WARMUP:-5}
 IDP_DIR=$ROOT/tests/e2e/idp
+MCP_DIR=$ROOT/tests/e2e/clients
+# The JSON-RPC request of the MCP phases (MCP-Protocol-Version and Accept are set in lua/mcp.lua).
+MCP_TOOLS_LIST='{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
 # Claude.ai's Dynamic Client Registration body.
 DCR_BODY='{"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"}'
 
@@ -46,9 +52,13 @@ is_uint "$FLOW_CONCURRENCY" || die "FLOW_CONCURRENCY must be a positive integer"
 is_uint "$FLOW_SECONDS" || die "FLOW_SECONDS must be a positive number of seconds"
 is_uint "$FLOW_MAX" || die "FLOW_MAX must be a positive integer"
 is_uint "$REFRESH_CHAINS" || die "REFRESH_CHAINS must be a positive integer"
-# The upstream IdP runs (next to each authgate) only for the phases that log in.
+[[ $MCP_WARMUP =~ ^[0-9]+$ ]] || die "MCP_WARMUP must be a number of seconds (0: none)"
+# The upstream IdP runs (next to each authgate) only for the phases that log in (mcp: for its token).
 NEEDS_IDP=0
-case " $PHASES " in *" flows "* | *" refresh "*) NEEDS_IDP=1 ;; esac
+case " $PHASES " in *" flows "* | *" refresh "* | *" mcp "*) NEEDS_IDP=1 ;; esac
+# The upstream MCP server runs (next to each authgate, which forwards /mcp to it) for the MCP phases.
+NEEDS_MCP=0
+case " $PHASES " in *" mcp-direct "* | *" mcp "* | *" mcp401 "*) NEEDS_MCP=1 ;; esac
 for b in $BACKENDS; do
   case $b in sqlite | postgres) ;; *) die "unknown backend '$b' in BACKENDS (sqlite, postgres)" ;; esac
 done
@@ -101,10 +111,16 @@ command -v wrk >/dev/null || apt_install wrk
 command -v curl >/dev/null || apt_install curl
 case " $BACKENDS " in *" postgres "*) command -v psql >/dev/null || apt_install postgresql-client ;; esac
 WRK=$(command -v wrk) || die "wrk is still missing"
-if [ "$NEEDS_IDP" = 1 ]; then
-  command -v node >/dev/null || die "the flows and refresh phases need Node 20 or later (node is missing)"
+if [ "$NEEDS_IDP" = 1 ] || [ "$NEEDS_MCP" = 1 ]; then
+  command -v node >/dev/null || die "the flows, refresh and MCP phases need Node 20 or later (node is missing)"
   node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
-    || die "the flows and refresh phases need Node 20 or later, not $(node --version)"
+    || die "the flows, refresh and MCP phases need Node 20 or later, not $(node --version)"
+fi
+if [ "$NEEDS_MCP" = 1 ] && [ ! -d "$MCP_DIR/node_modules" ]; then
+  say "installing the MCP server's packages (npm ci in tests/e2e/clients)"
+  (cd "$MCP_DIR" && npm ci --no-audit --no-fund >&2) || die "npm ci failed in $MCP_DIR"
+fi
+if [ "$NEEDS_IDP" = 1 ]; then
   if [ ! -d "$IDP_DIR/node_modules" ]; then
     say "installing the upstream IdP's packages (npm ci in tests/e2e/idp)"
     (cd "$IDP_DIR" && npm ci --no-audit --no-fund >&2) || die "npm ci failed in $IDP_DIR"
@@ -118,6 +134,11 @@ WRK_PID=""
 IDP_PID=""
 IDP_ISSUER=""
 FLOW_PID=""
+MCP_PID=""
+MCP_URL=""
+MCP_TOKEN=""
+MCP_TOKEN_EXPIRES=0
+declare -A PHASE_RPS=() PHASE_P50=()
 PG_CREATED=0
 PG_BENCH_URL=""
 MEMORY_LINES=()
@@ -149,6 +170,13 @@ stop_idp() {
   IDP_ISSUER=""
   stop_pid "the upstream IdP" "$pid"
 }
+stop_mcp() {
+  [ -n "$MCP_PID" ] || return 0
+  local pid=$MCP_PID
+  MCP_PID=""
+  MCP_URL=""
+  stop_pid "the MCP server" "$pid"
+}
 
 pg_admin() { PGCONNECT_TIMEOUT=5 psql "$PG_URL" -XqAt -v ON_ERROR_STOP=1 "$@"; }
 pg_drop() {
@@ -172,6 +200,7 @@ cleanup() {
   fi
   stop_server
   stop_idp
+  stop_mcp
   pg_drop
   rm -rf "$WORK"
   exit "$rc"
@@ -257,8 +286,35 @@ start_idp() {
   say "$BACKEND: upstream IdP pid $IDP_PID at $IDP_ISSUER (consent page: $([ "$IDP_SKIP_CONSENT" = 1 ] && echo skipped || echo shown)), ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 
+# start_mcp: the e2e MCP server (tests/e2e/clients/mcp-server.mjs, TypeScript SDK) on an ephemeral
+# loopback port, stateless and answering with JSON, so that each tools/list POST is one independent
+# request/response; sets MCP_PID and MCP_URL (http://127.0.0.1:PORT/mcp). Its per-request log (stderr)
+# goes to a file in $WORK.
+start_mcp() {
+  local t0 waited=0
+  env -u MCP_STATELESS -u MCP_JSON_RESPONSE -u PORT MCP_STATELESS=1 MCP_JSON_RESPONSE=1 PORT=0 \
+    node "$MCP_DIR/mcp-server.mjs" >"$WORK/$BACKEND-mcp.out" 2>"$WORK/$BACKEND-mcp.log" &
+  MCP_PID=$!
+  t0=$(date +%s%N)
+  until grep -q '^MCP SERVER READY ' "$WORK/$BACKEND-mcp.out" 2>/dev/null; do
+    if ! kill -0 "$MCP_PID" 2>/dev/null; then
+      cat "$WORK/$BACKEND-mcp.log" >&2
+      MCP_PID=""
+      die "the MCP server exited during start-up"
+    fi
+    waited=$(( ($(date +%s%N) - t0) / 1000000000 ))
+    [ "$waited" -lt "$STARTUP_TIMEOUT" ] || { cat "$WORK/$BACKEND-mcp.log" >&2; die "the MCP server was not ready within $STARTUP_TIMEOUT s"; }
+    sleep 0.05
+  done
+  MCP_URL=$(awk '$1 == "MCP" && $3 == "READY" { print $4; exit }' "$WORK/$BACKEND-mcp.out")
+  [[ $MCP_URL =~ ^http://127\.0\.0\.1:[0-9]+/mcp$ ]] || die "unexpected MCP server URL '$MCP_URL'"
+  MCP_START_RSS=$(status_kib "$MCP_PID" VmRSS)
+  say "$BACKEND: MCP server pid $MCP_PID at $MCP_URL (stateless, JSON answers), ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
+}
+
 # start_server DATABASE_URL PORT: authgate with only the settings below (other AUTHGATE_* variables of
-# the caller are dropped); with the upstream IdP running, it logs users in there.
+# the caller are dropped); with the upstream IdP running, it logs users in there; with the MCP server
+# running, /mcp forwards to it (AUTHGATE_MCP_UPSTREAM), else /mcp is the built-in server.
 start_server() {
   local db_url=$1 port=$2 unset_args=() upstream=() v t0 waited=0
   BASE="http://127.0.0.1:$port"
@@ -267,6 +323,7 @@ start_server() {
     upstream=(AUTHGATE_UPSTREAM_ISSUER="$IDP_ISSUER" AUTHGATE_UPSTREAM_CLIENT_ID=authgate
       AUTHGATE_UPSTREAM_CLIENT_SECRET=authgate-secret AUTHGATE_ALLOW_ANY_USER=true)
   fi
+  [ -z "$MCP_URL" ] || upstream+=(AUTHGATE_MCP_UPSTREAM="$MCP_URL")
   env "${unset_args[@]}" \
     AUTHGATE_LISTEN="127.0.0.1:$port" \
     DATABASE_URL="$db_url" \
@@ -293,9 +350,9 @@ start_server() {
   say "$BACKEND: authgate pid $SERVER_PID on $BASE, ready after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 }
 
-# CPU accounting around a wrk (or flows.mjs) run: authgate's ticks, the upstream IdP's, PostgreSQL's
-# (all postgres processes), the generator's (this shell's reaped children, via `times`) and
-# everything else busy on the machine.
+# CPU accounting around a wrk (or flows.mjs) run: authgate's ticks, the upstream IdP's, the MCP
+# server's, PostgreSQL's (all postgres processes), the generator's (this shell's reaped children, via
+# `times`) and everything else busy on the machine.
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 pid_ticks() {
   local s
@@ -315,24 +372,27 @@ cpu_begin() {
   CPU0_SERVER=$(pid_ticks "$SERVER_PID")
   CPU0_IDP=0
   [ -z "$IDP_PID" ] || CPU0_IDP=$(pid_ticks "$IDP_PID")
+  CPU0_MCP=0
+  [ -z "$MCP_PID" ] || CPU0_MCP=$(pid_ticks "$MCP_PID")
   CPU0_PG=$(postgres_ticks)
   CPU0_MACHINE=$(machine_ticks)
   times >"$WORK/times0"
 }
 cpu_end() {
   times >"$WORK/times1"
-  local wall=$(( $(date +%s%N) - CPU0_WALL )) idp=0
+  local wall=$(( $(date +%s%N) - CPU0_WALL )) idp=0 mcp=0
   [ -z "$IDP_PID" ] || idp=$(( $(pid_ticks "$IDP_PID") - CPU0_IDP ))
-  read -r CPU_WALL CPU_SERVER CPU_WRK CPU_PG CPU_OTHER CPU_IDP < <(awk -v wall="$wall" -v hz="$CLK_TCK" \
-    -v srv="$(( $(pid_ticks "$SERVER_PID") - CPU0_SERVER ))" -v idp="$idp" \
+  [ -z "$MCP_PID" ] || mcp=$(( $(pid_ticks "$MCP_PID") - CPU0_MCP ))
+  read -r CPU_WALL CPU_SERVER CPU_WRK CPU_PG CPU_OTHER CPU_IDP CPU_MCP < <(awk -v wall="$wall" -v hz="$CLK_TCK" \
+    -v srv="$(( $(pid_ticks "$SERVER_PID") - CPU0_SERVER ))" -v idp="$idp" -v mcp="$mcp" \
     -v pg="$(( $(postgres_ticks) - CPU0_PG ))" \
     -v all="$(( $(machine_ticks) - CPU0_MACHINE ))" \
     -v gen0="$(children_secs "$WORK/times0")" -v gen1="$(children_secs "$WORK/times1")" '
     BEGIN {
-      s = wall / 1e9; srv /= hz; idp /= hz; pg /= hz; all /= hz; gen = gen1 - gen0
-      if (srv < 0) srv = 0; if (idp < 0) idp = 0; if (pg < 0) pg = 0
-      other = all - srv - idp - gen - pg; if (other < 0) other = 0
-      printf "%.3f %.3f %.3f %.3f %.3f %.3f\n", s, srv, gen, pg, other, idp
+      s = wall / 1e9; srv /= hz; idp /= hz; mcp /= hz; pg /= hz; all /= hz; gen = gen1 - gen0
+      if (srv < 0) srv = 0; if (idp < 0) idp = 0; if (mcp < 0) mcp = 0; if (pg < 0) pg = 0
+      other = all - srv - idp - mcp - gen - pg; if (other < 0) other = 0
+      printf "%.3f %.3f %.3f %.3f %.3f %.3f %.3f\n", s, srv, gen, pg, other, idp, mcp
     }')
 }
 
@@ -354,18 +414,18 @@ wrk_for() {
 # Runs wrk with bench/lua/$WRK_SCRIPT (default fixed.lua) against $BASE$PATH and prints the figure.
 # A phase with its own request logic writes bench/lua/<its>.lua (require "tally") and sets WRK_SCRIPT
 # (and WRK_THREADS / WRK_CONNECTIONS for its own layout); the script reads any other variables the
-# phase sets on the call.
+# phase sets on the call. WRK_BASE (set on the call) aims at another server than authgate.
 run_wrk() {
   local phase=$1 expect=$2 method=$3 path=$4 body=${5:-} script=${WRK_SCRIPT:-fixed.lua}
-  local out="$WORK/$BACKEND-$phase.wrk" rc=0
+  local out="$WORK/$BACKEND-$phase.wrk" rc=0 base=${WRK_BASE:-$BASE}
   if [ "$WARMUP" -gt 0 ]; then
     say "$BACKEND $phase: ${WARMUP}s warm-up (not counted)"
-    wrk_for "$WARMUP" "$script" "$method" "$body" "$expect" "$BASE$path" "$out" \
+    wrk_for "$WARMUP" "$script" "$method" "$body" "$expect" "$base$path" "$out" \
       || { cat "$out" >&2; die "wrk failed in the warm-up of $phase"; }
   fi
-  say "$BACKEND $phase: wrk -t${WRK_THREADS:-$THREADS} -c${WRK_CONNECTIONS:-$CONNECTIONS} -d${DURATION}s $method $path"
+  say "$BACKEND $phase: wrk -t${WRK_THREADS:-$THREADS} -c${WRK_CONNECTIONS:-$CONNECTIONS} -d${DURATION}s $method $path${WRK_BASE:+ on $WRK_BASE}"
   cpu_begin
-  wrk_for "$DURATION" "$script" "$method" "$body" "$expect" "$BASE$path" "$out" || rc=$?
+  wrk_for "$DURATION" "$script" "$method" "$body" "$expect" "$base$path" "$out" || rc=$?
   cpu_end
   if [ "$rc" != 0 ] || ! grep -q '^AUTHGATE_BENCH ' "$out"; then
     cat "$out" >&2
@@ -376,20 +436,26 @@ run_wrk() {
 }
 
 # cpu_line GENERATOR COUNT UNIT TAIL: where the cores went during the last cpu_begin/cpu_end window,
-# authgate's (and the IdP's) CPU per UNIT, then TAIL. The idp column is there while the IdP runs.
+# authgate's (and the IdP's, or the MCP server's) CPU per UNIT, then TAIL. The idp column is there
+# while the IdP runs, the mcp-server column while the MCP server runs (its CPU per request only when
+# it did work: more than 1% of a core).
 cpu_line() {
   awk -v s="$CPU_WALL" -v srv="$CPU_SERVER" -v gen="$CPU_WRK" -v pg="$CPU_PG" -v other="$CPU_OTHER" \
     -v idp="$CPU_IDP" -v show_idp="$([ -n "$IDP_PID" ] && echo 1 || echo 0)" -v gen_name="$1" -v n="$2" \
+    -v mcp="$CPU_MCP" -v show_mcp="$([ -n "$MCP_PID" ] && echo 1 || echo 0)" \
     -v unit="$3" -v tail="$4" -v show_pg="$([ "$BACKEND" = postgres ] && echo 1 || echo 0)" '
     BEGIN {
       line = sprintf("    cores used over %.1f s: authgate %.2f", s, srv / s)
       if (show_idp) line = line sprintf(", idp %.2f", idp / s)
       else other += idp
+      if (show_mcp) line = line sprintf(", mcp-server %.2f", mcp / s)
+      else other += mcp
       line = line sprintf(", %s %.2f", gen_name, gen / s)
       if (show_pg) line = line sprintf(", postgres %.2f", pg / s)
       else other += pg
       line = line sprintf(", other %.2f; authgate CPU %.3f ms/%s", other / s, (n > 0 ? srv * 1000 / n : 0), unit)
       if (show_idp && unit != "request") line = line sprintf(", idp %.3f ms/%s", (n > 0 ? idp * 1000 / n : 0), unit)
+      if (show_mcp && unit == "request" && mcp > 0.01 * s) line = line sprintf(", mcp-server %.3f ms/%s", (n > 0 ? mcp * 1000 / n : 0), unit)
       print line "; " tail
     }'
 }
@@ -412,6 +478,9 @@ report() {
   awk -v b="$BACKEND" -v ph="$phase" -v n="$requests" -v us="$us" -v p50="$p50" -v p99="$p99" -v e="$errors" \
     'BEGIN { printf "%s %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms, %d requests, %d errors\n",
              b, ph, n * 1e6 / us, p50 / 1000, p99 / 1000, n, e }'
+  # Kept for figures that compare phases (the MCP overhead line).
+  PHASE_RPS[$phase]=$(awk -v n="$requests" -v us="$us" 'BEGIN { printf "%.3f", n * 1e6 / us }')
+  PHASE_P50[$phase]=$p50
   cpu_line wrk "$requests" request "max latency $(awk -v m="$max" 'BEGIN { printf "%.1f", m / 1000 }') ms"
   if [ "$errors" != 0 ]; then
     FAILED_PHASES=$((FAILED_PHASES + 1))
@@ -529,6 +598,97 @@ phase_refresh() {
     run_wrk refresh 200 POST /token
 }
 
+# ------------------------------------------------------------------------------------ MCP
+# tools/list (MCP_TOOLS_LIST, lua/mcp.lua) at THREADS x CONNECTIONS: straight to the MCP server, through
+# authgate with a valid token, and through authgate without one. The MCP server (start_mcp) is
+# stateless and answers with JSON, so each POST is one request and one answer on both paths.
+
+# mcp_token: sets MCP_TOKEN to an access token for authgate's /mcp that outlives the next phase (with
+# its warm-up). One unmeasured flow through the IdP, in its own tokens file (the refresh chains never
+# see it), then one refresh grant with that flow's refresh token, whose answer gives the access token
+# and its expires_in. The token is kept for a later mcp phase while it is valid long enough.
+mcp_token() {
+  local need=$((WARMUP + DURATION + 30)) TOKENS="$WORK/$BACKEND-mcp-token.tsv" id secret refresh answer ttl
+  [ -n "$MCP_TOKEN" ] && [ $(( MCP_TOKEN_EXPIRES - $(date +%s) )) -ge "$need" ] && return 0
+  : >"$TOKENS"
+  flows_setup 1 "an access token for the mcp phase"
+  IFS=$'\t' read -r id secret refresh <"$TOKENS"
+  answer=$(curl -sS --max-time 10 -X POST "$BASE/token" -H 'Accept: application/json' \
+    --data-urlencode grant_type=refresh_token --data-urlencode "client_id=$id" \
+    --data-urlencode "client_secret=$secret" --data-urlencode "refresh_token=$refresh") \
+    || die "$BACKEND: POST /token (refresh grant for the mcp token) failed"
+  read -r MCP_TOKEN ttl < <(node -e '
+    let j = {}; try { j = JSON.parse(require("fs").readFileSync(0, "utf8")); } catch {}
+    console.log(j.access_token || "-", Number.isInteger(j.expires_in) ? j.expires_in : 0)' <<<"$answer")
+  [ "$MCP_TOKEN" != - ] || die "$BACKEND: no access_token from /token: $(head -c 300 <<<"$answer")"
+  MCP_TOKEN_EXPIRES=$(( $(date +%s) + ttl ))
+  [ "$ttl" -ge "$need" ] \
+    || die "$BACKEND: the access token expires in $ttl s, before the end of the mcp phase ($need s with margin); raise AUTHGATE_ACCESS_TOKEN_TTL"
+  say "$BACKEND: access token for /mcp obtained (expires in $ttl s; the phase needs $need s)"
+}
+
+# mcp_check URL [TOKEN]: one tools/list with curl before the measured run, so that a wrong set-up
+# fails with its answer instead of a phase full of errors.
+mcp_check() {
+  local url=$1 token=${2:-} status auth=()
+  [ -z "$token" ] || auth=(-H "Authorization: Bearer $token")
+  status=$(curl -sS --max-time 10 -o "$WORK/mcp-check.body" -w '%{http_code}' -X POST "$url" "${auth[@]}" \
+    -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
+    -H 'MCP-Protocol-Version: 2025-06-18' --data "$MCP_TOOLS_LIST") || status=000
+  if [ "$status" != 200 ] || ! grep -q '"tools"' "$WORK/mcp-check.body"; then
+    head -c 500 "$WORK/mcp-check.body" >&2; echo >&2
+    tail -n 20 "$WORK/$BACKEND-server.log" "$WORK/$BACKEND-mcp.log" >&2
+    die "$BACKEND: tools/list at $url answered $status before the run, not a tools/list result"
+  fi
+}
+
+# The overhead line, once both mcp-direct and mcp have run on this backend: requests/s through authgate
+# over requests/s direct, and the two medians (through vs direct).
+mcp_overhead() {
+  [ -n "${PHASE_RPS[mcp]:-}" ] && [ -n "${PHASE_RPS[mcp-direct]:-}" ] || return 0
+  awk -v b="$BACKEND" -v t="${PHASE_RPS[mcp]}" -v d="${PHASE_RPS[mcp-direct]}" \
+    -v tp="${PHASE_P50[mcp]}" -v dp="${PHASE_P50[mcp-direct]}" \
+    'BEGIN { printf "%s overhead: through/direct = %.2f (p50 %.2f vs %.2f ms)\n", b, (d > 0 ? t / d : 0), tp / 1000, dp / 1000 }'
+}
+
+# mcp_warmup: MCP_WARMUP seconds of tools/list straight to the MCP server, unmeasured, right after it
+# started. Node's JIT is cold at first (the first seconds run ~15% slower); without this, whichever MCP
+# phase ran first would pay for it.
+mcp_warmup() {
+  [ "$MCP_WARMUP" -gt 0 ] || return 0
+  local out="$WORK/$BACKEND-mcp-warmup.wrk" rc=0
+  say "$BACKEND: ${MCP_WARMUP}s of tools/list straight to the MCP server (JIT warm-up, not counted)"
+  wrk_for "$MCP_WARMUP" mcp.lua POST "$MCP_TOOLS_LIST" 200 "$MCP_URL" "$out" || rc=$?
+  if [ "$rc" != 0 ] || ! grep -q '^AUTHGATE_BENCH .* bad=0 sockerr=0 ' "$out"; then
+    cat "$out" >&2
+    die "$BACKEND: the MCP server's warm-up failed (exit $rc)"
+  fi
+}
+
+# tools/list straight to the MCP server: the baseline. Anything but a 200 tools/list result is an error.
+phase_mcp-direct() {
+  [ -n "$MCP_URL" ] || die "mcp-direct needs the MCP server, which is not running"
+  mcp_check "$MCP_URL"
+  WRK_SCRIPT=mcp.lua WRK_BASE=${MCP_URL%/mcp} run_wrk mcp-direct 200 POST /mcp "$MCP_TOOLS_LIST"
+  mcp_overhead
+}
+
+# tools/list through authgate's /mcp with a valid bearer token: the guard (signature, claims, cached
+# revocation check) and the forwarding. Anything but a 200 tools/list result is an error.
+phase_mcp() {
+  [ -n "$MCP_URL" ] || die "mcp needs the MCP server, which is not running"
+  mcp_token
+  mcp_check "$BASE/mcp" "$MCP_TOKEN"
+  BENCH_TOKEN=$MCP_TOKEN WRK_SCRIPT=mcp.lua run_wrk mcp 200 POST /mcp "$MCP_TOOLS_LIST"
+  mcp_overhead
+}
+
+# tools/list through authgate without a token: the guard's 401 with its WWW-Authenticate challenge
+# (the MCP server is not reached). Anything but a 401 with a Bearer resource_metadata challenge is an error.
+phase_mcp401() {
+  WRK_SCRIPT=mcp.lua run_wrk mcp401 401 POST /mcp "$MCP_TOOLS_LIST"
+}
+
 for p in $PHASES; do
   declare -F "phase_$p" >/dev/null || die "unknown phase '$p' in PHASES (known: $(declare -F | awk '$3 ~ /^phase_/ { sub("phase_", "", $3); printf "%s ", $3 }'))"
 done
@@ -537,6 +697,7 @@ done
 run_backend() {
   BACKEND=$1
   local db_url phase port memory
+  PHASE_RPS=() PHASE_P50=() MCP_TOKEN="" MCP_TOKEN_EXPIRES=0
   case $BACKEND in
     sqlite) db_url="sqlite://$WORK/bench.db" ;;
     postgres) pg_create; db_url=$PG_BENCH_URL ;;
@@ -548,6 +709,11 @@ run_backend() {
     start_idp "http://127.0.0.1:$port/oauth/callback"
     [ "${IDP_ISSUER##*:}" != "$port" ] || die "the IdP took port $port, chosen for authgate: run again"
   fi
+  if [ "$NEEDS_MCP" = 1 ]; then
+    start_mcp
+    [[ $MCP_URL != *":$port/mcp" ]] || die "the MCP server took port $port, chosen for authgate: run again"
+    mcp_warmup
+  fi
   start_server "$db_url" "$port"
   for phase in $PHASES; do "phase_$phase"; done
   kill -0 "$SERVER_PID" 2>/dev/null || die "authgate ($BACKEND) died during the run"
@@ -556,9 +722,14 @@ run_backend() {
     kill -0 "$IDP_PID" 2>/dev/null || die "the upstream IdP ($BACKEND) died during the run"
     memory+="; upstream IdP peak $(mib "$(status_kib "$IDP_PID" VmHWM)") MiB, $(mib "$IDP_START_RSS") MiB after start-up"
   fi
+  if [ -n "$MCP_PID" ]; then
+    kill -0 "$MCP_PID" 2>/dev/null || die "the MCP server ($BACKEND) died during the run"
+    memory+="; MCP server peak $(mib "$(status_kib "$MCP_PID" VmHWM)") MiB, $(mib "$MCP_START_RSS") MiB after start-up"
+  fi
   MEMORY_LINES+=("$memory")
   stop_server
   stop_idp
+  stop_mcp
   [ "$BACKEND" = postgres ] && pg_drop
   return 0
 }
@@ -573,14 +744,24 @@ esac
 
 flow_settings() {
   [ "$NEEDS_IDP" = 1 ] || return 0
-  printf '; flows c%s for %ss or %s, refresh %s chains; IdP oidc-provider %s on Node %s, consent page %s' \
-    "$FLOW_CONCURRENCY" "$FLOW_SECONDS" "$FLOW_MAX" "$REFRESH_CHAINS" \
+  case " $PHASES " in
+    *" flows "* | *" refresh "*)
+      printf '; flows c%s for %ss or %s, refresh %s chains' "$FLOW_CONCURRENCY" "$FLOW_SECONDS" "$FLOW_MAX" "$REFRESH_CHAINS" ;;
+  esac
+  printf '; IdP oidc-provider %s on Node %s, consent page %s' \
     "$(node -p 'require(process.argv[1]).version' "$IDP_DIR/node_modules/oidc-provider/package.json" 2>/dev/null || echo '?')" \
     "$(node --version)" "$([ "$IDP_SKIP_CONSENT" = 1 ] && echo skipped || echo shown)"
 }
 
+mcp_settings() {
+  [ "$NEEDS_MCP" = 1 ] || return 0
+  printf '; MCP server tests/e2e/clients/mcp-server.mjs (@modelcontextprotocol/sdk %s, stateless, JSON answers) on Node %s, %ss warm-up' \
+    "$(node -p 'require(process.argv[1]).version' "$MCP_DIR/node_modules/@modelcontextprotocol/sdk/package.json" 2>/dev/null || echo '?')" \
+    "$(node --version)" "$MCP_WARMUP"
+}
+
 debug_banner
-echo "# authgate bench $(date -u +%Y-%m-%dT%H:%M:%SZ): $BIN ($BUILD build$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')); $($WRK -v 2>&1 | head -1 | awk '{ print $1, $2 }'); t$THREADS c$CONNECTIONS ${DURATION}s per phase$([ "$WARMUP" -gt 0 ] && echo " after ${WARMUP}s warm-up")$(flow_settings); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# authgate bench $(date -u +%Y-%m-%dT%H:%M:%SZ): $BIN ($BUILD build$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null | sed 's/^/, commit /')); $($WRK -v 2>&1 | head -1 | awk '{ print $1, $2 }'); t$THREADS c$CONNECTIONS ${DURATION}s per phase$([ "$WARMUP" -gt 0 ] && echo " after ${WARMUP}s warm-up")$(flow_settings)$(mcp_settings); $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in $BACKENDS; do run_backend "$b"; done
 for line in "${MEMORY_LINES[@]}"; do echo "$line"; done
 debug_banner
