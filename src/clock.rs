@@ -35,10 +35,6 @@ impl MockClock {
     pub fn advance(&self, seconds: i64) {
         self.0.fetch_add(seconds, Ordering::SeqCst);
     }
-
-    pub fn set(&self, at: Timestamp) {
-        self.0.store(at, Ordering::SeqCst);
-    }
 }
 
 impl Clock for MockClock {

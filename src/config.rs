@@ -18,141 +18,40 @@ use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
 use crate::upstream::UpstreamConfig;
 
-/// One variable: its environment name and whether its value is secret.
-struct Var {
-    env: &'static str,
-    secret: bool,
-}
-
-const VARS: &[Var] = &[
-    Var {
-        env: "AUTHGATE_PUBLIC_URL",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_LISTEN",
-        secret: false,
-    },
-    Var {
-        env: "DATABASE_URL",
-        secret: true,
-    },
-    Var {
-        env: "AUTHGATE_SCOPES",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_ALLOWED_REDIRECTS",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_REGISTER_RATE_LIMIT",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_DCR_IDLE_TTL",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_CIMD_TEST_HOSTS",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_CIMD_TEST_CA_FILE",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_UPSTREAM_ISSUER",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_UPSTREAM_CLIENT_ID",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_UPSTREAM_CLIENT_SECRET",
-        secret: true,
-    },
-    Var {
-        env: "AUTHGATE_UPSTREAM_AUTH_METHOD",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_UPSTREAM_SCOPES",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_ALLOWED_EMAILS",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_ALLOWED_DOMAINS",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_ALLOW_ANY_USER",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_ACCESS_TOKEN_TTL",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_REFRESH_TOKEN_IDLE_TTL",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_REFRESH_TOKEN_TTL",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_REFRESH_GRACE",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_SESSION_TTL",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_MCP_UPSTREAM",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_MCP_UPSTREAM_TIMEOUT",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_ALLOWED_ORIGINS",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_TRUSTED_PROXIES",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_METRICS_LISTEN",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_LOG_FORMAT",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_SHUTDOWN_TIMEOUT",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_CIMD",
-        secret: false,
-    },
-    Var {
-        env: "AUTHGATE_CORS",
-        secret: false,
-    },
+/// Every variable authgate reads (error messages and logs never print their values).
+const VARS: &[&str] = &[
+    "AUTHGATE_PUBLIC_URL",
+    "AUTHGATE_LISTEN",
+    "DATABASE_URL",
+    "AUTHGATE_SCOPES",
+    "AUTHGATE_ALLOWED_REDIRECTS",
+    "AUTHGATE_REGISTER_RATE_LIMIT",
+    "AUTHGATE_DCR_IDLE_TTL",
+    "AUTHGATE_CIMD_TEST_HOSTS",
+    "AUTHGATE_CIMD_TEST_CA_FILE",
+    "AUTHGATE_UPSTREAM_ISSUER",
+    "AUTHGATE_UPSTREAM_CLIENT_ID",
+    "AUTHGATE_UPSTREAM_CLIENT_SECRET",
+    "AUTHGATE_UPSTREAM_AUTH_METHOD",
+    "AUTHGATE_UPSTREAM_SCOPES",
+    "AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS",
+    "AUTHGATE_ALLOWED_EMAILS",
+    "AUTHGATE_ALLOWED_DOMAINS",
+    "AUTHGATE_ALLOW_ANY_USER",
+    "AUTHGATE_ACCESS_TOKEN_TTL",
+    "AUTHGATE_REFRESH_TOKEN_IDLE_TTL",
+    "AUTHGATE_REFRESH_TOKEN_TTL",
+    "AUTHGATE_REFRESH_GRACE",
+    "AUTHGATE_SESSION_TTL",
+    "AUTHGATE_MCP_UPSTREAM",
+    "AUTHGATE_MCP_UPSTREAM_TIMEOUT",
+    "AUTHGATE_ALLOWED_ORIGINS",
+    "AUTHGATE_TRUSTED_PROXIES",
+    "AUTHGATE_METRICS_LISTEN",
+    "AUTHGATE_LOG_FORMAT",
+    "AUTHGATE_SHUTDOWN_TIMEOUT",
+    "AUTHGATE_CIMD",
+    "AUTHGATE_CORS",
 ];
 
 fn toml_key(env: &str) -> String {
@@ -195,8 +94,8 @@ impl RawConfig {
         let all: BTreeMap<String, String> = env.into_iter().collect();
         let mut raw = BTreeMap::new();
         for var in VARS {
-            if let Some(v) = all.get(var.env) {
-                raw.insert(var.env, v.clone());
+            if let Some(v) = all.get(*var) {
+                raw.insert(*var, v.clone());
             }
         }
         Self(raw, Vec::new())
@@ -214,7 +113,7 @@ impl RawConfig {
             }
             let var = VARS
                 .iter()
-                .find(|v| toml_key(v.env) == key)
+                .find(|v| toml_key(v) == key)
                 .ok_or_else(|| err(origin, format!("unknown setting {key:?}")))?;
             let text = match value {
                 toml::Value::String(s) => s,
@@ -230,7 +129,7 @@ impl RawConfig {
                     .join(","),
                 _ => return Err(err(&key, "must be a string, number, boolean or list")),
             };
-            self.0.insert(var.env, text);
+            self.0.insert(*var, text);
         }
         Ok(())
     }
@@ -240,32 +139,17 @@ impl RawConfig {
     }
 
     pub fn set(&mut self, env: &'static str, value: impl Into<String>) {
-        debug_assert!(VARS.iter().any(|v| v.env == env), "{env} is not in VARS");
+        debug_assert!(VARS.contains(&env), "{env} is not in VARS");
         self.0.insert(env, value.into());
     }
 
     fn get(&self, env: &str) -> Option<&str> {
         // A name missing from VARS would be silently unreadable from the environment.
-        debug_assert!(VARS.iter().any(|v| v.env == env), "{env} is not in VARS");
+        debug_assert!(VARS.contains(&env), "{env} is not in VARS");
         self.0
             .get(env)
             .map(String::as_str)
             .filter(|s| !s.trim().is_empty())
-    }
-
-    /// The names of the settings given, with secret values masked: for start-up logs.
-    pub fn describe(&self) -> Vec<String> {
-        VARS.iter()
-            .filter_map(|v| {
-                self.0.get(v.env).map(|val| {
-                    if v.secret {
-                        format!("{}=<set>", v.env)
-                    } else {
-                        format!("{}={val}", v.env)
-                    }
-                })
-            })
-            .collect()
     }
 }
 
@@ -706,10 +590,6 @@ impl Settings {
     pub fn issuer_path(&self) -> &str {
         self.public_url.path().trim_end_matches('/')
     }
-
-    pub fn public_url_is_loopback(&self) -> bool {
-        is_loopback_host(&self.public_url)
-    }
 }
 
 fn parse_upstream(
@@ -1038,9 +918,6 @@ mod tests {
         .unwrap();
         assert!(!format!("{s:?}").contains("hunter2"));
         assert!(!format!("{s:?}").contains("upstream-s3cret"));
-        let mut raw = RawConfig::default();
-        raw.set("DATABASE_URL", "postgres://u:hunter2@h/db");
-        assert!(!raw.describe().join(" ").contains("hunter2"));
     }
 
     #[test]

@@ -1,11 +1,8 @@
 //! Randomness is a dependency like the clock: handlers ask the state's [`Random`] for bytes, so
 //! a test can swap in a deterministic source.
 
-use std::sync::Mutex;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::{Rng as _, SeedableRng as _};
 
 pub trait Random: Send + Sync {
     fn fill(&self, buf: &mut [u8]);
@@ -32,23 +29,5 @@ pub struct SystemRandom;
 impl Random for SystemRandom {
     fn fill(&self, buf: &mut [u8]) {
         rand::fill(buf);
-    }
-}
-
-/// Deterministic bytes for tests that need reproducible values.
-pub struct SeededRandom(Mutex<rand::rngs::StdRng>);
-
-impl SeededRandom {
-    pub fn new(seed: u64) -> Self {
-        Self(Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)))
-    }
-}
-
-impl Random for SeededRandom {
-    fn fill(&self, buf: &mut [u8]) {
-        match self.0.lock() {
-            Ok(mut rng) => rng.fill_bytes(buf),
-            Err(poisoned) => poisoned.into_inner().fill_bytes(buf),
-        }
     }
 }
