@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         resources = resources.merge(route.route_layer(guard));
     }
 
+    let trusted = state.settings.trusted_proxies.clone();
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -96,14 +97,19 @@ pub fn router(state: AppState) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|req: &axum::http::Request<axum::body::Body>| {
+                .make_span_with(move |req: &axum::http::Request<axum::body::Body>| {
                     // The path only: query strings carry codes and states.
                     let id = req
                         .headers()
                         .get("x-request-id")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
-                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    let client = req
+                        .extensions()
+                        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                        .map(|c| client_ip::client_ip(c.0, req.headers(), &trusted).to_string())
+                        .unwrap_or_default();
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, client = %client)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),

@@ -1098,3 +1098,66 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     drop(ag);
     drop(pg);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_request_ids_and_the_client_address_never_secrets() {
+    let dir = TempDir::new("logs");
+    let port = free_port();
+    let env = [
+        sqlite_env(&dir),
+        ("AUTHGATE_LOG_FORMAT", "json".to_owned()),
+        ("AUTHGATE_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
+    ];
+    let ag = Authgate::start("authgate (json logs)", port, &env).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let reg: Value = http
+        .post(format!("{}/register", ag.base))
+        .header("X-Forwarded-For", "198.51.100.7")
+        .json(&serde_json::json!({"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let secret = reg["client_secret"].as_str().unwrap().to_owned();
+    let resp = http
+        .get(format!(
+            "{}/oauth/callback?code=SECRET-CODE-123&state=SECRET-STATE-456",
+            ag.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lines = ag.tail(LOG_LINES);
+    let entries: Vec<Value> = lines
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(!entries.is_empty(), "JSON log lines:\n{lines}");
+    let registered = entries
+        .iter()
+        .find(|e| e["span"]["path"] == "/register")
+        .unwrap_or_else(|| panic!("no /register line:\n{lines}"));
+    assert_eq!(
+        registered["span"]["client"], "198.51.100.7",
+        "the forwarded address, from a trusted proxy"
+    );
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["span"]["request_id"] == request_id.as_str()),
+        "the response's request id is on its log lines"
+    );
+    for needle in [secret.as_str(), "SECRET-CODE-123", "SECRET-STATE-456"] {
+        assert!(
+            !lines.contains(needle),
+            "{needle} leaked into the logs:\n{lines}"
+        );
+    }
+}
