@@ -147,10 +147,11 @@ pub async fn keys(
 pub async fn rotate_keys(
     store: DynStore,
     overlap: i64,
+    sealer: Option<crate::keys::KeySealer>,
     now: Timestamp,
     random: &dyn Random,
 ) -> Result<String, crate::keys::KeyError> {
-    let keys = Keystore::load_or_create(store, overlap, now, random).await?;
+    let keys = Keystore::load_or_create(store, overlap, sealer, now, random).await?;
     keys.rotate(now, random).await
 }
 

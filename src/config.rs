@@ -52,6 +52,7 @@ const VARS: &[&str] = &[
     "AUTHGATE_SHUTDOWN_TIMEOUT",
     "AUTHGATE_CIMD",
     "AUTHGATE_CORS",
+    "AUTHGATE_KEY_ENCRYPTION_KEY",
 ];
 
 fn toml_key(env: &str) -> String {
@@ -313,6 +314,8 @@ pub struct Settings {
     pub cimd_enabled: bool,
     /// CORS on the JSON endpoints (off only when a reverse proxy adds it).
     pub cors_enabled: bool,
+    /// Encrypts signing keys at rest.
+    pub key_sealer: Option<crate::keys::KeySealer>,
 }
 
 impl fmt::Debug for Settings {
@@ -563,6 +566,11 @@ impl Settings {
             shutdown_timeout: dur("AUTHGATE_SHUTDOWN_TIMEOUT", "30s")?,
             cimd_enabled: parse_bool(raw, "AUTHGATE_CIMD", true)?,
             cors_enabled: parse_bool(raw, "AUTHGATE_CORS", true)?,
+            key_sealer: raw
+                .get("AUTHGATE_KEY_ENCRYPTION_KEY")
+                .map(crate::keys::KeySealer::from_setting)
+                .transpose()
+                .map_err(|_| err("AUTHGATE_KEY_ENCRYPTION_KEY", "must be 32 random bytes in base64 (openssl rand -base64 32); value not shown"))?,
             issuer,
             public_url,
             dev_mode,
@@ -900,6 +908,10 @@ mod tests {
                 "AUTHGATE_ACCESS_TOKEN_TTL",
             ),
             (UPSTREAM[..3].to_vec(), "AUTHGATE_ALLOWED_EMAILS"),
+            (
+                vec![("AUTHGATE_KEY_ENCRYPTION_KEY", "c2hvcnQ=")],
+                "AUTHGATE_KEY_ENCRYPTION_KEY",
+            ),
         ] {
             let e = settings(&pairs).unwrap_err();
             assert!(e.0.contains(var), "{e} should name {var}");

@@ -17,6 +17,8 @@ use crate::random::Random;
 use crate::store::{DynStore, KeyRecord, StoreError};
 
 const ALG: &str = "ES256";
+/// Marks a private key stored sealed with `AUTHGATE_KEY_ENCRYPTION_KEY`.
+const SEALED_PREFIX: &str = "sealed1:";
 const TOKEN_TYPE: &str = "at+jwt";
 
 /// The claims of an authgate access token.
@@ -44,6 +46,12 @@ pub enum KeyError {
     Corrupt(String),
     #[error("no signing key is loaded")]
     NoSigningKey,
+    #[error(
+        "AUTHGATE_KEY_ENCRYPTION_KEY: signing key {0} is stored encrypted and cannot be opened; set the key it was encrypted with"
+    )]
+    Sealed(String),
+    #[error("AUTHGATE_KEY_ENCRYPTION_KEY must be 32 bytes, base64-encoded")]
+    BadSealingKey,
     #[error("signing failed: {0}")]
     Sign(#[from] jsonwebtoken::errors::Error),
     #[error(transparent)]
@@ -67,8 +75,95 @@ struct Loaded {
     jwks: Bytes,
 }
 
+/// Encrypts signing keys at rest (AES-256-GCM, the key id as associated data), so that reading
+/// the database is not enough to mint tokens.
+#[derive(Clone)]
+pub struct KeySealer(std::sync::Arc<aws_lc_rs::aead::LessSafeKey>);
+
+impl std::fmt::Debug for KeySealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeySealer([redacted])")
+    }
+}
+
+impl KeySealer {
+    pub fn new(key: &[u8]) -> Result<Self, KeyError> {
+        use aws_lc_rs::aead::{AES_256_GCM, LessSafeKey, UnboundKey};
+        if key.len() != 32 {
+            return Err(KeyError::BadSealingKey);
+        }
+        let key = UnboundKey::new(&AES_256_GCM, key).map_err(|_| KeyError::BadSealingKey)?;
+        Ok(Self(std::sync::Arc::new(LessSafeKey::new(key))))
+    }
+
+    /// Parses the setting: 32 bytes in base64 (standard or URL-safe, padding optional).
+    pub fn from_setting(text: &str) -> Result<Self, KeyError> {
+        let t = text.trim().trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(t)
+            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t))
+            .map_err(|_| KeyError::BadSealingKey)?;
+        Self::new(&bytes)
+    }
+
+    fn seal(&self, kid: &str, der: &[u8], random: &dyn Random) -> Result<String, KeyError> {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        let mut nonce = [0u8; 12];
+        random.fill(&mut nonce);
+        let mut buf = der.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kid.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| KeyError::Generate)?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(out)))
+    }
+
+    fn open(&self, kid: &str, sealed: &str) -> Result<Vec<u8>, KeyError> {
+        use aws_lc_rs::aead::{Aad, Nonce};
+        let raw = STANDARD
+            .decode(sealed)
+            .map_err(|_| KeyError::Corrupt(kid.to_owned()))?;
+        if raw.len() < 12 + 16 {
+            return Err(KeyError::Corrupt(kid.to_owned()));
+        }
+        let (nonce, rest) = raw.split_at(12);
+        let nonce: [u8; 12] = nonce
+            .try_into()
+            .map_err(|_| KeyError::Corrupt(kid.to_owned()))?;
+        let mut buf = rest.to_vec();
+        let plain = self
+            .0
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(kid.as_bytes()),
+                &mut buf,
+            )
+            .map_err(|_| KeyError::Sealed(kid.to_owned()))?;
+        Ok(plain.to_vec())
+    }
+}
+
+/// The DER of a stored private key: sealed ones need the sealer; plain ones (stored before
+/// encryption was turned on) still load, and age out after the next rotation.
+fn private_der(sealer: Option<&KeySealer>, kid: &str, stored: &str) -> Result<Vec<u8>, KeyError> {
+    match stored.strip_prefix(SEALED_PREFIX) {
+        Some(sealed) => sealer
+            .ok_or_else(|| KeyError::Sealed(kid.to_owned()))?
+            .open(kid, sealed),
+        None => STANDARD
+            .decode(stored)
+            .map_err(|_| KeyError::Corrupt(kid.to_owned())),
+    }
+}
+
 pub struct Keystore {
     store: DynStore,
+    sealer: Option<KeySealer>,
     /// When the keys were last read from the database (for reloads on an unknown `kid`).
     loaded_at: std::sync::atomic::AtomicI64,
     /// Retired keys stay published this long: the access-token lifetime.
@@ -99,11 +194,13 @@ impl Keystore {
     pub async fn load_or_create(
         store: DynStore,
         overlap: i64,
+        sealer: Option<KeySealer>,
         now: Timestamp,
         random: &dyn Random,
     ) -> Result<Self, KeyError> {
         let ks = Self {
             store,
+            sealer,
             loaded_at: std::sync::atomic::AtomicI64::new(0),
             overlap,
             loaded: RwLock::new(Loaded {
@@ -127,7 +224,10 @@ impl Keystore {
             .insert_key(&KeyRecord {
                 kid: kid.clone(),
                 alg: ALG.to_owned(),
-                private_der: STANDARD.encode(der),
+                private_der: match &self.sealer {
+                    Some(s) => s.seal(&kid, &der, random)?,
+                    None => STANDARD.encode(der),
+                },
                 created_at: now,
                 retired_at: None,
             })
@@ -174,9 +274,7 @@ impl Keystore {
             if !published || k.alg != ALG {
                 continue;
             }
-            let der = STANDARD
-                .decode(&k.private_der)
-                .map_err(|_| KeyError::Corrupt(k.kid.clone()))?;
+            let der = private_der(self.sealer.as_ref(), &k.kid, &k.private_der)?;
             let jwk = public_jwk(&k.kid, &der)?;
             let dec = DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Corrupt(k.kid.clone()))?;
             verifying.insert(k.kid.clone(), dec);
@@ -264,5 +362,46 @@ impl Keystore {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenRejection::BadSignature,
                 _ => TokenRejection::Malformed,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::random::SystemRandom;
+
+    #[test]
+    fn sealed_keys_open_only_with_their_key_and_id() {
+        let sealer = KeySealer::new(&[7u8; 32]).unwrap();
+        let der = generate_pkcs8().unwrap();
+        let stored = sealer.seal("kid-1", &der, &SystemRandom).unwrap();
+        assert!(stored.starts_with(SEALED_PREFIX));
+        assert!(!stored.contains(&STANDARD.encode(&der)));
+        assert_eq!(private_der(Some(&sealer), "kid-1", &stored).unwrap(), der);
+        let other = KeySealer::new(&[8u8; 32]).unwrap();
+        assert!(matches!(
+            private_der(Some(&other), "kid-1", &stored),
+            Err(KeyError::Sealed(_))
+        ));
+        assert!(
+            matches!(
+                private_der(Some(&sealer), "kid-2", &stored),
+                Err(KeyError::Sealed(_))
+            ),
+            "bound to its key id"
+        );
+        assert!(matches!(
+            private_der(None, "kid-1", &stored),
+            Err(KeyError::Sealed(_))
+        ));
+        assert_eq!(
+            private_der(Some(&sealer), "old", &STANDARD.encode(&der)).unwrap(),
+            der,
+            "plain keys still load"
+        );
+        assert!(KeySealer::new(&[1u8; 16]).is_err());
+        assert!(KeySealer::from_setting(&STANDARD.encode([9u8; 32])).is_ok());
+        assert!(KeySealer::from_setting("not base64!").is_err());
+        assert!(!format!("{sealer:?}").contains('7'));
     }
 }

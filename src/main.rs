@@ -421,8 +421,14 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
             }
         }
         Command::Keys(KeysCmd::Rotate) => {
-            let kid =
-                admin::rotate_keys(store, settings.access_token_ttl, now, &SystemRandom).await?;
+            let kid = admin::rotate_keys(
+                store,
+                settings.access_token_ttl,
+                settings.key_sealer.clone(),
+                now,
+                &SystemRandom,
+            )
+            .await?;
             println!(
                 "new signing key {kid}; previous keys stay published for {} s; running instances pick it up within a minute",
                 settings.access_token_ttl

@@ -56,6 +56,7 @@ impl Application {
         let keys = Keystore::load_or_create(
             store.clone(),
             settings.access_token_ttl,
+            settings.key_sealer.clone(),
             clock.now(),
             random.as_ref(),
         )

@@ -743,3 +743,53 @@ both_backends!(
     revocation,
     pending_consent_and_refresh_survive_a_restart,
 );
+
+async fn signing_keys_are_encrypted_at_rest_when_configured(backend: Backend) {
+    use base64::engine::general_purpose::STANDARD;
+    let key = STANDARD.encode([42u8; 32]);
+    let app = spawn_app_with(backend, |raw| raw.set("AUTHGATE_KEY_ENCRYPTION_KEY", key)).await;
+    let stored = app.store.list_keys().await.unwrap();
+    assert!(!stored.is_empty());
+    assert!(
+        stored.iter().all(|k| k.private_der.starts_with("sealed1:")),
+        "no private key in the clear"
+    );
+    let client = register_claude(&app).await;
+    let grant = full_grant(&app, &client).await;
+    let at = grant["access_token"].as_str().unwrap().to_owned();
+    let store = app.store.clone();
+    let app = app.restart().await;
+    assert!(
+        app.state
+            .keys
+            .verify(&at, &app.base, &app.url("/mcp"), app.clock_now())
+            .is_ok(),
+        "the sealed key opens after a restart"
+    );
+    // The same database without the key cannot start: the keys stay closed.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut raw = authgate::config::RawConfig::default();
+    raw.set(
+        "AUTHGATE_LISTEN",
+        listener.local_addr().unwrap().to_string(),
+    );
+    let settings = authgate::config::Settings::from_raw(&raw).unwrap();
+    let clock = authgate::clock::MockClock::new(crate::helpers::T0);
+    let result = authgate::startup::Application::build(
+        settings,
+        listener,
+        store,
+        std::sync::Arc::new(clock),
+        std::sync::Arc::new(authgate::random::SystemRandom),
+    )
+    .await;
+    let Err(e) = result else {
+        panic!("started without the key")
+    };
+    assert!(e.to_string().contains("AUTHGATE_KEY_ENCRYPTION_KEY"), "{e}");
+}
+
+mod sealed_keys {
+    use super::*;
+    both_backends!(signing_keys_are_encrypted_at_rest_when_configured);
+}
