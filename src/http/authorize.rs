@@ -379,11 +379,7 @@ pub async fn load_pending_for_browser(
         ));
     }
     if pending.status == PENDING_DONE {
-        return Err(error_page(
-            StatusCode::BAD_REQUEST,
-            "Already done",
-            "This sign-in has already completed. You can close this page and return to the application.",
-        ));
+        return Err(pages::already_done());
     }
     Ok(pending)
 }
@@ -509,11 +505,7 @@ pub async fn complete(
     match state.store.finish_pending(&pending.id_hash).await {
         Ok(true) => {}
         Ok(false) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "Already done",
-                "This sign-in has already completed. You can close this page and return to the application.",
-            );
+            return pages::already_done();
         }
         Err(e) => return store_failure(&e),
     }

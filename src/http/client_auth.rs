@@ -22,14 +22,7 @@ pub async fn read_form(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<HashMap<String, String>, ApiError> {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
+    let is_form = super::has_content_type(headers, "application/x-www-form-urlencoded");
     if !is_form {
         return Err(ApiError::bad_request(OAuthError::invalid_request(
             "the body must be application/x-www-form-urlencoded",

@@ -43,11 +43,7 @@ pub async fn start_upstream(state: &AppState, pending: &PendingRecord) -> Respon
     {
         Ok(true) => {}
         Ok(false) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                "Already done",
-                "This sign-in has already completed. You can close this page and return to the application.",
-            );
+            return pages::already_done();
         }
         Err(e) => return store_failure(&e),
     }

@@ -28,6 +28,15 @@ use crate::mcp;
 
 use crate::state::AppState;
 
+/// Does the request declare this media type (parameters such as `charset` ignored)?
+pub fn has_content_type(headers: &axum::http::HeaderMap, media_type: &str) -> bool {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
+}
+
 pub fn router(state: AppState) -> Router {
     let mut cors_routes = Router::new()
         .route("/register", post(register::register))

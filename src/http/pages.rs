@@ -103,6 +103,15 @@ pub fn error_page_detail(
     )
 }
 
+/// A sign-in request that already finished (a second submit, a reloaded callback).
+pub fn already_done() -> Response {
+    error_page(
+        StatusCode::BAD_REQUEST,
+        "Already done",
+        "This sign-in has already completed. You can close this page and return to the application.",
+    )
+}
+
 /// A browser redirect. 303 after a form POST (OAuth 2.1 §7.5.3), 302 after a GET.
 pub fn redirect(status: StatusCode, location: &str) -> Response {
     let mut resp = status.into_response();

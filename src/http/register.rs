@@ -61,11 +61,7 @@ async fn register_inner(
     body: Body,
     now: i64,
 ) -> Result<Response, ApiError> {
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let is_json = super::has_content_type(headers, "application/json");
     if !is_json {
         return Err(ApiError::bad_request(OAuthError::invalid_client_metadata(
             "the registration request must be application/json",
