@@ -53,6 +53,14 @@ const VARS: &[&str] = &[
     "AUTHGATE_CIMD",
     "AUTHGATE_CORS",
     "AUTHGATE_KEY_ENCRYPTION_KEY",
+    "AUTHGATE_ALLOWED_HOSTS",
+    "AUTHGATE_MCP_MAX_BODY",
+    "AUTHGATE_REQUEST_TIMEOUT",
+    "AUTHGATE_TOKEN_RATE_LIMIT",
+    "AUTHGATE_AUTHORIZE_RATE_LIMIT",
+    "AUTHGATE_REVOKE_RATE_LIMIT",
+    "AUTHGATE_ACCOUNT_RATE_LIMIT",
+    "AUTHGATE_CALLBACK_RATE_LIMIT",
 ];
 
 fn toml_key(env: &str) -> String {
@@ -274,6 +282,17 @@ pub struct RateLimit {
     pub per_seconds: u32,
 }
 
+/// Per-source limits of the endpoints a flood could hurt (each instance counts on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub register: RateLimit,
+    pub token: RateLimit,
+    pub authorize: RateLimit,
+    pub revoke: RateLimit,
+    pub account: RateLimit,
+    pub callback: RateLimit,
+}
+
 #[derive(Clone)]
 pub struct Settings {
     /// The issuer, byte for byte, with no trailing slash: `https://mcp.example.com`.
@@ -285,7 +304,7 @@ pub struct Settings {
     pub database_url: SecretString,
     pub scopes: ScopeSet,
     pub allowed_redirects: RedirectAllowlist,
-    pub register_rate_limit: RateLimit,
+    pub rate_limits: RateLimits,
     pub dcr_idle_ttl: i64,
     pub cimd_test_hosts: Vec<(String, SocketAddr)>,
     pub cimd_test_ca_file: Option<PathBuf>,
@@ -316,6 +335,13 @@ pub struct Settings {
     pub cors_enabled: bool,
     /// Encrypts signing keys at rest.
     pub key_sealer: Option<crate::keys::KeySealer>,
+    /// `Host` values the MCP endpoints answer besides the public URL's own, lower case:
+    /// `name` (any port) or `name:port`.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body accepted on the MCP endpoints, in bytes.
+    pub mcp_max_body: usize,
+    /// Time allowed for any request that is not an MCP stream.
+    pub request_timeout: i64,
 }
 
 impl fmt::Debug for Settings {
@@ -327,7 +353,7 @@ impl fmt::Debug for Settings {
             .field("database_url", &"[redacted]")
             .field("scopes", &self.scopes.to_string())
             .field("allowed_redirects", &self.allowed_redirects)
-            .field("register_rate_limit", &self.register_rate_limit)
+            .field("rate_limits", &self.rate_limits)
             .field("dcr_idle_ttl", &self.dcr_idle_ttl)
             .field("cimd_test_hosts", &self.cimd_test_hosts)
             .field("upstream", &self.upstream)
@@ -394,10 +420,17 @@ impl Settings {
                 .unwrap_or_default(),
         );
 
-        let register_rate_limit = parse_rate(
-            "AUTHGATE_REGISTER_RATE_LIMIT",
-            raw.get("AUTHGATE_REGISTER_RATE_LIMIT").unwrap_or("300/min"),
-        )?;
+        // Generous: Claude.ai and ChatGPT reach authgate from a few shared egress addresses, so
+        // one address is many users. The limits only hold back floods.
+        let rate = |var: &str, default: &str| parse_rate(var, raw.get(var).unwrap_or(default));
+        let rate_limits = RateLimits {
+            register: rate("AUTHGATE_REGISTER_RATE_LIMIT", "300/min")?,
+            token: rate("AUTHGATE_TOKEN_RATE_LIMIT", "1200/min")?,
+            authorize: rate("AUTHGATE_AUTHORIZE_RATE_LIMIT", "600/min")?,
+            revoke: rate("AUTHGATE_REVOKE_RATE_LIMIT", "600/min")?,
+            account: rate("AUTHGATE_ACCOUNT_RATE_LIMIT", "300/min")?,
+            callback: rate("AUTHGATE_CALLBACK_RATE_LIMIT", "600/min")?,
+        };
         let dcr_idle_ttl = parse_duration(
             "AUTHGATE_DCR_IDLE_TTL",
             raw.get("AUTHGATE_DCR_IDLE_TTL").unwrap_or("24h"),
@@ -543,6 +576,17 @@ impl Settings {
                 )
             })?),
         };
+        let allowed_hosts = raw
+            .get("AUTHGATE_ALLOWED_HOSTS")
+            .map(split_list)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| parse_allowed_host(&h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mcp_max_body = parse_size(
+            "AUTHGATE_MCP_MAX_BODY",
+            raw.get("AUTHGATE_MCP_MAX_BODY").unwrap_or("4MiB"),
+        )?;
         let log_json = match raw.get("AUTHGATE_LOG_FORMAT").unwrap_or("pretty") {
             "json" => true,
             "pretty" => false,
@@ -566,6 +610,9 @@ impl Settings {
             shutdown_timeout: dur("AUTHGATE_SHUTDOWN_TIMEOUT", "30s")?,
             cimd_enabled: parse_bool(raw, "AUTHGATE_CIMD", true)?,
             cors_enabled: parse_bool(raw, "AUTHGATE_CORS", true)?,
+            allowed_hosts,
+            mcp_max_body,
+            request_timeout: dur("AUTHGATE_REQUEST_TIMEOUT", "30s")?,
             key_sealer: raw
                 .get("AUTHGATE_KEY_ENCRYPTION_KEY")
                 .map(crate::keys::KeySealer::from_setting)
@@ -578,11 +625,16 @@ impl Settings {
             database_url: SecretString::from(database_url.to_owned()),
             scopes,
             allowed_redirects,
-            register_rate_limit,
+            rate_limits,
             dcr_idle_ttl,
             cimd_test_hosts,
             cimd_test_ca_file: raw.get("AUTHGATE_CIMD_TEST_CA_FILE").map(PathBuf::from),
         })
+    }
+
+    /// The public URL's port, given or implied by its scheme.
+    pub fn public_port(&self) -> u16 {
+        self.public_url.port_or_known_default().unwrap_or(443)
     }
 
     pub fn database_url(&self) -> &str {
@@ -766,6 +818,45 @@ fn parse_rate(var: &str, raw: &str) -> Result<RateLimit, ConfigError> {
         return Err(err(var, "must allow at least one request"));
     }
     Ok(RateLimit { burst, per_seconds })
+}
+
+/// A `Host` a reverse proxy may pass through: `name` or `name:port`, nothing else.
+fn parse_allowed_host(raw: &str) -> Result<String, ConfigError> {
+    let lower = raw.trim().to_ascii_lowercase();
+    let valid = !lower.contains('@')
+        && lower
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| !a.host().is_empty());
+    if !valid {
+        return Err(err(
+            "AUTHGATE_ALLOWED_HOSTS",
+            "entries must be host names with an optional port, such as mcp.internal or mcp.internal:8080",
+        ));
+    }
+    Ok(lower)
+}
+
+/// A size in bytes: `4194304`, `16KiB`, `4MiB` (also `k`/`kb`, `m`/`mb`, binary units).
+fn parse_size(var: &str, raw: &str) -> Result<usize, ConfigError> {
+    let raw = raw.trim();
+    let bad = || {
+        err(
+            var,
+            "must be a size such as 16KiB, 4MiB or a number of bytes",
+        )
+    };
+    let (digits, unit) = match raw.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => raw.split_at(i),
+        None => (raw, ""),
+    };
+    let n: usize = digits.parse().map_err(|_| bad())?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).filter(|v| *v > 0).ok_or_else(bad)
 }
 
 /// A duration in seconds: `90`, `90s`, `15m`, `24h` or `7d`.

@@ -13,7 +13,6 @@ use crate::http::{self, discovery};
 use crate::keys::Keystore;
 use crate::mcp::revocation::RevocationCache;
 use crate::random::Random;
-use crate::ratelimit::RateLimiter;
 use crate::state::{App, AppState};
 use crate::store::DynStore;
 use crate::upstream::OidcUpstream;
@@ -81,7 +80,7 @@ impl Application {
                 Duration::from_secs(5),
                 Duration::from_secs(u64::try_from(settings.mcp_upstream_timeout).unwrap_or(300)),
             )?,
-            register_limiter: RateLimiter::new(settings.register_rate_limit),
+            limiters: crate::http::limits::Limiters::new(&settings.rate_limits),
             cimd,
             settings,
             store,

@@ -8,10 +8,10 @@ use bytes::Bytes;
 use crate::cimd::CimdResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::http::limits::Limiters;
 use crate::keys::Keystore;
 use crate::mcp::revocation::RevocationCache;
 use crate::random::Random;
-use crate::ratelimit::RateLimiter;
 use crate::store::DynStore;
 use crate::upstream::OidcUpstream;
 
@@ -21,7 +21,8 @@ pub struct App {
     pub clock: Arc<dyn Clock>,
     pub random: Arc<dyn Random>,
     pub cimd: CimdResolver,
-    pub register_limiter: RateLimiter,
+    /// Per-source rate limits of the endpoints a flood could hurt.
+    pub limiters: Limiters,
     pub keys: Keystore,
     /// `None`: the built-in development login.
     pub upstream: Option<OidcUpstream>,

@@ -50,4 +50,5 @@ pub mod names {
     pub const MCP_FORWARD_RESPONSES: &str = "authgate_mcp_forward_responses_total";
     pub const DB_POOL_CONNECTIONS: &str = "authgate_db_pool_connections";
     pub const HTTP_REQUESTS: &str = "authgate_http_requests_total";
+    pub const RATE_LIMITED: &str = "authgate_rate_limited_total";
 }

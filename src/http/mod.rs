@@ -11,6 +11,7 @@ pub mod cors;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod limits;
 pub mod login;
 pub mod pages;
 pub mod register;
@@ -38,11 +39,25 @@ pub fn has_content_type(headers: &axum::http::HeaderMap, media_type: &str) -> bo
 }
 
 pub fn router(state: AppState) -> Router {
-    let mut cors_routes = Router::new()
-        .route("/register", post(register::register))
+    use limits::Limited;
+    let limited = |which: Limited| from_fn_with_state((state.clone(), which), limits::rate_limit);
+    // `/register` enforces the same 16 KiB itself, answering with RFC 7591's error code.
+    let registration = Router::new()
+        .route(
+            "/register",
+            post(register::register).route_layer(limited(Limited::Register)),
+        )
         .route("/register/{client_id}", delete(register::unregister))
-        .route("/token", post(token::token))
-        .route("/revoke", post(revoke::revoke))
+        .with_state(state.clone());
+    let mut cors_routes = Router::new()
+        .route(
+            "/token",
+            post(token::token).route_layer(limited(Limited::Token)),
+        )
+        .route(
+            "/revoke",
+            post(revoke::revoke).route_layer(limited(Limited::Revoke)),
+        )
         .route(discovery::JWKS_PATH, get(discovery::jwks));
     for path in discovery::as_metadata_paths(&state.settings) {
         cors_routes = cors_routes.route(&path, get(discovery::as_metadata));
@@ -55,6 +70,8 @@ pub fn router(state: AppState) -> Router {
         }
         cors_routes = cors_routes.merge(prm.with_state((state.clone(), index)));
     }
+    let cors_routes = limits::bounded(cors_routes, &state.settings)
+        .merge(limits::timed(registration, &state.settings));
     let cors_routes = if state.settings.cors_enabled {
         cors_routes.route_layer(from_fn(cors::cors))
     } else {
@@ -63,13 +80,28 @@ pub fn router(state: AppState) -> Router {
 
     // Browser pages: no CORS, ever.
     let mut pages = Router::new()
-        .route("/authorize", get(authorize::authorize))
+        .route(
+            "/authorize",
+            get(authorize::authorize).route_layer(limited(Limited::Authorize)),
+        )
         .route(authorize::CONSENT_PATH, post(authorize::consent))
-        .route(account::ACCOUNT_PATH, get(account::page))
-        .route(account::REVOKE_PATH, post(account::revoke))
-        .route(account::LOGOUT_PATH, post(account::logout));
+        .route(
+            account::ACCOUNT_PATH,
+            get(account::page).route_layer(limited(Limited::Account)),
+        )
+        .route(
+            account::REVOKE_PATH,
+            post(account::revoke).route_layer(limited(Limited::Account)),
+        )
+        .route(
+            account::LOGOUT_PATH,
+            post(account::logout).route_layer(limited(Limited::Account)),
+        );
     if state.upstream.is_some() {
-        pages = pages.route(login::CALLBACK_PATH, get(login::callback));
+        pages = pages.route(
+            login::CALLBACK_PATH,
+            get(login::callback).route_layer(limited(Limited::Callback)),
+        );
     } else {
         pages = pages.route(
             login::DEV_LOGIN_PATH,
@@ -91,18 +123,31 @@ pub fn router(state: AppState) -> Router {
         };
         resources = resources.merge(route.route_layer(guard));
     }
+    let resources = limits::mcp(resources, &state.settings);
 
-    let trusted = state.settings.trusted_proxies.clone();
     let health = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .with_state(state.clone());
 
-    Router::new()
+    let bounded = limits::bounded(
+        Router::new()
+            .merge(pages.with_state(state.clone()))
+            .merge(health),
+        &state.settings,
+    );
+    let app = Router::new()
         .merge(cors_routes)
-        .merge(pages.with_state(state))
-        .merge(resources)
-        .merge(health)
+        .merge(bounded)
+        .merge(resources);
+    outer_layers(app, &state.settings)
+}
+
+/// What wraps every route: a request id, the request log line, and panics turned into a 500
+/// that carries the id (the connection survives).
+pub fn outer_layers(app: Router, settings: &crate::config::Settings) -> Router {
+    let trusted = settings.trusted_proxies.clone();
+    limits::catch_panics(app)
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()

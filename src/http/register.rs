@@ -1,9 +1,7 @@
 //! `POST /register`: Dynamic Client Registration (RFC 7591), shaped by what real MCP clients send.
 
-use std::net::SocketAddr;
-
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -35,16 +33,10 @@ struct RegistrationResponse<'a> {
 
 pub async fn register(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let ip = super::client_ip::client_ip(peer, &headers, &state.settings.trusted_proxies);
-    if let Err(wait) = state.register_limiter.check(ip, now) {
-        metrics::counter!(names::REGISTRATIONS, "outcome" => "rate_limited").increment(1);
-        return Err(ApiError::RateLimited(wait));
-    }
     let result = register_inner(&state, &headers, body, now).await;
     let outcome = if result.is_ok() {
         "created"

@@ -1,41 +1,22 @@
 //! Streaming forwarding to the MCP server behind authgate. Bodies flow both ways as they come
 //! (SSE event by event); the client's `Authorization` never goes upstream; the caller's identity
-//! goes as `X-Authgate-*` headers that authgate always sets itself.
+//! goes as `X-Authgate-*` headers that authgate always sets itself (see `headers`).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde_json::json;
 
 use super::Caller;
+use super::headers::{self, Hop};
 use crate::state::AppState;
 use crate::telemetry::names;
-
-pub const SUB: &str = "x-authgate-sub";
-pub const EMAIL: &str = "x-authgate-email";
-pub const CLIENT_ID: &str = "x-authgate-client-id";
-pub const SCOPE: &str = "x-authgate-scope";
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus what must not
-/// cross: our bearer token, authgate's own cookies, and the host.
-const DROPPED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "host",
-    "authorization",
-    "cookie",
-];
 
 pub fn client(
     connect_timeout: Duration,
@@ -50,26 +31,6 @@ pub fn client(
         .read_timeout(idle_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .build()
-}
-
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, also_drop_internal: bool) {
-    let listed_in_connection: Vec<String> = from
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|s| s.trim().to_ascii_lowercase())
-        .collect();
-    for (name, value) in from {
-        let n = name.as_str();
-        if DROPPED.contains(&n)
-            || listed_in_connection.iter().any(|c| c == n)
-            || (also_drop_internal && n.starts_with("x-authgate-"))
-        {
-            continue;
-        }
-        to.append(name.clone(), value.clone());
-    }
 }
 
 fn gateway_error(status: StatusCode, why: &str) -> Response {
@@ -97,21 +58,20 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
     let mut url = upstream;
     url.set_query(parts.uri.query());
 
-    let mut headers = HeaderMap::new();
-    copy_headers(&parts.headers, &mut headers, true);
-    let identity = [
-        (SUB, Some(caller.sub.as_str())),
-        (EMAIL, caller.email.as_deref()),
-        (CLIENT_ID, Some(caller.client_id.as_str())),
-        (SCOPE, Some(caller.scope.as_str())),
-    ];
-    for (name, value) in identity {
-        if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    }
+    let hop = Hop::of(&parts, &state.settings);
+    let headers = headers::to_upstream(&parts.headers, &hop, &caller);
 
-    let body = reqwest::Body::wrap_stream(body.into_data_stream());
+    // A body over AUTHGATE_MCP_MAX_BODY without a Content-Length is cut off mid-stream by the
+    // limit layer; the client hears 413 for it, not a gateway error.
+    let too_large = Arc::new(AtomicBool::new(false));
+    let flag = too_large.clone();
+    let body = reqwest::Body::wrap_stream(body.into_data_stream().map_err(move |e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        e
+    }));
     let request = state
         .mcp_http
         .request(parts.method, url)
@@ -131,6 +91,13 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
                 "the MCP server did not answer in time",
             );
         }
+        Ok(Err(_)) if too_large.load(Ordering::Relaxed) => {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(json!({"error": "request_too_large", "error_description": "the request body is larger than this endpoint accepts"})),
+            )
+                .into_response();
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "MCP upstream unreachable");
             metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => "502").increment(1);
@@ -147,8 +114,7 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
     metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => upstream_resp.status().as_u16().to_string()).increment(1);
     let mut resp = Response::builder().status(upstream_resp.status());
     if let Some(h) = resp.headers_mut() {
-        copy_headers(upstream_resp.headers(), h, false);
-        h.remove(header::SET_COOKIE);
+        headers::to_client(upstream_resp.headers(), h);
     }
     // Dropping this stream (client gone) drops the upstream response and closes its connection.
     let stream = upstream_resp.bytes_stream().map_err(std::io::Error::other);

@@ -1,7 +1,8 @@
 //! The bearer guard (RFC 6750, RFC 9728 §5.1): runs before method routing for every method.
 //! No token, a bad one or a revoked one gets 401 with a `WWW-Authenticate` challenge that points
 //! at the resource's metadata; too little scope gets 403. Browser origins are checked (DNS
-//! rebinding) and CORS preflights are answered without authentication.
+//! rebinding), as is `Host` before anything else, and CORS preflights are answered without
+//! authentication.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -9,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::Caller;
+use super::{Caller, host};
 use crate::config::ResourceConfig;
 use crate::http::cors;
 use crate::http::discovery::resource_metadata_url;
@@ -26,6 +27,8 @@ pub enum Refusal {
     Revoked,
     InsufficientScope,
     Origin,
+    /// A `Host` this gateway does not answer as (DNS rebinding), or an ambiguous one.
+    Host,
     /// The revocation check could not be made (database down): fail closed, retryable.
     Unavailable,
 }
@@ -44,6 +47,7 @@ impl Refusal {
             Self::Revoked => "revoked",
             Self::InsufficientScope => "insufficient_scope",
             Self::Origin => "origin",
+            Self::Host => "host",
             Self::Unavailable => "unavailable",
         }
     }
@@ -88,6 +92,14 @@ pub fn challenge(state: &AppState, resource: &ResourceConfig, refusal: Refusal) 
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(json!({"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"})),
+            )
+                .into_response();
+        }
+        Refusal::Host => {
+            // 421: this server is not the one the request was meant for (RFC 9110 §15.5.20).
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                axum::Json(json!({"error": "invalid_host", "error_description": "this server does not answer for the requested host"})),
             )
                 .into_response();
         }
@@ -142,6 +154,13 @@ pub async fn guard(
     let Some(resource) = state.settings.resources.get(index) else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let host_ok = host::request_authority(req.uri(), req.headers())
+        .is_some_and(|a| host::is_allowed(&state.settings, a));
+    if !host_ok {
+        tracing::info!(resource = %resource.path, "refused a request for a host this gateway does not answer as");
+        metrics::counter!(names::GUARD_REJECTIONS, "reason" => Refusal::Host.label()).increment(1);
+        return challenge(&state, resource, Refusal::Host);
+    }
     let origin = req.headers().get(header::ORIGIN).cloned();
     if let Some(o) = &origin {
         let allowed = o.to_str().is_ok_and(|o| origin_allowed(&state, o));

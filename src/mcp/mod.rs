@@ -4,6 +4,8 @@
 pub mod builtin;
 pub mod forward;
 pub mod guard;
+pub mod headers;
+pub mod host;
 pub mod revocation;
 
 /// Who is calling, as established by the guard from a verified access token. Handlers behind the

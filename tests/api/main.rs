@@ -5,6 +5,7 @@
 mod account;
 mod auth0;
 mod authorize;
+mod boundary;
 mod browser;
 mod cimd;
 mod clients;

@@ -199,6 +199,8 @@ impl Remote {
         let mut req = self
             .http
             .post(self.url("/mcp"))
+            // As a load balancer in front of the instances passes it.
+            .header("Host", self.public.trim_start_matches("http://"))
             .header("Content-Type", "application/json")
             .header("Accept", "application/json, text/event-stream")
             .header("MCP-Protocol-Version", "2025-06-18")
