@@ -7,7 +7,9 @@
 #
 # Each proxy runs a test copy of its file in which only these change: the listen ports (loopback),
 # the certificate (self-signed for nginx; Caddy's own local CA), the authgate address, the static
-# site's root, and 127.0.0.1 added as a name of the path-prefix site. Then, through the proxy:
+# site's root, and 127.0.0.1 added as a name of the path-prefix site; authgate lists the test port's
+# names in AUTHGATE_ALLOWED_HOSTS (Caddy passes Host with the port, which is 443 and left out in
+# production). Then, through the proxy:
 #   A  authgate at the root, AUTHGATE_PUBLIC_URL=https://mcp.example.com: discovery, /register,
 #      the 401 on /mcp and its resource_metadata, http -> https.
 #   B  authgate under /gate, AUTHGATE_PUBLIC_URL=https://example.com/gate: the root well-known
@@ -151,7 +153,8 @@ start_authgate() {
   stop_authgate
   for v in $(compgen -e | grep '^AUTHGATE_' || true); do unset_args+=(-u "$v"); done
   env "${unset_args[@]}" AUTHGATE_LISTEN="127.0.0.1:$AG" DATABASE_URL="sqlite://$W/$name-$PROXY.db" \
-    AUTHGATE_TRUSTED_PROXIES=127.0.0.1 AUTHGATE_LOG=warn "$@" \
+    AUTHGATE_TRUSTED_PROXIES=127.0.0.1 AUTHGATE_ALLOWED_HOSTS="mcp.example.com:$TLS,example.com:$TLS" \
+    AUTHGATE_LOG=warn "$@" \
     "$BIN" serve >"$W/authgate-$name-$PROXY.log" 2>&1 &
   AG_PID=$!
   for i in $(seq 1 100); do
@@ -247,7 +250,9 @@ round_a() {
   check "A GET /.well-known/oauth-protected-resource/mcp: resource" "https://mcp.example.com/mcp" \
     "$(c $h /.well-known/oauth-protected-resource/mcp | json resource)"
   check "A POST /register" 201 "$(register $h /register)"
-  check "A POST /mcp without a token" 401 "$(status $h /mcp -X POST)"
+  check "A POST /mcp without a token (the proxy passed Host on)" 401 "$(status $h /mcp -X POST)"
+  check "A (control) POST /mcp with a Host authgate does not answer as" 421 \
+    "$(curl -s --max-time 10 -o /dev/null -w '%{http_code}' -X POST -H 'Host: evil.example.com' "http://127.0.0.1:$AG/mcp")"
   check "A /mcp WWW-Authenticate resource_metadata" \
     'resource_metadata="https://mcp.example.com/.well-known/oauth-protected-resource/mcp"' \
     "$(c $h /mcp -X POST -D - -o /dev/null | tr -d '\r' | awk 'tolower($1) == "www-authenticate:"' | grep -o 'resource_metadata="[^"]*"')"
