@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde_json::json;
 
-use super::Caller;
+use super::{Caller, session};
 use crate::state::AppState;
 use crate::telemetry::names;
 
@@ -94,6 +94,16 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let (parts, body) = req.into_parts();
+    let resource = state
+        .settings
+        .resources
+        .get(index)
+        .map_or("", |r| r.uri.as_str());
+    let session =
+        match session::before(&state, &caller, resource, &parts.method, &parts.headers).await {
+            Ok(checked) => checked,
+            Err(refused) => return refused,
+        };
     let mut url = upstream;
     url.set_query(parts.uri.query());
 
@@ -145,6 +155,17 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
     };
 
     metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => upstream_resp.status().as_u16().to_string()).increment(1);
+    if let Err(refused) = session
+        .after(
+            &state,
+            &caller,
+            upstream_resp.status(),
+            upstream_resp.headers(),
+        )
+        .await
+    {
+        return refused;
+    }
     let mut resp = Response::builder().status(upstream_resp.status());
     if let Some(h) = resp.headers_mut() {
         copy_headers(upstream_resp.headers(), h, false);

@@ -5,6 +5,7 @@ pub mod builtin;
 pub mod forward;
 pub mod guard;
 pub mod revocation;
+pub mod session;
 
 /// Who is calling, as established by the guard from a verified access token. Handlers behind the
 /// guard read it from the request extensions.
