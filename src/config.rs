@@ -45,6 +45,7 @@ const VARS: &[&str] = &[
     "AUTHGATE_SESSION_TTL",
     "AUTHGATE_MCP_UPSTREAM",
     "AUTHGATE_MCP_UPSTREAM_TIMEOUT",
+    "AUTHGATE_MCP_SESSION_TTL",
     "AUTHGATE_ALLOWED_ORIGINS",
     "AUTHGATE_TRUSTED_PROXIES",
     "AUTHGATE_METRICS_LISTEN",
@@ -320,6 +321,8 @@ pub struct Settings {
     pub resources: Vec<ResourceConfig>,
     /// Time allowed for an upstream MCP server to start answering.
     pub mcp_upstream_timeout: i64,
+    /// An upstream MCP session unused this long is no longer accepted from its caller.
+    pub mcp_session_ttl: i64,
     /// Browser origins allowed to call the MCP endpoints (besides the public URL's own).
     pub allowed_origins: Vec<String>,
     /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
@@ -602,6 +605,7 @@ impl Settings {
             refresh_grace: dur("AUTHGATE_REFRESH_GRACE", "30s")?,
             session_ttl: dur("AUTHGATE_SESSION_TTL", "12h")?,
             mcp_upstream_timeout: dur("AUTHGATE_MCP_UPSTREAM_TIMEOUT", "300s")?,
+            mcp_session_ttl: dur("AUTHGATE_MCP_SESSION_TTL", "24h")?,
             resources,
             allowed_origins,
             trusted_proxies,
@@ -1127,5 +1131,16 @@ mod tests {
         assert_eq!(parse_duration("X", "15m").unwrap(), 900);
         assert_eq!(parse_duration("X", "3600").unwrap(), 3600);
         assert!(parse_duration("X", "0").is_err());
+    }
+
+    #[test]
+    fn mcp_session_ttl_defaults_to_a_day_idle() {
+        assert_eq!(settings(&[]).unwrap().mcp_session_ttl, 86_400);
+        let s = settings(&[("AUTHGATE_MCP_SESSION_TTL", "90")]).unwrap();
+        assert_eq!(s.mcp_session_ttl, 90);
+        let e = settings(&[("AUTHGATE_MCP_SESSION_TTL", "soon")])
+            .err()
+            .unwrap();
+        assert!(e.0.contains("AUTHGATE_MCP_SESSION_TTL"), "{e}");
     }
 }

@@ -48,6 +48,7 @@ pub mod names {
     pub const UPSTREAM_LOGIN_SECONDS: &str = "authgate_upstream_login_seconds";
     pub const MCP_FORWARD_SECONDS: &str = "authgate_mcp_forward_seconds";
     pub const MCP_FORWARD_RESPONSES: &str = "authgate_mcp_forward_responses_total";
+    pub const MCP_SESSION_REFUSALS: &str = "authgate_mcp_session_refusals_total";
     pub const DB_POOL_CONNECTIONS: &str = "authgate_db_pool_connections";
     pub const HTTP_REQUESTS: &str = "authgate_http_requests_total";
     pub const RATE_LIMITED: &str = "authgate_rate_limited_total";

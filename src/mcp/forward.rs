@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use serde_json::json;
 
-use super::Caller;
 use super::headers::{self, Hop};
+use super::{Caller, session};
 use crate::state::AppState;
 use crate::telemetry::names;
 
@@ -55,6 +55,16 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
         return StatusCode::UNAUTHORIZED.into_response();
     };
     let (parts, body) = req.into_parts();
+    let resource = state
+        .settings
+        .resources
+        .get(index)
+        .map_or("", |r| r.uri.as_str());
+    let session =
+        match session::before(&state, &caller, resource, &parts.method, &parts.headers).await {
+            Ok(checked) => checked,
+            Err(refused) => return refused,
+        };
     let mut url = upstream;
     url.set_query(parts.uri.query());
 
@@ -112,6 +122,17 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
     };
 
     metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => upstream_resp.status().as_u16().to_string()).increment(1);
+    if let Err(refused) = session
+        .after(
+            &state,
+            &caller,
+            upstream_resp.status(),
+            upstream_resp.headers(),
+        )
+        .await
+    {
+        return refused;
+    }
     let mut resp = Response::builder().status(upstream_resp.status());
     if let Some(h) = resp.headers_mut() {
         headers::to_client(upstream_resp.headers(), h);

@@ -7,6 +7,7 @@ pub mod guard;
 pub mod headers;
 pub mod host;
 pub mod revocation;
+pub mod session;
 
 /// Who is calling, as established by the guard from a verified access token. Handlers behind the
 /// guard read it from the request extensions.

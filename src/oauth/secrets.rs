@@ -42,6 +42,7 @@ pub enum SecretKind {
     Session,
     PendingAuthorization,
     UpstreamState,
+    McpSession,
 }
 
 impl SecretKind {
@@ -53,6 +54,7 @@ impl SecretKind {
             Self::Session => b"authgate:session:",
             Self::PendingAuthorization => b"authgate:pending:",
             Self::UpstreamState => b"authgate:upstream-state:",
+            Self::McpSession => b"authgate:mcp-session:",
         }
     }
 }

@@ -109,6 +109,25 @@ pub trait Store: Send + Sync + 'static {
     async fn get_session(&self, id_hash: &str) -> Result<Option<SessionRecord>, StoreError>;
     async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
 
+    /// Binds an MCP session id (by hash, per resource) to the caller it was issued to. `false`
+    /// when it is already bound to another caller, whose binding is left as it was; binding it
+    /// again to the same caller only moves `last_used_at` and `expires_at`.
+    async fn bind_mcp_session(&self, s: &McpSessionRecord) -> Result<bool, StoreError>;
+    async fn get_mcp_session(
+        &self,
+        id_hash: &str,
+        resource: &str,
+    ) -> Result<Option<McpSessionRecord>, StoreError>;
+    /// Records a use (idle expiry); never moves `last_used_at` backwards.
+    async fn touch_mcp_session(
+        &self,
+        id_hash: &str,
+        resource: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    async fn delete_mcp_session(&self, id_hash: &str, resource: &str) -> Result<bool, StoreError>;
+
     async fn upsert_consent(&self, c: &ConsentRecord) -> Result<(), StoreError>;
     async fn get_consent(
         &self,
@@ -151,7 +170,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stops signing with every key but `keep`; they stay published until their tokens expire.
     async fn retire_keys_except(&self, keep: &str, now: Timestamp) -> Result<u64, StoreError>;
 
-    /// Deletes what can no longer be used: expired pending requests, sessions, codes (kept an
+    /// Deletes what can no longer be used: expired pending requests, sessions, MCP session
+    /// bindings, codes (kept an
     /// hour past expiry so a late replay is still recognised), revoked-token entries past their
     /// expiry, refresh tokens rotated more than `keep_rotated` seconds ago or idle-expired, and
     /// grants past their absolute end. Returns the number of rows removed.
@@ -221,6 +241,21 @@ pub struct SessionRecord {
     pub subject: String,
     pub email: Option<String>,
     pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// An MCP session id issued by an upstream MCP server, bound to the caller it was issued to.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct McpSessionRecord {
+    /// SHA-256 of the session id ([`crate::oauth::secrets::SecretKind::McpSession`]).
+    pub id_hash: String,
+    /// The resource URI (token audience) whose upstream issued it.
+    pub resource: String,
+    pub subject: String,
+    pub client_id: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    /// Idle end: `last_used_at` plus the session TTL in force when it was last touched.
     pub expires_at: Timestamp,
 }
 

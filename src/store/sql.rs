@@ -59,6 +59,14 @@ pub(super) const SELECT_SESSION: &str =
     "SELECT id_hash, subject, email, created_at, expires_at FROM sessions WHERE id_hash = $1";
 pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 
+// Binding again for the same caller only pushes the expiry out; another caller's binding is never
+// overwritten (no row changes, so the caller learns it lost).
+pub(super) const BIND_MCP_SESSION: &str = "INSERT INTO mcp_sessions (id_hash, resource, subject, client_id, created_at, last_used_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id_hash, resource) DO UPDATE SET last_used_at = excluded.last_used_at, expires_at = excluded.expires_at WHERE mcp_sessions.subject = excluded.subject AND mcp_sessions.client_id = excluded.client_id";
+pub(super) const SELECT_MCP_SESSION: &str = "SELECT id_hash, resource, subject, client_id, created_at, last_used_at, expires_at FROM mcp_sessions WHERE id_hash = $1 AND resource = $2";
+pub(super) const TOUCH_MCP_SESSION: &str = "UPDATE mcp_sessions SET last_used_at = $3, expires_at = $4 WHERE id_hash = $1 AND resource = $2 AND last_used_at < $3";
+pub(super) const DELETE_MCP_SESSION: &str =
+    "DELETE FROM mcp_sessions WHERE id_hash = $1 AND resource = $2";
+
 pub(super) const UPSERT_CONSENT: &str = "INSERT INTO consents (subject, client_id, scope, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, client_id) DO UPDATE SET scope = excluded.scope, last_used_at = excluded.last_used_at";
 pub(super) const SELECT_CONSENT: &str = "SELECT subject, client_id, scope, created_at, last_used_at FROM consents WHERE subject = $1 AND client_id = $2";
 pub(super) const DELETE_CONSENT: &str =
@@ -94,6 +102,7 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
         false,
     ),
     ("DELETE FROM sessions WHERE expires_at < $1", false),
+    ("DELETE FROM mcp_sessions WHERE expires_at < $1", false),
     (
         "DELETE FROM authorization_codes WHERE expires_at < $1 - 3600",
         false,
@@ -311,6 +320,65 @@ macro_rules! impl_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn bind_mcp_session(
+                &self,
+                s: &$crate::store::McpSessionRecord,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::BIND_MCP_SESSION)
+                    .bind(&s.id_hash)
+                    .bind(&s.resource)
+                    .bind(&s.subject)
+                    .bind(&s.client_id)
+                    .bind(s.created_at)
+                    .bind(s.last_used_at)
+                    .bind(s.expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn get_mcp_session(
+                &self,
+                id_hash: &str,
+                resource: &str,
+            ) -> Result<Option<$crate::store::McpSessionRecord>, $crate::store::StoreError> {
+                Ok(sqlx::query_as($crate::store::sql::SELECT_MCP_SESSION)
+                    .bind(id_hash)
+                    .bind(resource)
+                    .fetch_optional(&self.pool)
+                    .await?)
+            }
+
+            async fn touch_mcp_session(
+                &self,
+                id_hash: &str,
+                resource: &str,
+                now: $crate::clock::Timestamp,
+                expires_at: $crate::clock::Timestamp,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query($crate::store::sql::TOUCH_MCP_SESSION)
+                    .bind(id_hash)
+                    .bind(resource)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn delete_mcp_session(
+                &self,
+                id_hash: &str,
+                resource: &str,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query($crate::store::sql::DELETE_MCP_SESSION)
+                    .bind(id_hash)
+                    .bind(resource)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn upsert_consent(

@@ -17,6 +17,7 @@ mod flow;
 mod helpers;
 mod inspector;
 mod mcp;
+mod mcp_sessions;
 mod ops;
 mod pages;
 mod process;

@@ -460,6 +460,10 @@ async fn forwarding_passes_identity_not_credentials(backend: Backend) {
     let app = spawn_app_with(backend, move |raw| raw.set("AUTHGATE_MCP_UPSTREAM", url)).await;
     let (client, grant) = token_for(&app).await;
     let at = grant["access_token"].as_str().unwrap();
+    // authgate forwards a session id only once the upstream has issued it to this caller.
+    let init = mcp_post(&app, "/mcp", Some(at), INIT).await;
+    assert_eq!(init.headers()["mcp-session-id"], "sess-1");
+    up.seen.lock().unwrap().clear();
     let resp = app
         .http
         .post(app.url("/mcp?x=1"))

@@ -3,7 +3,7 @@
 use authgate::oauth::client::{ClientMetadata, TokenAuthMethod};
 use authgate::oauth::redirect::ApplicationType;
 use authgate::oauth::secrets::{PlainSecret, SecretKind};
-use authgate::store::{ClientRecord, DynStore};
+use authgate::store::{ClientRecord, DynStore, McpSessionRecord};
 
 use crate::both_backends;
 use crate::helpers::{Backend, T0, fresh_store};
@@ -227,4 +227,167 @@ async fn expired_data_is_cleaned_up(backend: Backend) {
 mod cleanup {
     use super::*;
     both_backends!(expired_data_is_cleaned_up);
+}
+
+fn mcp_session(id_hash: &str, subject: &str, client_id: &str, now: i64) -> McpSessionRecord {
+    McpSessionRecord {
+        id_hash: id_hash.into(),
+        resource: "https://x/mcp".into(),
+        subject: subject.into(),
+        client_id: client_id.into(),
+        created_at: now,
+        last_used_at: now,
+        expires_at: now + 1000,
+    }
+}
+
+async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
+    let store = fresh_store(backend).await;
+    let ann = mcp_session("h1", "ann", "c1", T0);
+    assert!(store.bind_mcp_session(&ann).await.unwrap());
+    let got = store
+        .get_mcp_session("h1", "https://x/mcp")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, ann);
+    assert!(
+        store
+            .get_mcp_session("h1", "https://x/other/mcp")
+            .await
+            .unwrap()
+            .is_none(),
+        "bindings are per resource"
+    );
+    assert!(
+        store
+            .get_mcp_session("h2", "https://x/mcp")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    for thief in [
+        mcp_session("h1", "bob", "c1", T0 + 5),
+        mcp_session("h1", "ann", "c2", T0 + 5),
+    ] {
+        assert!(
+            !store.bind_mcp_session(&thief).await.unwrap(),
+            "{thief:?} must not take over"
+        );
+    }
+    assert_eq!(
+        store
+            .get_mcp_session("h1", "https://x/mcp")
+            .await
+            .unwrap()
+            .unwrap(),
+        ann,
+        "the first binding is left as it was"
+    );
+    let again = mcp_session("h1", "ann", "c1", T0 + 7);
+    assert!(store.bind_mcp_session(&again).await.unwrap());
+    let got = store
+        .get_mcp_session("h1", "https://x/mcp")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.created_at, got.last_used_at, got.expires_at),
+        (T0, T0 + 7, T0 + 1007)
+    );
+    let mut elsewhere = mcp_session("h1", "bob", "c9", T0);
+    elsewhere.resource = "https://x/other/mcp".into();
+    assert!(
+        store.bind_mcp_session(&elsewhere).await.unwrap(),
+        "the same id from another resource's upstream is another session"
+    );
+
+    store
+        .touch_mcp_session("h1", "https://x/mcp", T0 + 100, T0 + 1100)
+        .await
+        .unwrap();
+    store
+        .touch_mcp_session("h1", "https://x/mcp", T0 + 50, T0 + 1050)
+        .await
+        .unwrap();
+    let got = store
+        .get_mcp_session("h1", "https://x/mcp")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.last_used_at, got.expires_at),
+        (T0 + 100, T0 + 1100),
+        "a late touch never moves the use time back"
+    );
+
+    assert!(
+        store
+            .delete_mcp_session("h1", "https://x/mcp")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_mcp_session("h1", "https://x/mcp")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .get_mcp_session("h1", "https://x/mcp")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_mcp_session("h1", "https://x/other/mcp")
+            .await
+            .unwrap()
+            .is_some(),
+        "only that resource's binding ends"
+    );
+    assert!(
+        store
+            .bind_mcp_session(&mcp_session("h1", "bob", "c1", T0 + 200))
+            .await
+            .unwrap(),
+        "an ended binding no longer blocks the id"
+    );
+}
+
+async fn expired_mcp_sessions_are_cleaned_up(backend: Backend) {
+    let store = fresh_store(backend).await;
+    let mut old = mcp_session("old", "ann", "c1", T0);
+    old.expires_at = T0 + 50;
+    store.bind_mcp_session(&old).await.unwrap();
+    store
+        .bind_mcp_session(&mcp_session("live", "ann", "c1", T0))
+        .await
+        .unwrap();
+    assert_eq!(store.delete_expired(T0 + 100, 60).await.unwrap(), 1);
+    assert!(
+        store
+            .get_mcp_session("old", "https://x/mcp")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get_mcp_session("live", "https://x/mcp")
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+mod mcp_sessions {
+    use super::*;
+    both_backends!(
+        mcp_sessions_are_bound_to_their_first_caller,
+        expired_mcp_sessions_are_cleaned_up
+    );
 }
