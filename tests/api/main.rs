@@ -15,6 +15,7 @@ mod doctor;
 mod flow;
 mod helpers;
 mod inspector;
+mod keys;
 mod mcp;
 mod ops;
 mod pages;
