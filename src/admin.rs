@@ -149,7 +149,7 @@ pub async fn keys(
         .collect())
 }
 
-/// Adds a key that signs from `now + publication_delay`. Returns its id.
+/// Adds a key that signs from `now + publication_delay` (or just after the latest key).
 pub async fn rotate_keys(
     store: DynStore,
     overlap: i64,
@@ -157,7 +157,7 @@ pub async fn rotate_keys(
     sealer: Option<crate::keys::KeySealer>,
     now: Timestamp,
     random: &dyn Random,
-) -> Result<String, crate::keys::KeyError> {
+) -> Result<crate::keys::Rotated, crate::keys::KeyError> {
     let keys = Keystore::load_or_create(store, overlap, sealer, now, random).await?;
     keys.rotate(now, publication_delay, random).await
 }

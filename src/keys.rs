@@ -74,8 +74,8 @@ pub enum TokenRejection {
 /// still sign with it for a little while after it retired.
 pub const DROP_MARGIN: i64 = 60;
 
-/// How often every instance checks whether the keys changed. With the default publication
-/// delay of twice this and more, every JWKS carries a key before any token does.
+/// How often every instance checks whether the keys changed. The default publication delay
+/// (120 s) covers one poll plus the 60 s that clients may cache `/jwks.json`.
 pub const POLL_SECONDS: u64 = 30;
 
 /// Where a key is in its life. Every instance computes it from the stored times and its own
@@ -102,6 +102,14 @@ impl KeyStage {
             Self::Dropped => "dropped",
         }
     }
+}
+
+/// A key added by [`Keystore::rotate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub kid: String,
+    /// When it starts signing.
+    pub activates_at: Timestamp,
 }
 
 /// When one key enters each stage.
@@ -404,18 +412,29 @@ impl Keystore {
     }
 
     /// Adds a key that is published at once and signs from `now + publication_delay`, when the
-    /// key signing until then retires (it stays published until its tokens have expired).
+    /// key signing until then retires (it stays published until its tokens have expired). It
+    /// activates after every key already stored, so the latest rotation always ends up signing,
+    /// even one within the same second as the previous.
     pub async fn rotate(
         &self,
         now: Timestamp,
         publication_delay: i64,
         random: &dyn Random,
-    ) -> Result<String, KeyError> {
-        let kid = self
-            .create_key(now, now.saturating_add(publication_delay.max(0)), random)
-            .await?;
+    ) -> Result<Rotated, KeyError> {
+        let after_the_others = self
+            .store
+            .list_keys()
+            .await?
+            .iter()
+            .map(|k| k.activates_at.saturating_add(1))
+            .max()
+            .unwrap_or(Timestamp::MIN);
+        let activates_at = now
+            .saturating_add(publication_delay.max(0))
+            .max(after_the_others);
+        let kid = self.create_key(now, activates_at, random).await?;
         self.reload(now).await?;
-        Ok(kid)
+        Ok(Rotated { kid, activates_at })
     }
 
     /// The periodic check: one small read, and the keys are re-read only when another

@@ -446,7 +446,7 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
         }
         Command::Keys(KeysCmd::Rotate) => {
             let delay = settings.key_publication_delay;
-            let kid = admin::rotate_keys(
+            let rotated = admin::rotate_keys(
                 store,
                 settings.access_token_ttl,
                 delay,
@@ -455,11 +455,12 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
                 &SystemRandom,
             )
             .await?;
-            let activates = now + delay;
+            let (kid, activates) = (rotated.kid, rotated.activates_at);
             println!(
-                "new signing key {kid}: published now (every running instance within {} s), signs from {} (in {delay} s); the key signing until then stays published until {}",
+                "new signing key {kid}: published now (every running instance within {} s), signs from {} (in {} s); the key signing until then stays published until {}",
                 authgate::keys::POLL_SECONDS,
                 admin::format_time(activates),
+                activates - now,
                 admin::format_time(
                     activates + settings.access_token_ttl + authgate::keys::DROP_MARGIN
                 ),

@@ -72,6 +72,7 @@ async fn rotate_like_the_cli(app: &TestApp) -> String {
     )
     .await
     .unwrap()
+    .kid
 }
 
 async fn a_rotation_is_published_everywhere_after_one_poll_and_signs_only_from_its_activation(
@@ -84,8 +85,32 @@ async fn a_rotation_is_published_everywhere_after_one_poll_and_signs_only_from_i
     let grant = full_grant(&a, &client).await;
     let old_kid = kid_of(grant["access_token"].as_str().unwrap());
     let mut rt = grant["refresh_token"].as_str().unwrap().to_owned();
+    let store = a.store.clone();
+    let stages = |now| {
+        let store = store.clone();
+        async move {
+            authgate::admin::keys(&store, TTL, now)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| (k.kid, k.state.as_str(), k.changes_at))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        stages(T0).await,
+        [(old_kid.clone(), "current", None)],
+        "the first key signs from the first start, with no delay"
+    );
 
     let new_kid = rotate_like_the_cli(&a).await;
+    assert_eq!(
+        stages(T0).await,
+        [
+            (new_kid.clone(), "next", Some(T0 + DELAY)),
+            (old_kid.clone(), "current", Some(T0 + DELAY))
+        ]
+    );
     assert!(
         !jwks_kids(&b).await.contains(&new_kid),
         "B has not looked yet"
@@ -195,6 +220,24 @@ async fn the_retired_key_verifies_its_tokens_until_they_expire_then_leaves_the_j
     assert_eq!(jwks_kids(&b).await, vec![new_kid]);
 }
 
+async fn the_latest_rotation_always_ends_up_signing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let keys = &app.state.keys;
+    let first = keys.signing_kid(T0).unwrap();
+    // Within the second the first key activated: it must still come after it.
+    let quick = keys.rotate(T0, 0, &SystemRandom).await.unwrap();
+    assert_eq!(quick.activates_at, T0 + 1);
+    assert_eq!(keys.signing_kid(T0), Some(first));
+    assert_eq!(keys.signing_kid(T0 + 1), Some(quick.kid.clone()));
+    // A slow rotation, then a quick one: the quick one is the newer, so it waits for the other.
+    let slow = keys.rotate(T0, 600, &SystemRandom).await.unwrap();
+    let again = keys.rotate(T0, 0, &SystemRandom).await.unwrap();
+    assert_eq!(slow.activates_at, T0 + 600);
+    assert_eq!(again.activates_at, T0 + 601);
+    assert_eq!(keys.signing_kid(T0 + 600), Some(slow.kid));
+    assert_eq!(keys.signing_kid(T0 + 601), Some(again.kid));
+}
+
 async fn every_instance_polls_the_key_version_in_the_background(backend: Backend) {
     let a = spawn_app(backend).await;
     let b = a
@@ -271,6 +314,7 @@ async fn keys_list_shows_each_keys_state_and_when_it_changes(backend: Backend) {
 both_backends!(
     a_rotation_is_published_everywhere_after_one_poll_and_signs_only_from_its_activation,
     the_retired_key_verifies_its_tokens_until_they_expire_then_leaves_the_jwks,
+    the_latest_rotation_always_ends_up_signing,
     every_instance_polls_the_key_version_in_the_background,
     keys_list_shows_each_keys_state_and_when_it_changes,
 );

@@ -439,13 +439,16 @@ async fn a_key_rotated_on_one_instance_is_accepted_and_published_by_the_other() 
         Some(old_kid.as_str())
     );
 
-    // No publication delay: A signs with the new key before B has read it.
+    // No publication delay: A signs with the new key before B has read it (from the next
+    // second, as it must activate after the first key).
     let new_kid =
         c.a.state
             .keys
             .rotate(c.clock.now(), 0, &SystemRandom)
             .await
-            .unwrap();
+            .unwrap()
+            .kid;
+    c.clock.advance(1);
     assert_ne!(new_kid, old_kid);
     let jwks_b: Value = b
         .http
