@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::keys::Keystore;
+use crate::keys::{KeyStage, Keystore, schedule};
 use crate::random::Random;
 use crate::store::{DynStore, StoreError};
 
@@ -35,15 +35,21 @@ pub struct GrantSummary {
 pub struct KeySummary {
     pub kid: String,
     pub alg: String,
+    /// `next`, `current`, `retired` or `dropped` (no longer published, awaiting clean-up).
+    pub state: KeyStage,
+    /// When `state` changes next (to current, to retired, out of the JWKS).
+    pub changes_at: Option<Timestamp>,
     pub created_at: Timestamp,
-    pub retired_at: Option<Timestamp>,
-    pub status: &'static str,
+    pub activates_at: Timestamp,
+    pub retires_at: Option<Timestamp>,
+    pub drops_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct CleanupReport {
     pub expired_rows_removed: u64,
     pub idle_clients_removed: u64,
+    pub retired_keys_removed: u64,
 }
 
 fn hosts(uris: &[String]) -> Vec<String> {
@@ -120,50 +126,53 @@ pub async fn grants(
         .collect())
 }
 
+/// The keys with their stages, newest activation first.
 pub async fn keys(
     store: &DynStore,
     overlap: i64,
     now: Timestamp,
 ) -> Result<Vec<KeySummary>, StoreError> {
-    Ok(store
-        .list_keys()
-        .await?
+    let records = store.list_keys().await?;
+    Ok(schedule(&records, overlap)
         .into_iter()
         .rev()
-        .map(|k| KeySummary {
-            status: match k.retired_at {
-                None => "signing",
-                Some(at) if at + overlap > now => "published",
-                Some(_) => "retired",
-            },
-            kid: k.kid,
-            alg: k.alg,
+        .map(|(k, s)| KeySummary {
+            state: s.stage(now),
+            changes_at: s.changes_at(now),
+            kid: s.kid,
+            alg: k.alg.clone(),
             created_at: k.created_at,
-            retired_at: k.retired_at,
+            activates_at: s.activates_at,
+            retires_at: s.retires_at,
+            drops_at: s.drops_at,
         })
         .collect())
 }
 
+/// Adds a key that signs from `now + publication_delay` (or just after the latest key).
 pub async fn rotate_keys(
     store: DynStore,
     overlap: i64,
+    publication_delay: i64,
     sealer: Option<crate::keys::KeySealer>,
     now: Timestamp,
     random: &dyn Random,
-) -> Result<String, crate::keys::KeyError> {
+) -> Result<crate::keys::Rotated, crate::keys::KeyError> {
     let keys = Keystore::load_or_create(store, overlap, sealer, now, random).await?;
-    keys.rotate(now, random).await
+    keys.rotate(now, publication_delay, random).await
 }
 
 pub async fn cleanup(
     store: &DynStore,
     idle_ttl: i64,
     keep_rotated: i64,
+    overlap: i64,
     now: Timestamp,
 ) -> Result<CleanupReport, StoreError> {
     Ok(CleanupReport {
         expired_rows_removed: store.delete_expired(now, keep_rotated).await?,
         idle_clients_removed: store.delete_idle_clients(now - idle_ttl).await?,
+        retired_keys_removed: crate::keys::remove_dropped(store, overlap, now).await?,
     })
 }
 

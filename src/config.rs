@@ -62,6 +62,7 @@ const VARS: &[&str] = &[
     "AUTHGATE_REVOKE_RATE_LIMIT",
     "AUTHGATE_ACCOUNT_RATE_LIMIT",
     "AUTHGATE_CALLBACK_RATE_LIMIT",
+    "AUTHGATE_KEY_PUBLICATION_DELAY",
 ];
 
 fn toml_key(env: &str) -> String {
@@ -345,6 +346,10 @@ pub struct Settings {
     pub mcp_max_body: usize,
     /// Time allowed for any request that is not an MCP stream.
     pub request_timeout: i64,
+    /// How long a rotated-in key is published before it signs.
+    pub key_publication_delay: i64,
+    /// How often each instance checks whether the keys changed. Not a setting: tests shorten it.
+    pub key_poll_interval: std::time::Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -362,6 +367,7 @@ impl fmt::Debug for Settings {
             .field("upstream", &self.upstream)
             .field("login_policy", &self.login_policy)
             .field("access_token_ttl", &self.access_token_ttl)
+            .field("key_publication_delay", &self.key_publication_delay)
             .finish_non_exhaustive()
     }
 }
@@ -622,6 +628,12 @@ impl Settings {
                 .map(crate::keys::KeySealer::from_setting)
                 .transpose()
                 .map_err(|_| err("AUTHGATE_KEY_ENCRYPTION_KEY", "must be 32 random bytes in base64 (openssl rand -base64 32); value not shown"))?,
+            // Zero is allowed (a single instance needs no publication ahead of use).
+            key_publication_delay: match raw.get("AUTHGATE_KEY_PUBLICATION_DELAY").map(str::trim) {
+                Some("0") => 0,
+                _ => dur("AUTHGATE_KEY_PUBLICATION_DELAY", "120")?,
+            },
+            key_poll_interval: std::time::Duration::from_secs(crate::keys::POLL_SECONDS),
             issuer,
             public_url,
             dev_mode,
@@ -1007,11 +1019,29 @@ mod tests {
                 vec![("AUTHGATE_KEY_ENCRYPTION_KEY", "c2hvcnQ=")],
                 "AUTHGATE_KEY_ENCRYPTION_KEY",
             ),
+            (
+                vec![("AUTHGATE_KEY_PUBLICATION_DELAY", "-5")],
+                "AUTHGATE_KEY_PUBLICATION_DELAY",
+            ),
         ] {
             let e = settings(&pairs).unwrap_err();
             assert!(e.0.contains(var), "{e} should name {var}");
             assert_eq!(e.0.lines().count(), 1);
         }
+    }
+
+    #[test]
+    fn key_publication_delay_defaults_to_two_minutes_and_may_be_zero() {
+        let delay = |v: Option<&str>| {
+            let pairs: Vec<(&str, &str)> = v
+                .map(|v| vec![("AUTHGATE_KEY_PUBLICATION_DELAY", v)])
+                .unwrap_or_default();
+            settings(&pairs).unwrap().key_publication_delay
+        };
+        assert_eq!(delay(None), 120);
+        assert_eq!(delay(Some("0")), 0);
+        assert_eq!(delay(Some("5m")), 300);
+        assert_eq!(delay(Some("45")), 45);
     }
 
     #[test]

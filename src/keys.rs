@@ -1,8 +1,8 @@
 //! Signing keys for access tokens (RFC 9068 JWTs, ES256). Keys live in the database so that
-//! restarts and several instances share them; rotation keeps retired keys published until the
-//! tokens they signed have expired.
+//! restarts and several instances share them. Rotation is staged: a new key is published first
+//! and signs only from its activation time, when the previous one retires; a retired key stays
+//! published until the tokens it signed have expired.
 
-use std::collections::HashMap;
 use std::sync::RwLock;
 
 use base64::Engine as _;
@@ -69,10 +69,179 @@ pub enum TokenRejection {
     Expired,
 }
 
+/// How long a retired key stays published beyond the token lifetime: an instance that had not
+/// yet read the successor (it checks every [`POLL_SECONDS`]) or whose clock runs behind may
+/// still sign with it for a little while after it retired.
+pub const DROP_MARGIN: i64 = 60;
+
+/// How often every instance checks whether the keys changed. The default publication delay
+/// (120 s) covers one poll plus the 60 s that clients may cache `/jwks.json`.
+pub const POLL_SECONDS: u64 = 30;
+
+/// Where a key is in its life. Every instance computes it from the stored times and its own
+/// clock, so the switch to a new key needs no coordination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStage {
+    /// Published, not signing yet: JWKS caches learn it before any token carries it.
+    Next,
+    /// The key that signs.
+    Current,
+    /// Superseded; published until the tokens it signed have expired.
+    Retired,
+    /// No longer published; removed by the next clean-up.
+    Dropped,
+}
+
+impl KeyStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Next => "next",
+            Self::Current => "current",
+            Self::Retired => "retired",
+            Self::Dropped => "dropped",
+        }
+    }
+}
+
+/// A key added by [`Keystore::rotate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub kid: String,
+    /// When it starts signing.
+    pub activates_at: Timestamp,
+}
+
+/// When one key enters each stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySchedule {
+    pub kid: String,
+    pub activates_at: Timestamp,
+    /// When the following key activates; `None` while there is none.
+    pub retires_at: Option<Timestamp>,
+    /// When it leaves the JWKS.
+    pub drops_at: Option<Timestamp>,
+}
+
+impl KeySchedule {
+    pub fn stage(&self, now: Timestamp) -> KeyStage {
+        if now < self.activates_at {
+            KeyStage::Next
+        } else if self.retires_at.is_none_or(|at| now < at) {
+            KeyStage::Current
+        } else if self.drops_at.is_none_or(|at| now < at) {
+            KeyStage::Retired
+        } else {
+            KeyStage::Dropped
+        }
+    }
+
+    /// When [`Self::stage`] next changes; `None` for a current key without successor, or a
+    /// dropped one.
+    pub fn changes_at(&self, now: Timestamp) -> Option<Timestamp> {
+        match self.stage(now) {
+            KeyStage::Next => Some(self.activates_at),
+            KeyStage::Current => self.retires_at,
+            KeyStage::Retired => self.drops_at,
+            KeyStage::Dropped => None,
+        }
+    }
+}
+
+/// The schedule of every key, in activation order: each key retires when the next one
+/// activates, and is dropped once the tokens it could have signed have expired (`overlap`,
+/// the access-token lifetime, plus [`DROP_MARGIN`]).
+pub fn schedule(keys: &[KeyRecord], overlap: i64) -> Vec<(&KeyRecord, KeySchedule)> {
+    let mut ordered: Vec<&KeyRecord> = keys.iter().collect();
+    ordered.sort_by(|a, b| {
+        (a.activates_at, a.created_at, &a.kid).cmp(&(b.activates_at, b.created_at, &b.kid))
+    });
+    let successors: Vec<Option<Timestamp>> = ordered
+        .iter()
+        .skip(1)
+        .map(|k| Some(k.activates_at))
+        .chain(std::iter::once(None))
+        .collect();
+    ordered
+        .into_iter()
+        .zip(successors)
+        .map(|(k, retires_at)| {
+            let sched = KeySchedule {
+                kid: k.kid.clone(),
+                activates_at: k.activates_at,
+                retires_at,
+                drops_at: retires_at
+                    .map(|at| at.saturating_add(overlap).saturating_add(DROP_MARGIN)),
+            };
+            (k, sched)
+        })
+        .collect()
+}
+
+/// Deletes the keys that are no longer published; nothing is opened, so the CLI needs no
+/// sealing key for it. Returns how many.
+pub async fn remove_dropped(
+    store: &DynStore,
+    overlap: i64,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let keys = store.list_keys().await?;
+    let dropped: Vec<String> = schedule(&keys, overlap)
+        .into_iter()
+        .filter(|(_, s)| s.stage(now) == KeyStage::Dropped)
+        .map(|(_, s)| s.kid)
+        .collect();
+    if dropped.is_empty() {
+        return Ok(0);
+    }
+    store.delete_keys(&dropped).await
+}
+
+struct LoadedKey {
+    schedule: KeySchedule,
+    signing: EncodingKey,
+    verifying: DecodingKey,
+    jwk: Jwk,
+}
+
 struct Loaded {
-    signing: Option<(String, EncodingKey)>,
-    verifying: HashMap<String, DecodingKey>,
+    /// The key version these keys were read at; `None` before the first read.
+    version: Option<i64>,
+    /// Every key not yet dropped when read, in activation order.
+    keys: Vec<LoadedKey>,
     jwks: Bytes,
+    /// `jwks` is right until this time (the next drop); it is rebuilt after.
+    jwks_until: Timestamp,
+}
+
+impl Loaded {
+    /// The newest key activated at `at`. A clock behind the one of the instance that created
+    /// the first key would find none: it signs with the oldest key rather than not at all.
+    fn signing_at(&self, at: Timestamp) -> Option<&LoadedKey> {
+        self.keys
+            .iter()
+            .rev()
+            .find(|k| k.schedule.activates_at <= at)
+            .or_else(|| self.keys.first())
+    }
+}
+
+/// The published keys at `now` (next, current, retired) and until when that set holds.
+fn build_jwks(keys: &[LoadedKey], now: Timestamp) -> Option<(Bytes, Timestamp)> {
+    let published: Vec<&LoadedKey> = keys
+        .iter()
+        .filter(|k| k.schedule.stage(now) != KeyStage::Dropped)
+        .collect();
+    let until = published
+        .iter()
+        .filter_map(|k| k.schedule.drops_at)
+        .min()
+        .unwrap_or(Timestamp::MAX);
+    let set = JwkSet {
+        keys: published.iter().map(|k| k.jwk.clone()).collect(),
+    };
+    let body = serde_json::to_vec(&set).ok()?;
+    Some((Bytes::from(body), until))
 }
 
 /// Encrypts signing keys at rest (AES-256-GCM, the key id as associated data), so that reading
@@ -166,7 +335,7 @@ pub struct Keystore {
     sealer: Option<KeySealer>,
     /// When the keys were last read from the database (for reloads on an unknown `kid`).
     loaded_at: std::sync::atomic::AtomicI64,
-    /// Retired keys stay published this long: the access-token lifetime.
+    /// The access-token lifetime: how long a retired key's tokens can live on.
     overlap: i64,
     loaded: RwLock<Loaded>,
 }
@@ -190,7 +359,8 @@ fn public_jwk(kid: &str, der: &[u8]) -> Result<Jwk, KeyError> {
 }
 
 impl Keystore {
-    /// Loads the keys, creating the first one on first start.
+    /// Loads the keys, creating the first one on first start (it signs at once: there are no
+    /// caches to warn yet).
     pub async fn load_or_create(
         store: DynStore,
         overlap: i64,
@@ -204,20 +374,25 @@ impl Keystore {
             loaded_at: std::sync::atomic::AtomicI64::new(0),
             overlap,
             loaded: RwLock::new(Loaded {
-                signing: None,
-                verifying: HashMap::new(),
+                version: None,
+                keys: Vec::new(),
                 jwks: Bytes::from_static(b"{\"keys\":[]}"),
+                jwks_until: Timestamp::MAX,
             }),
         };
-        let keys = ks.store.list_keys().await?;
-        if !keys.iter().any(|k| k.retired_at.is_none()) {
-            ks.create_key(now, random).await?;
+        if ks.store.list_keys().await?.is_empty() {
+            ks.create_key(now, now, random).await?;
         }
         ks.reload(now).await?;
         Ok(ks)
     }
 
-    async fn create_key(&self, now: Timestamp, random: &dyn Random) -> Result<String, KeyError> {
+    async fn create_key(
+        &self,
+        now: Timestamp,
+        activates_at: Timestamp,
+        random: &dyn Random,
+    ) -> Result<String, KeyError> {
         let der = generate_pkcs8()?;
         let kid = random.id();
         self.store
@@ -229,18 +404,58 @@ impl Keystore {
                     None => STANDARD.encode(der),
                 },
                 created_at: now,
+                activates_at,
                 retired_at: None,
             })
             .await?;
         Ok(kid)
     }
 
-    /// Adds a new signing key and retires the others (they stay published for the overlap).
-    pub async fn rotate(&self, now: Timestamp, random: &dyn Random) -> Result<String, KeyError> {
-        let kid = self.create_key(now, random).await?;
-        self.store.retire_keys_except(&kid, now).await?;
+    /// Adds a key that is published at once and signs from `now + publication_delay`, when the
+    /// key signing until then retires (it stays published until its tokens have expired). It
+    /// activates after every key already stored, so the latest rotation always ends up signing,
+    /// even one within the same second as the previous.
+    pub async fn rotate(
+        &self,
+        now: Timestamp,
+        publication_delay: i64,
+        random: &dyn Random,
+    ) -> Result<Rotated, KeyError> {
+        let after_the_others = self
+            .store
+            .list_keys()
+            .await?
+            .iter()
+            .map(|k| k.activates_at.saturating_add(1))
+            .max()
+            .unwrap_or(Timestamp::MIN);
+        let activates_at = now
+            .saturating_add(publication_delay.max(0))
+            .max(after_the_others);
+        let kid = self.create_key(now, activates_at, random).await?;
         self.reload(now).await?;
-        Ok(kid)
+        Ok(Rotated { kid, activates_at })
+    }
+
+    /// The periodic check: one small read, and the keys are re-read only when another
+    /// instance (or the CLI) changed them. Returns whether it reloaded.
+    pub async fn poll(&self, now: Timestamp) -> Result<bool, KeyError> {
+        let version = self.store.key_version().await?;
+        let loaded = self
+            .loaded
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .version;
+        if loaded == Some(version) {
+            return Ok(false);
+        }
+        self.reload(now).await?;
+        Ok(true)
+    }
+
+    /// Deletes the keys that are no longer published. Returns how many.
+    pub async fn remove_dropped(&self, now: Timestamp) -> Result<u64, KeyError> {
+        Ok(remove_dropped(&self.store, self.overlap, now).await?)
     }
 
     /// Reloads the keys if they were last read more than a few seconds ago; a token signed with
@@ -265,56 +480,74 @@ impl Keystore {
     pub async fn reload(&self, now: Timestamp) -> Result<(), KeyError> {
         self.loaded_at
             .store(now, std::sync::atomic::Ordering::Relaxed);
-        let keys = self.store.list_keys().await?;
-        let mut signing = None;
-        let mut verifying = HashMap::new();
-        let mut jwks = Vec::new();
-        for k in &keys {
-            let published = k.retired_at.is_none_or(|at| at + self.overlap > now);
-            if !published || k.alg != ALG {
+        // The version first: a change landing between the two reads moves it again, so the
+        // next poll reloads.
+        let version = self.store.key_version().await?;
+        let records = self.store.list_keys().await?;
+        let mut keys = Vec::new();
+        for (k, sched) in schedule(&records, self.overlap) {
+            if sched.stage(now) == KeyStage::Dropped || k.alg != ALG {
                 continue;
             }
             let der = private_der(self.sealer.as_ref(), &k.kid, &k.private_der)?;
             let jwk = public_jwk(&k.kid, &der)?;
-            let dec = DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Corrupt(k.kid.clone()))?;
-            verifying.insert(k.kid.clone(), dec);
-            jwks.push(jwk);
-            if k.retired_at.is_none() {
-                // Newest active key signs (keys are listed oldest first).
-                signing = Some((k.kid.clone(), EncodingKey::from_ec_der(&der)));
-            }
+            let verifying =
+                DecodingKey::from_jwk(&jwk).map_err(|_| KeyError::Corrupt(k.kid.clone()))?;
+            keys.push(LoadedKey {
+                schedule: sched,
+                signing: EncodingKey::from_ec_der(&der),
+                verifying,
+                jwk,
+            });
         }
-        let body = serde_json::to_vec(&JwkSet { keys: jwks })
-            .map_err(|_| KeyError::Corrupt("jwks".to_owned()))?;
+        let (jwks, jwks_until) =
+            build_jwks(&keys, now).ok_or_else(|| KeyError::Corrupt("jwks".to_owned()))?;
         let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
         *loaded = Loaded {
-            signing,
-            verifying,
-            jwks: Bytes::from(body),
+            version: Some(version),
+            keys,
+            jwks,
+            jwks_until,
         };
         Ok(())
     }
 
-    pub fn jwks(&self) -> Bytes {
-        self.loaded
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .jwks
-            .clone()
+    /// The JWKS at `now`: a retired key leaves it when its tokens have expired, without waiting
+    /// for a reload.
+    pub fn jwks(&self, now: Timestamp) -> Bytes {
+        {
+            let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
+            if now < loaded.jwks_until {
+                return loaded.jwks.clone();
+            }
+        }
+        let mut loaded = self.loaded.write().unwrap_or_else(|p| p.into_inner());
+        if now >= loaded.jwks_until
+            && let Some((jwks, until)) = build_jwks(&loaded.keys, now)
+        {
+            loaded.jwks = jwks;
+            loaded.jwks_until = until;
+        }
+        loaded.jwks.clone()
     }
 
-    pub fn signing_kid(&self) -> Option<String> {
+    /// The key that signs a token issued at `now`.
+    pub fn signing_kid(&self, now: Timestamp) -> Option<String> {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        loaded.signing.as_ref().map(|(kid, _)| kid.clone())
+        loaded.signing_at(now).map(|k| k.schedule.kid.clone())
     }
 
+    /// Signs with the key current at the token's `iat`, so every instance switches keys at the
+    /// same moment.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        let (kid, key) = loaded.signing.as_ref().ok_or(KeyError::NoSigningKey)?;
+        let key = loaded
+            .signing_at(claims.iat)
+            .ok_or(KeyError::NoSigningKey)?;
         let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(kid.clone());
+        header.kid = Some(key.schedule.kid.clone());
         header.typ = Some(TOKEN_TYPE.to_owned());
-        Ok(jsonwebtoken::encode(&header, claims, key)?)
+        Ok(jsonwebtoken::encode(&header, claims, &key.signing)?)
     }
 
     /// Verifies signature, type, issuer, audience and expiry (against `now`, not the system
@@ -347,10 +580,12 @@ impl Keystore {
         }
         let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        let key = loaded
-            .verifying
-            .get(&kid)
-            .ok_or(TokenRejection::UnknownKey)?;
+        let key = &loaded
+            .keys
+            .iter()
+            .find(|k| k.schedule.kid == kid)
+            .ok_or(TokenRejection::UnknownKey)?
+            .verifying;
         let mut validation = Validation::new(Algorithm::ES256);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -369,6 +604,64 @@ impl Keystore {
 mod tests {
     use super::*;
     use crate::random::SystemRandom;
+
+    fn record(kid: &str, created_at: Timestamp, activates_at: Timestamp) -> KeyRecord {
+        KeyRecord {
+            kid: kid.to_owned(),
+            alg: ALG.to_owned(),
+            private_der: String::new(),
+            created_at,
+            activates_at,
+            retired_at: None,
+        }
+    }
+
+    #[test]
+    fn each_key_retires_when_the_next_activates_and_drops_after_its_tokens() {
+        const TTL: i64 = 3600;
+        // Listed out of order on purpose: the schedule follows activation, not the listing.
+        let keys = [
+            record("c", 2000, 2120),
+            record("a", 0, 0),
+            record("b", 1000, 1120),
+        ];
+        let sched: Vec<KeySchedule> = schedule(&keys, TTL).into_iter().map(|(_, s)| s).collect();
+        let kids: Vec<&str> = sched.iter().map(|s| s.kid.as_str()).collect();
+        assert_eq!(kids, ["a", "b", "c"]);
+        let (a, b, c) = (&sched[0], &sched[1], &sched[2]);
+        assert_eq!(a.retires_at, Some(1120));
+        assert_eq!(a.drops_at, Some(1120 + TTL + DROP_MARGIN));
+        assert_eq!((c.retires_at, c.drops_at), (None, None));
+
+        assert_eq!(b.stage(1119), KeyStage::Next);
+        assert_eq!(b.changes_at(1119), Some(1120));
+        assert_eq!(a.stage(1119), KeyStage::Current);
+        assert_eq!(b.stage(1120), KeyStage::Current);
+        assert_eq!(b.changes_at(1120), Some(2120));
+        assert_eq!(a.stage(1120), KeyStage::Retired);
+        assert_eq!(a.changes_at(1120), a.drops_at);
+        assert_eq!(a.stage(1120 + TTL + DROP_MARGIN - 1), KeyStage::Retired);
+        assert_eq!(a.stage(1120 + TTL + DROP_MARGIN), KeyStage::Dropped);
+        assert_eq!(c.stage(1_000_000), KeyStage::Current);
+        assert_eq!(c.changes_at(1_000_000), None);
+    }
+
+    #[test]
+    fn keys_activating_together_have_exactly_one_current() {
+        // Two instances creating the first key at the same moment.
+        let keys = [record("y", 5, 5), record("x", 5, 5)];
+        let stages: Vec<(String, KeyStage)> = schedule(&keys, 60)
+            .into_iter()
+            .map(|(_, s)| (s.kid.clone(), s.stage(5)))
+            .collect();
+        assert_eq!(
+            stages,
+            [
+                ("x".to_owned(), KeyStage::Retired),
+                ("y".to_owned(), KeyStage::Current)
+            ]
+        );
+    }
 
     #[test]
     fn sealed_keys_open_only_with_their_key_and_id() {

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use authgate::admin;
 use authgate::clock::{Clock, SystemClock};
 use authgate::config::{RawConfig, Settings};
+use authgate::keys::KeyStage;
 use authgate::random::SystemRandom;
 use authgate::startup::Application;
 
@@ -114,7 +115,8 @@ enum GrantsCmd {
 enum KeysCmd {
     /// List signing keys.
     List(JsonFlag),
-    /// Start signing with a new key; the old ones stay published until their tokens expire.
+    /// Publish a new key now; it signs after AUTHGATE_KEY_PUBLICATION_DELAY, and the current
+    /// one stays published until its tokens expire.
     Rotate,
 }
 
@@ -405,33 +407,63 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
                 let rows: Vec<Vec<String>> = list
                     .iter()
                     .map(|k| {
+                        let next = match k.state {
+                            KeyStage::Next => "current",
+                            KeyStage::Current => "retired",
+                            KeyStage::Retired => "dropped",
+                            KeyStage::Dropped => "-",
+                        };
                         vec![
                             k.kid.clone(),
                             k.alg.clone(),
-                            k.status.to_owned(),
-                            admin::format_time(k.created_at),
-                            admin::opt_time(k.retired_at),
+                            k.state.as_str().to_owned(),
+                            match k.changes_at {
+                                Some(at) => format!("{next} at {}", admin::format_time(at)),
+                                None => "-".to_owned(),
+                            },
+                            admin::format_time(k.activates_at),
+                            admin::opt_time(k.retires_at),
+                            admin::opt_time(k.drops_at),
                         ]
                     })
                     .collect();
                 println!(
                     "{}",
-                    admin::table(&["KID", "ALG", "STATUS", "CREATED", "RETIRED"], &rows)
+                    admin::table(
+                        &[
+                            "KID",
+                            "ALG",
+                            "STATE",
+                            "CHANGES",
+                            "SIGNS FROM",
+                            "RETIRES",
+                            "UNPUBLISHED"
+                        ],
+                        &rows
+                    )
                 );
             }
         }
         Command::Keys(KeysCmd::Rotate) => {
-            let kid = admin::rotate_keys(
+            let delay = settings.key_publication_delay;
+            let rotated = admin::rotate_keys(
                 store,
                 settings.access_token_ttl,
+                delay,
                 settings.key_sealer.clone(),
                 now,
                 &SystemRandom,
             )
             .await?;
+            let (kid, activates) = (rotated.kid, rotated.activates_at);
             println!(
-                "new signing key {kid}; previous keys stay published for {} s; running instances pick it up within a minute",
-                settings.access_token_ttl
+                "new signing key {kid}: published now (every running instance within {} s), signs from {} (in {} s); the key signing until then stays published until {}",
+                authgate::keys::POLL_SECONDS,
+                admin::format_time(activates),
+                activates - now,
+                admin::format_time(
+                    activates + settings.access_token_ttl + authgate::keys::DROP_MARGIN
+                ),
             );
         }
         Command::Cleanup(f) => {
@@ -439,13 +471,22 @@ async fn admin_command(settings: Settings, command: Command) -> anyhow::Result<E
                 .refresh_idle_ttl
                 .min(7 * 86_400)
                 .max(settings.refresh_grace);
-            let report = admin::cleanup(&store, settings.dcr_idle_ttl, keep, now).await?;
+            let report = admin::cleanup(
+                &store,
+                settings.dcr_idle_ttl,
+                keep,
+                settings.access_token_ttl,
+                now,
+            )
+            .await?;
             if f.json {
                 print_json(&report)?;
             } else {
                 println!(
-                    "removed {} expired row(s) and {} idle client(s)",
-                    report.expired_rows_removed, report.idle_clients_removed
+                    "removed {} expired row(s), {} idle client(s) and {} retired signing key(s)",
+                    report.expired_rows_removed,
+                    report.idle_clients_removed,
+                    report.retired_keys_removed
                 );
             }
         }

@@ -114,6 +114,7 @@ impl Application {
             None => None,
         };
         let jobs = tokio::spawn(background_jobs(self.state.clone()));
+        let key_poll = tokio::spawn(poll_keys(self.state.clone()));
         let deadline =
             Duration::from_secs(u64::try_from(self.state.settings.shutdown_timeout).unwrap_or(30));
         let router = http::router(self.state);
@@ -144,6 +145,7 @@ impl Application {
             }
         };
         jobs.abort();
+        key_poll.abort();
         if let Some(m) = metrics {
             m.abort();
         }
@@ -200,9 +202,35 @@ async fn background_jobs(state: AppState) {
             Ok(n) => tracing::info!(removed = n, "removed expired authorization data"),
             Err(e) => tracing::warn!(error = %e, "clean-up of expired data failed"),
         }
-        // Another instance may have rotated the keys.
+        match state.keys.remove_dropped(state.clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed retired signing keys"),
+            Err(e) => tracing::warn!(error = %e, "clean-up of retired signing keys failed"),
+        }
+        // The poll only sees changes that moved the key version; this also catches keys
+        // edited by hand.
         if let Err(e) = state.keys.reload(state.clock.now()).await {
             tracing::warn!(error = %e, "reloading signing keys failed");
+        }
+    }
+}
+
+/// Checks the key version often, so that a rotated-in key is published by every instance well
+/// within its publication delay; the check is one small row, the keys are read only on change.
+async fn poll_keys(state: AppState) {
+    // A zero period would make the interval panic.
+    let period = state
+        .settings
+        .key_poll_interval
+        .max(Duration::from_millis(10));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.keys.poll(state.clock.now()).await {
+            Ok(true) => tracing::info!("signing keys changed; reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "checking for signing-key changes failed"),
         }
     }
 }

@@ -79,7 +79,7 @@ pub async fn as_metadata(State(state): State<AppState>) -> Response {
 }
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
-    let mut resp = json_document(state.keys.jwks());
+    let mut resp = json_document(state.keys.jwks(state.clock.now()));
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60"),

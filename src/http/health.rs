@@ -17,7 +17,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         tokio::time::timeout(std::time::Duration::from_millis(800), state.store.ping()).await,
         Ok(Ok(()))
     );
-    let keys = state.keys.signing_kid().is_some();
+    let keys = state.keys.signing_kid(state.clock.now()).is_some();
     let status = if database && keys {
         StatusCode::OK
     } else {

@@ -165,10 +165,16 @@ pub trait Store: Send + Sync + 'static {
     -> Result<(), StoreError>;
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 
+    /// Stores a key (published from now on, signing from its `activates_at`) and records that
+    /// it supersedes the keys activated before it.
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError>;
+    /// Every key, in activation order.
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
-    /// Stops signing with every key but `keep`; they stay published until their tokens expire.
-    async fn retire_keys_except(&self, keep: &str, now: Timestamp) -> Result<u64, StoreError>;
+    /// A counter that every change to the keys moves (in the same transaction): reading this
+    /// one row tells an instance whether it must re-read the keys.
+    async fn key_version(&self) -> Result<i64, StoreError>;
+    /// Removes keys no longer published. Returns how many were removed.
+    async fn delete_keys(&self, kids: &[String]) -> Result<u64, StoreError>;
 
     /// Deletes what can no longer be used: expired pending requests, sessions, MCP session
     /// bindings, codes (kept an
@@ -325,6 +331,9 @@ pub struct KeyRecord {
     /// PKCS#8 DER, base64.
     pub private_der: String,
     pub created_at: Timestamp,
+    /// When it starts signing; it is published from the moment it is stored.
+    pub activates_at: Timestamp,
+    /// When its successor took over (informational: stages derive from `activates_at`).
     pub retired_at: Option<Timestamp>,
 }
 
@@ -334,6 +343,7 @@ impl std::fmt::Debug for KeyRecord {
             .field("kid", &self.kid)
             .field("alg", &self.alg)
             .field("created_at", &self.created_at)
+            .field("activates_at", &self.activates_at)
             .field("retired_at", &self.retired_at)
             .finish_non_exhaustive()
     }

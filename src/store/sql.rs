@@ -90,10 +90,15 @@ pub(super) const ROTATE_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = 
 pub(super) const REVOKE_JTI: &str = "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
 pub(super) const SELECT_JTI: &str = "SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1";
 
-pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, retired_at) VALUES ($1, $2, $3, $4, $5)";
-pub(super) const SELECT_KEYS: &str = "SELECT kid, alg, private_der, created_at, retired_at FROM signing_keys ORDER BY created_at, kid";
-pub(super) const RETIRE_KEYS: &str =
-    "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL";
+pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) const SELECT_KEYS: &str = "SELECT kid, alg, private_der, created_at, activates_at, retired_at FROM signing_keys ORDER BY activates_at, created_at, kid";
+/// `retired_at` records when a successor takes over, for reading the table by hand; the
+/// keystore derives the stages from `activates_at` alone.
+pub(super) const RETIRE_KEYS: &str = "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL AND activates_at <= $2";
+pub(super) const DELETE_KEY: &str = "DELETE FROM signing_keys WHERE kid = $1";
+pub(super) const BUMP_KEY_VERSION: &str =
+    "UPDATE key_version SET version = version + 1 WHERE id = 1";
+pub(super) const SELECT_KEY_VERSION: &str = "SELECT version FROM key_version WHERE id = 1";
 
 /// `(statement, whether it takes the rotated-token window as $2)`.
 pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
@@ -599,15 +604,52 @@ macro_rules! impl_store {
                 &self,
                 k: &$crate::store::KeyRecord,
             ) -> Result<(), $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
                 sqlx::query($crate::store::sql::INSERT_KEY)
                     .bind(&k.kid)
                     .bind(&k.alg)
                     .bind(&k.private_der)
                     .bind(k.created_at)
+                    .bind(k.activates_at)
                     .bind(k.retired_at)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
+                sqlx::query($crate::store::sql::RETIRE_KEYS)
+                    .bind(&k.kid)
+                    .bind(k.activates_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query($crate::store::sql::BUMP_KEY_VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(())
+            }
+
+            async fn key_version(&self) -> Result<i64, $crate::store::StoreError> {
+                let (v,): (i64,) = sqlx::query_as($crate::store::sql::SELECT_KEY_VERSION)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(v)
+            }
+
+            async fn delete_keys(&self, kids: &[String]) -> Result<u64, $crate::store::StoreError> {
+                let mut tx = self.pool.begin().await?;
+                let mut removed = 0;
+                for kid in kids {
+                    removed += sqlx::query($crate::store::sql::DELETE_KEY)
+                        .bind(kid)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                }
+                if removed > 0 {
+                    sqlx::query($crate::store::sql::BUMP_KEY_VERSION)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(removed)
             }
 
             async fn list_keys(
@@ -691,19 +733,6 @@ macro_rules! impl_store {
                     .bind(subject)
                     .fetch_all(&self.pool)
                     .await?)
-            }
-
-            async fn retire_keys_except(
-                &self,
-                keep: &str,
-                now: $crate::clock::Timestamp,
-            ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::RETIRE_KEYS)
-                    .bind(keep)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected())
             }
         }
     };

@@ -125,6 +125,26 @@ impl TestApp {
         .await
     }
 
+    /// A second instance on the same database, public URL and clock, on its own port and
+    /// connection pool (as another replica behind the load balancer). `tweak` may adjust its
+    /// settings.
+    pub async fn another_instance(&self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut settings = self.settings.clone();
+        settings.listen = listener.local_addr().unwrap();
+        tweak(&mut settings);
+        let store = open_store(self.backend, &self.store_name).await;
+        start(
+            self.backend,
+            self.store_name.clone(),
+            settings,
+            listener,
+            store,
+            self.clock.clone(),
+        )
+        .await
+    }
+
     /// The database URL of this app's store, for the CLI.
     pub fn database_url(&self) -> String {
         match self.backend {

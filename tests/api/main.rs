@@ -16,6 +16,7 @@ mod doctor;
 mod flow;
 mod helpers;
 mod inspector;
+mod keys;
 mod mcp;
 mod mcp_sessions;
 mod ops;
