@@ -42,9 +42,13 @@ fn is_transient(code: &str) -> bool {
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(e)
-            }
+            // A server shutting down can answer a new connection's handshake with garbage
+            // ("unexpected response from SSLRequest"): that is the outage, not a bad query.
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Self::Unavailable(e),
             sqlx::Error::Database(ref db) if db.code().is_some_and(|c| is_transient(&c)) => {
                 Self::Unavailable(e)
             }
@@ -372,5 +376,15 @@ mod tests {
         for code in ["23505", "42P01", "19", "2067", "1"] {
             assert!(!is_transient(code), "{code}");
         }
+        use super::StoreError;
+        let handshake = sqlx::Error::Protocol("unexpected response from SSLRequest: 0x00".into());
+        assert!(matches!(
+            StoreError::from(handshake),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::Other(_)
+        ));
     }
 }

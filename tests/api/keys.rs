@@ -48,7 +48,11 @@ async fn refresh_at(app: &TestApp, client: &RegisteredClient, rt: &str) -> (Stri
 async fn mcp_status(app: &TestApp, token: &str) -> u16 {
     // Every instance is reached as the public URL's host, as through a load balancer.
     let public = app.state.settings.public_url.clone();
-    let host = format!("{}:{}", public.host_str().unwrap(), app.state.settings.public_port());
+    let host = format!(
+        "{}:{}",
+        public.host_str().unwrap(),
+        app.state.settings.public_port()
+    );
     app.http
         .post(app.url("/mcp"))
         .header("Host", host)
