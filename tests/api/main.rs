@@ -6,6 +6,7 @@ mod account;
 mod auth0;
 mod authorize;
 mod browser;
+mod caches;
 mod cimd;
 mod clients;
 mod compat;
