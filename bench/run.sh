@@ -33,6 +33,9 @@ FLOW_MAX=${FLOW_MAX:-200}
 REFRESH_CHAINS=${REFRESH_CHAINS:-16}
 IDP_SKIP_CONSENT=${IDP_SKIP_CONSENT:-1}
 MCP_WARMUP=${MCP_WARMUP:-5}
+BUILTIN_TOKENS=${BUILTIN_TOKENS:-10000}
+BUILTIN_GRANTS=${BUILTIN_GRANTS:-16}
+BUILTIN_MIN_RATIO=0.80
 IDP_DIR=$ROOT/tests/e2e/idp
 MCP_DIR=$ROOT/tests/e2e/clients
 # The JSON-RPC request of the MCP phases (MCP-Protocol-Version and Accept are set in lua/mcp.lua).
@@ -53,12 +56,19 @@ is_uint "$FLOW_SECONDS" || die "FLOW_SECONDS must be a positive number of second
 is_uint "$FLOW_MAX" || die "FLOW_MAX must be a positive integer"
 is_uint "$REFRESH_CHAINS" || die "REFRESH_CHAINS must be a positive integer"
 [[ $MCP_WARMUP =~ ^[0-9]+$ ]] || die "MCP_WARMUP must be a number of seconds (0: none)"
+is_uint "$BUILTIN_TOKENS" && [ "$BUILTIN_TOKENS" -le 100000 ] || die "BUILTIN_TOKENS must be an integer from 1 to 100000"
+is_uint "$BUILTIN_GRANTS" && [ "$BUILTIN_GRANTS" -le "$BUILTIN_TOKENS" ] || die "BUILTIN_GRANTS must be a positive integer, at most BUILTIN_TOKENS"
 # The upstream IdP runs (next to each authgate) only for the phases that log in (mcp: for its token).
 NEEDS_IDP=0
-case " $PHASES " in *" flows "* | *" refresh "* | *" mcp "*) NEEDS_IDP=1 ;; esac
+case " $PHASES " in *" flows "* | *" refresh "* | *" mcp "* | *" builtin "* | *" builtin-10k "*) NEEDS_IDP=1 ;; esac
 # The upstream MCP server runs (next to each authgate, which forwards /mcp to it) for the MCP phases.
 NEEDS_MCP=0
 case " $PHASES " in *" mcp-direct "* | *" mcp "* | *" mcp401 "*) NEEDS_MCP=1 ;; esac
+# The builtin phases measure authgate's own MCP server, so /mcp must not forward anywhere.
+case " $PHASES " in
+  *" builtin "* | *" builtin-10k "*)
+    [ "$NEEDS_MCP" = 0 ] || die "the builtin phases need /mcp on the built-in server: run them apart from mcp-direct, mcp and mcp401 (PHASES=\"builtin builtin-10k\")" ;;
+esac
 for b in $BACKENDS; do
   case $b in sqlite | postgres) ;; *) die "unknown backend '$b' in BACKENDS (sqlite, postgres)" ;; esac
 done
@@ -138,7 +148,8 @@ MCP_PID=""
 MCP_URL=""
 MCP_TOKEN=""
 MCP_TOKEN_EXPIRES=0
-declare -A PHASE_RPS=() PHASE_P50=()
+declare -A PHASE_RPS=() PHASE_P50=() PHASE_DBQ=() PHASE_REQUESTS=()
+METRICS_URL=""
 PG_CREATED=0
 PG_BENCH_URL=""
 MEMORY_LINES=()
@@ -316,8 +327,11 @@ start_mcp() {
 # the caller are dropped); with the upstream IdP running, it logs users in there; with the MCP server
 # running, /mcp forwards to it (AUTHGATE_MCP_UPSTREAM), else /mcp is the built-in server.
 start_server() {
-  local db_url=$1 port=$2 unset_args=() upstream=() v t0 waited=0
+  local db_url=$1 port=$2 unset_args=() upstream=() v t0 waited=0 metrics_port
   BASE="http://127.0.0.1:$port"
+  metrics_port=$(free_port)
+  [ "$metrics_port" != "$port" ] || metrics_port=$(free_port)
+  METRICS_URL="http://127.0.0.1:$metrics_port/metrics"
   for v in $(compgen -e | grep '^AUTHGATE_' || true); do unset_args+=(-u "$v"); done
   if [ -n "$IDP_ISSUER" ]; then
     upstream=(AUTHGATE_UPSTREAM_ISSUER="$IDP_ISSUER" AUTHGATE_UPSTREAM_CLIENT_ID=authgate
@@ -328,6 +342,7 @@ start_server() {
     AUTHGATE_LISTEN="127.0.0.1:$port" \
     DATABASE_URL="$db_url" \
     AUTHGATE_REGISTER_RATE_LIMIT=1000000/sec \
+    AUTHGATE_METRICS_LISTEN="127.0.0.1:$metrics_port" \
     AUTHGATE_LOG=warn \
     "${upstream[@]}" \
     "$BIN" serve >"$WORK/$BACKEND-server.log" 2>&1 &
@@ -396,6 +411,14 @@ cpu_end() {
     }')
 }
 
+# db_queries: authgate's authgate_db_queries_total (the MCP guard's revocation look-ups), all
+# operations added up, from its metrics listener; 0 when it does not answer.
+db_queries() {
+  [ -n "$METRICS_URL" ] || { echo 0; return; }
+  { curl -sS --max-time 5 "$METRICS_URL" 2>/dev/null || true; } \
+    | awk '$1 ~ /^authgate_db_queries_total([{]|$)/ { n += $NF } END { printf "%.0f\n", n + 0 }'
+}
+
 # wrk_for SECONDS SCRIPT METHOD BODY EXPECT URL OUTPUT: wrk in the background and `wait` for it, so
 # that an INT or TERM runs the clean-up at once instead of after the phase. The layout is
 # $WRK_THREADS x $WRK_CONNECTIONS when a phase sets them, else $THREADS x $CONNECTIONS.
@@ -424,9 +447,13 @@ run_wrk() {
       || { cat "$out" >&2; die "wrk failed in the warm-up of $phase"; }
   fi
   say "$BACKEND $phase: wrk -t${WRK_THREADS:-$THREADS} -c${WRK_CONNECTIONS:-$CONNECTIONS} -d${DURATION}s $method $path${WRK_BASE:+ on $WRK_BASE}"
+  local db0 db1
+  db0=$(db_queries)
   cpu_begin
   wrk_for "$DURATION" "$script" "$method" "$body" "$expect" "$base$path" "$out" || rc=$?
   cpu_end
+  db1=$(db_queries)
+  PHASE_DBQ[$phase]=$((db1 - db0))
   if [ "$rc" != 0 ] || ! grep -q '^AUTHGATE_BENCH ' "$out"; then
     cat "$out" >&2
     die "wrk failed in phase $phase (exit $rc)"
@@ -481,6 +508,7 @@ report() {
   # Kept for figures that compare phases (the MCP overhead line).
   PHASE_RPS[$phase]=$(awk -v n="$requests" -v us="$us" 'BEGIN { printf "%.3f", n * 1e6 / us }')
   PHASE_P50[$phase]=$p50
+  PHASE_REQUESTS[$phase]=$requests
   cpu_line wrk "$requests" request "max latency $(awk -v m="$max" 'BEGIN { printf "%.1f", m / 1000 }') ms"
   if [ "$errors" != 0 ]; then
     FAILED_PHASES=$((FAILED_PHASES + 1))
@@ -627,15 +655,16 @@ mcp_token() {
   say "$BACKEND: access token for /mcp obtained (expires in $ttl s; the phase needs $need s)"
 }
 
-# mcp_check URL [TOKEN]: one tools/list with curl before the measured run, so that a wrong set-up
-# fails with its answer instead of a phase full of errors.
+# mcp_check URL [TOKEN [TOOL]]: one tools/list with curl before the measured run (naming TOOL, by
+# default the e2e MCP server's echo), so that a wrong set-up fails with its answer instead of a phase
+# full of errors.
 mcp_check() {
-  local url=$1 token=${2:-} status auth=()
+  local url=$1 token=${2:-} tool=${3:-echo} status auth=()
   [ -z "$token" ] || auth=(-H "Authorization: Bearer $token")
   status=$(curl -sS --max-time 10 -o "$WORK/mcp-check.body" -w '%{http_code}' -X POST "$url" "${auth[@]}" \
     -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream' \
     -H 'MCP-Protocol-Version: 2025-06-18' --data "$MCP_TOOLS_LIST") || status=000
-  if [ "$status" != 200 ] || ! grep -q '"tools"' "$WORK/mcp-check.body"; then
+  if [ "$status" != 200 ] || ! grep -q '"tools"' "$WORK/mcp-check.body" || ! grep -q "\"$tool\"" "$WORK/mcp-check.body"; then
     head -c 500 "$WORK/mcp-check.body" >&2; echo >&2
     tail -n 20 "$WORK/$BACKEND-server.log" "$WORK/$BACKEND-mcp.log" >&2
     die "$BACKEND: tools/list at $url answered $status before the run, not a tools/list result"
@@ -689,6 +718,80 @@ phase_mcp401() {
   WRK_SCRIPT=mcp.lua run_wrk mcp401 401 POST /mcp "$MCP_TOOLS_LIST"
 }
 
+# ------------------------------------------------------------------------------- built-in MCP
+# tools/list on authgate's own MCP server (no upstream): the guard and the built-in server only, so
+# the guard's revocation check and its cache show. builtin: one token; builtin-10k: BUILTIN_TOKENS
+# distinct tokens, round-robin. Once both have run, one line compares them (the 10k rate must be at
+# least BUILTIN_MIN_RATIO of the single-token rate) with the database queries per request of each.
+
+# builtin_tokens: BUILTIN_GRANTS unmeasured flows, then real refresh-token rotations on those grants
+# (bench/mint.mjs) until BUILTIN_TOKENS distinct access tokens exist, in $BUILTIN_TOKENS_FILE.
+builtin_tokens() {
+  local need=$((WARMUP + DURATION + 30)) TOKENS="$WORK/$BACKEND-builtin-grants.tsv" out="$WORK/$BACKEND-mint.out" rc=0 minted ttl
+  BUILTIN_TOKENS_FILE="$WORK/$BACKEND-builtin-tokens.txt"
+  : >"$TOKENS"
+  flows_setup "$BUILTIN_GRANTS" "grants for $BUILTIN_TOKENS access tokens"
+  say "$BACKEND: minting $BUILTIN_TOKENS access tokens by refresh-token rotation on $BUILTIN_GRANTS grants"
+  timeout -k 5 150 node "$HERE/mint.mjs" "$BASE" "$TOKENS" "$BUILTIN_TOKENS" "$BUILTIN_TOKENS_FILE" >"$out" 2>&1 &
+  FLOW_PID=$!
+  wait "$FLOW_PID" || rc=$?
+  FLOW_PID=""
+  minted=$(awk '$1 == "AUTHGATE_MINT" { for (i = 2; i <= NF; i++) if ($i ~ /^tokens=/) { sub("tokens=", "", $i); print $i } }' "$out")
+  ttl=$(awk '$1 == "AUTHGATE_MINT" { for (i = 2; i <= NF; i++) if ($i ~ /^min_expires_in=/) { sub("min_expires_in=", "", $i); print $i } }' "$out")
+  if [ "$rc" != 0 ] || [ "${minted:-0}" != "$BUILTIN_TOKENS" ] || ! grep -q '^AUTHGATE_MINT .* errors=0 ' "$out"; then
+    cat "$out" >&2
+    die "$BACKEND: minting $BUILTIN_TOKENS access tokens failed (exit $rc, ${minted:-0} minted)"
+  fi
+  [ "${ttl:-0}" -ge "$need" ] \
+    || die "$BACKEND: the access tokens expire in ${ttl:-0} s, before the end of the builtin-10k phase ($need s with margin)"
+  say "$BACKEND: $(grep '^AUTHGATE_MINT ' "$out" | sed 's/^AUTHGATE_MINT //')"
+}
+
+# db_line PHASE: the database queries the phase's measured run made, per request.
+db_line() {
+  awk -v q="${PHASE_DBQ[$1]:-0}" -v n="${PHASE_REQUESTS[$1]:-0}" \
+    'BEGIN { printf "    database queries: %d over %d requests = %.4f per request\n", q, n, (n > 0 ? q / n : 0) }'
+}
+
+# The comparison line, once both builtin phases have run on this backend.
+builtin_ratio() {
+  [ -n "${PHASE_RPS[builtin]:-}" ] && [ -n "${PHASE_RPS[builtin-10k]:-}" ] || return 0
+  local verdict
+  verdict=$(awk -v m="${PHASE_RPS[builtin-10k]}" -v o="${PHASE_RPS[builtin]}" -v min="$BUILTIN_MIN_RATIO" \
+    'BEGIN { print ((o > 0 && m / o >= min) ? "ok" : "BELOW") }')
+  awk -v b="$BACKEND" -v k="$BUILTIN_TOKENS" -v m="${PHASE_RPS[builtin-10k]}" -v o="${PHASE_RPS[builtin]}" \
+    -v qm="${PHASE_DBQ[builtin-10k]:-0}" -v nm="${PHASE_REQUESTS[builtin-10k]:-0}" \
+    -v qo="${PHASE_DBQ[builtin]:-0}" -v no="${PHASE_REQUESTS[builtin]:-0}" -v min="$BUILTIN_MIN_RATIO" -v v="$verdict" \
+    'BEGIN { printf "%s builtin-10k/builtin = %.2f (%.0f req/s with %d tokens vs %.0f with one; at least %.2f: %s); database queries per request %.4f vs %.4f\n",
+             b, (o > 0 ? m / o : 0), m, k, o, min, v, (nm > 0 ? qm / nm : 0), (no > 0 ? qo / no : 0) }'
+  if [ "$verdict" != ok ]; then
+    FAILED_PHASES=$((FAILED_PHASES + 1))
+    echo "    errors: the rate with $BUILTIN_TOKENS tokens is below $BUILTIN_MIN_RATIO of the single-token rate"
+  fi
+}
+
+# tools/list on the built-in server with one access token (as the mcp phase gets it).
+phase_builtin() {
+  mcp_token
+  mcp_check "$BASE/mcp" "$MCP_TOKEN" whoami
+  BENCH_TOKEN=$MCP_TOKEN BENCH_TOOL=whoami WRK_SCRIPT=mcp.lua run_wrk builtin 200 POST /mcp "$MCP_TOOLS_LIST"
+  db_line builtin
+  builtin_ratio
+}
+
+# tools/list on the built-in server, each request with the next of BUILTIN_TOKENS distinct access
+# tokens (lua/mcp-tokens.lua): every token's first use in a cache lifetime is a revocation look-up.
+phase_builtin-10k() {
+  local first
+  builtin_tokens
+  first=$(head -n 1 "$BUILTIN_TOKENS_FILE")
+  mcp_check "$BASE/mcp" "$first" whoami
+  BENCH_TOKENS_FILE=$BUILTIN_TOKENS_FILE BENCH_THREADS=${WRK_THREADS:-$THREADS} BENCH_TOOL=whoami \
+    WRK_SCRIPT=mcp-tokens.lua run_wrk builtin-10k 200 POST /mcp "$MCP_TOOLS_LIST"
+  db_line builtin-10k
+  builtin_ratio
+}
+
 for p in $PHASES; do
   declare -F "phase_$p" >/dev/null || die "unknown phase '$p' in PHASES (known: $(declare -F | awk '$3 ~ /^phase_/ { sub("phase_", "", $3); printf "%s ", $3 }'))"
 done
@@ -697,7 +800,7 @@ done
 run_backend() {
   BACKEND=$1
   local db_url phase port memory
-  PHASE_RPS=() PHASE_P50=() MCP_TOKEN="" MCP_TOKEN_EXPIRES=0
+  PHASE_RPS=() PHASE_P50=() PHASE_DBQ=() PHASE_REQUESTS=() MCP_TOKEN="" MCP_TOKEN_EXPIRES=0
   case $BACKEND in
     sqlite) db_url="sqlite://$WORK/bench.db" ;;
     postgres) pg_create; db_url=$PG_BENCH_URL ;;

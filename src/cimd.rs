@@ -3,10 +3,11 @@
 //! addresses after DNS resolution) and caches it as its HTTP headers allow. The rules for the
 //! document itself are in `oauth::client`.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+
+use moka::future::Cache;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH};
@@ -23,8 +24,10 @@ use crate::oauth::{ErrorCode, OAuthError};
 /// The draft recommends a 5 KB cap; Claude's document is about 400 bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 const MAX_CACHE_SECONDS: i64 = 24 * 3600;
-const MAX_CACHE_ENTRIES: usize = 1024;
+pub const MAX_CACHE_ENTRIES: u64 = 1024;
 
+/// Each document carries its own deadline (from its `Cache-Control`), checked against the
+/// injected clock; the cache itself only bounds the count, evicting the least useful entry.
 #[derive(Clone)]
 struct Cached {
     metadata: ClientMetadata,
@@ -33,7 +36,7 @@ struct Cached {
 
 pub struct CimdResolver {
     http: reqwest::Client,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Cache<String, Cached>,
     offered_scopes: ScopeSet,
     allowlist: RedirectAllowlist,
 }
@@ -72,10 +75,17 @@ impl CimdResolver {
         }
         Ok(Self {
             http: builder.build()?,
-            cache: Mutex::new(HashMap::new()),
+            cache: Cache::new(MAX_CACHE_ENTRIES),
             offered_scopes,
             allowlist,
         })
+    }
+
+    /// Holds at most `capacity` documents (tests use small ones).
+    #[must_use]
+    pub fn with_cache_capacity(mut self, capacity: u64) -> Self {
+        self.cache = Cache::new(capacity);
+        self
     }
 
     /// Resolves a metadata-document `client_id` to validated metadata, from the cache when it is
@@ -85,8 +95,10 @@ impl CimdResolver {
         client_id: &str,
         now: Timestamp,
     ) -> Result<ClientMetadata, OAuthError> {
-        if let Some(hit) = self.cached(client_id, now) {
-            return Ok(hit);
+        if let Some(hit) = self.cache.get(client_id).await
+            && hit.expires_at > now
+        {
+            return Ok(hit.metadata);
         }
         let url = validate_metadata_document_url(client_id)?;
         if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
@@ -102,32 +114,17 @@ impl CimdResolver {
         let metadata =
             parse_metadata_document(client_id, &doc, &self.offered_scopes, &self.allowlist)?;
         if let Some(max_age) = max_age {
-            self.store(client_id, &metadata, now + max_age.min(MAX_CACHE_SECONDS));
+            self.cache
+                .insert(
+                    client_id.to_owned(),
+                    Cached {
+                        metadata: metadata.clone(),
+                        expires_at: now + max_age.min(MAX_CACHE_SECONDS),
+                    },
+                )
+                .await;
         }
         Ok(metadata)
-    }
-
-    fn cached(&self, client_id: &str, now: Timestamp) -> Option<ClientMetadata> {
-        let cache = self.cache.lock().ok()?;
-        cache
-            .get(client_id)
-            .filter(|c| c.expires_at > now)
-            .map(|c| c.metadata.clone())
-    }
-
-    fn store(&self, client_id: &str, metadata: &ClientMetadata, expires_at: Timestamp) {
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= MAX_CACHE_ENTRIES {
-                cache.clear();
-            }
-            cache.insert(
-                client_id.to_owned(),
-                Cached {
-                    metadata: metadata.clone(),
-                    expires_at,
-                },
-            );
-        }
     }
 
     async fn fetch(&self, url: url::Url) -> Result<(serde_json::Value, Option<i64>), OAuthError> {

@@ -52,4 +52,6 @@ pub mod names {
     pub const DB_POOL_CONNECTIONS: &str = "authgate_db_pool_connections";
     pub const HTTP_REQUESTS: &str = "authgate_http_requests_total";
     pub const RATE_LIMITED: &str = "authgate_rate_limited_total";
+    /// Database queries of the MCP guard's revocation check (its cache misses), by operation.
+    pub const DB_QUERIES: &str = "authgate_db_queries_total";
 }

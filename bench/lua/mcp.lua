@@ -1,15 +1,17 @@
--- MCP tools/list over streamable HTTP: the mcp-direct, mcp and mcp401 phases. The same POST every
+-- MCP tools/list over streamable HTTP: the mcp-direct, mcp, mcp401 and builtin phases. The same POST every
 -- time (wrk builds it once), with the headers an MCP client sends after initialize.
 -- Env: BENCH_BODY (the JSON-RPC request), BENCH_EXPECT (200 or 401), BENCH_TOKEN (sent as
 -- "Authorization: Bearer <token>" when not empty).
 -- A 200 counts only when it is a JSON (not SSE) JSON-RPC result of tools/list: "result", a "tools"
--- array and the e2e MCP server's "echo" tool. A 401 counts only with authgate's challenge
--- (WWW-Authenticate: Bearer ... resource_metadata=...). The first answer of the first thread is
+-- array and the tool BENCH_TOOL (default the e2e MCP server's "echo"; the built-in server's is
+-- "whoami"). A 401 counts only with authgate's challenge (WWW-Authenticate: Bearer ...
+-- resource_metadata=...). The first answer of the first thread is
 -- printed as "AUTHGATE_BENCH_BODY <status> <start of its body>" (run.sh shows it with VERBOSE=1).
 local tally = require("tally")
 
 local expect = tonumber(os.getenv("BENCH_EXPECT") or "") or 200
 local token = os.getenv("BENCH_TOKEN") or ""
+local tool = os.getenv("BENCH_TOOL") or "echo"
 
 wrk.method = "POST"
 wrk.body = os.getenv("BENCH_BODY") or ""
@@ -30,7 +32,7 @@ local function tools_list_result(body)
     and string.find(body, "^%s*{") ~= nil
     and string.find(body, '"result"%s*:') ~= nil
     and string.find(body, '"tools"%s*:%s*%[') ~= nil
-    and string.find(body, '"name"%s*:%s*"echo"') ~= nil
+    and string.find(body, '"name"%s*:%s*"' .. tool .. '"') ~= nil
     and string.find(body, '"id"%s*:%s*1%s*[,}]') ~= nil
 end
 

@@ -1,27 +1,59 @@
 //! The one storage look-up on the MCP hot path: has this access token, or its grant, been
 //! revoked? Answers are cached briefly, so a revocation takes effect within `ttl` seconds on
 //! every instance while a busy token costs one look-up per `ttl`.
+//!
+//! The cache is bounded and evicts one entry at a time (moka's TinyLFU), so a flood of new tokens
+//! displaces the rarely used ones instead of emptying the cache and sending every request to the
+//! database at once. Freshness is judged against the injected clock, not moka's own timers, so
+//! tests can move time; moka only bounds and evicts.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use moka::future::Cache;
+use moka::ops::compute::Op;
 
 use crate::clock::Timestamp;
 use crate::keys::AccessClaims;
 use crate::store::{DynStore, StoreError};
+use crate::telemetry::names;
 
-const MAX_ENTRIES: usize = 100_000;
+/// About 100 bytes per entry (a jti and its answer), so about 10 MB when full.
+pub const MAX_ENTRIES: u64 = 100_000;
+
+#[derive(Clone, Copy)]
+struct Checked {
+    revoked: bool,
+    at: Timestamp,
+}
 
 pub struct RevocationCache {
     ttl: i64,
-    entries: Mutex<HashMap<String, (bool, Timestamp)>>,
+    entries: Cache<String, Checked>,
+    store_queries: AtomicU64,
 }
 
 impl RevocationCache {
     pub fn new(ttl: i64) -> Self {
+        Self::with_capacity(ttl, MAX_ENTRIES)
+    }
+
+    pub fn with_capacity(ttl: i64, capacity: u64) -> Self {
         Self {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Cache::builder().max_capacity(capacity).build(),
+            store_queries: AtomicU64::new(0),
         }
+    }
+
+    /// Database queries made so far by this cache's misses.
+    pub fn store_queries(&self) -> u64 {
+        self.store_queries.load(Ordering::Relaxed)
+    }
+
+    /// How many answers are held, once pending evictions have been applied.
+    pub async fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
+        self.entries.entry_count()
     }
 
     pub async fn is_revoked(
@@ -30,32 +62,49 @@ impl RevocationCache {
         claims: &AccessClaims,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        if let Some((revoked, at)) = self.lookup(&claims.jti)
-            && now - at < self.ttl
+        let fresh = |c: &Checked| now - c.at < self.ttl;
+        if let Some(c) = self.entries.get(&claims.jti).await
+            && fresh(&c)
         {
-            return Ok(revoked);
+            return Ok(c.revoked);
         }
-        let revoked = store.is_access_token_revoked(&claims.jti).await?
-            || store
-                .get_family(&claims.sid)
-                .await?
-                .is_none_or(|f| f.revoked_at.is_some());
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_ENTRIES {
-            entries.retain(|_, (_, at)| now - *at < self.ttl);
-            if entries.len() >= MAX_ENTRIES {
-                entries.clear();
-            }
+        // Misses for one key run one after the other, and each re-checks what the previous one
+        // stored: a burst of requests with one new token costs one look-up, not one each.
+        let result = self
+            .entries
+            .entry_by_ref(&claims.jti)
+            .and_try_compute_with(|current| async move {
+                if let Some(entry) = current
+                    && fresh(entry.value())
+                {
+                    return Ok(Op::Nop);
+                }
+                let revoked = self.query(store, claims).await?;
+                Ok::<_, StoreError>(Op::Put(Checked { revoked, at: now }))
+            })
+            .await?;
+        match result.into_entry() {
+            Some(entry) => Ok(entry.value().revoked),
+            // Not reached: the computation above always leaves an entry. Asking the store again
+            // is the safe answer if it ever were.
+            None => self.query(store, claims).await,
         }
-        entries.insert(claims.jti.clone(), (revoked, now));
-        Ok(revoked)
     }
 
-    fn lookup(&self, jti: &str) -> Option<(bool, Timestamp)> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(jti)
-            .copied()
+    async fn query(&self, store: &DynStore, claims: &AccessClaims) -> Result<bool, StoreError> {
+        self.count("revoked_access_token");
+        if store.is_access_token_revoked(&claims.jti).await? {
+            return Ok(true);
+        }
+        self.count("grant_family");
+        Ok(store
+            .get_family(&claims.sid)
+            .await?
+            .is_none_or(|f| f.revoked_at.is_some()))
+    }
+
+    fn count(&self, operation: &'static str) {
+        self.store_queries.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(names::DB_QUERIES, "operation" => operation).increment(1);
     }
 }

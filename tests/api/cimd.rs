@@ -25,7 +25,10 @@ pub const CLAUDE_CODE_CIMD: &str = "https://claude.ai/oauth/claude-code-client-m
 pub struct DocHost {
     pub addr: SocketAddr,
     pub ca_pem: String,
+    /// Fetches of `/cached` and `/uncached`.
     pub hits: Arc<AtomicUsize>,
+    /// Fetches of `/short` (a shorter lifetime than `/cached`).
+    pub short_hits: Arc<AtomicUsize>,
 }
 
 fn json_doc(body: serde_json::Value, cache: Option<&'static str>) -> Response {
@@ -62,6 +65,8 @@ pub async fn spawn_doc_host() -> DocHost {
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
     let counted2 = hits.clone();
+    let short_hits = Arc::new(AtomicUsize::new(0));
+    let counted_short = short_hits.clone();
     let app = Router::new()
         .route(
             "/oauth/mcp-oauth-client-metadata",
@@ -80,6 +85,19 @@ pub async fn spawn_doc_host() -> DocHost {
             get(move || async move {
                 counted.fetch_add(1, Ordering::SeqCst);
                 json_doc(json!({"client_id":"https://docs.example/cached","redirect_uris":["https://docs.example/cb"]}), Some("max-age=600"))
+            }),
+        )
+        .route(
+            "/short",
+            get(move || async move {
+                counted_short.fetch_add(1, Ordering::SeqCst);
+                json_doc(json!({"client_id":"https://docs.example/short","redirect_uris":["https://docs.example/cb"]}), Some("max-age=60"))
+            }),
+        )
+        .route(
+            "/many/{n}",
+            get(|axum::extract::Path(n): axum::extract::Path<u32>| async move {
+                json_doc(json!({"client_id":format!("https://docs.example/many/{n}"),"redirect_uris":["https://docs.example/cb"]}), Some("max-age=600"))
             }),
         )
         .route(
@@ -145,6 +163,7 @@ pub async fn spawn_doc_host() -> DocHost {
         addr,
         ca_pem: ca_cert.pem(),
         hits,
+        short_hits,
     }
 }
 
@@ -239,6 +258,52 @@ async fn documents_are_cached_per_headers_and_failures_never() {
     );
     assert!(r.resolve("https://docs.example/missing", 0).await.is_err());
     assert!(r.resolve("https://docs.example/missing", 0).await.is_err());
+}
+
+#[tokio::test]
+async fn each_document_expires_by_its_own_lifetime() {
+    let host = spawn_doc_host().await;
+    let r = resolver(&host);
+    r.resolve("https://docs.example/cached", 0).await.unwrap();
+    r.resolve("https://docs.example/short", 10).await.unwrap();
+    r.resolve("https://docs.example/short", 69).await.unwrap();
+    assert_eq!(
+        host.short_hits.load(Ordering::SeqCst),
+        1,
+        "max-age=60 from its fetch"
+    );
+    r.resolve("https://docs.example/short", 70).await.unwrap();
+    assert_eq!(
+        host.short_hits.load(Ordering::SeqCst),
+        2,
+        "refetched after 60 s"
+    );
+    r.resolve("https://docs.example/cached", 599).await.unwrap();
+    assert_eq!(
+        host.hits.load(Ordering::SeqCst),
+        1,
+        "max-age=600 is still fresh"
+    );
+}
+
+#[tokio::test]
+async fn a_full_cache_keeps_the_documents_in_use() {
+    const CAPACITY: u64 = 4;
+    let host = spawn_doc_host().await;
+    let r = resolver(&host).with_cache_capacity(CAPACITY);
+    r.resolve("https://docs.example/cached", 0).await.unwrap();
+    // Three times the capacity of one-off clients, while one client keeps coming back.
+    for n in 0..3 * CAPACITY {
+        r.resolve(&format!("https://docs.example/many/{n}"), 0)
+            .await
+            .unwrap();
+        r.resolve("https://docs.example/cached", 0).await.unwrap();
+    }
+    assert_eq!(
+        host.hits.load(Ordering::SeqCst),
+        1,
+        "the document in use was fetched once, not again after the cache filled"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod auth0;
 mod authorize;
 mod boundary;
 mod browser;
+mod caches;
 mod cimd;
 mod clients;
 mod compat;
