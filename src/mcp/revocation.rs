@@ -17,7 +17,8 @@ use crate::keys::AccessClaims;
 use crate::store::{DynStore, StoreError};
 use crate::telemetry::names;
 
-/// About 100 bytes per entry (a jti and its answer), so about 10 MB when full.
+/// An entry is a jti, its answer and moka's bookkeeping (a few hundred bytes), so a full cache
+/// stays within some tens of megabytes.
 pub const MAX_ENTRIES: u64 = 100_000;
 
 #[derive(Clone, Copy)]
