@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
 use crate::oauth::identity::LoginPolicy;
-use crate::oauth::redirect::RedirectAllowlist;
+use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
 use crate::upstream::UpstreamConfig;
@@ -25,6 +25,7 @@ const VARS: &[&str] = &[
     "DATABASE_URL",
     "AUTHGATE_SCOPES",
     "AUTHGATE_ALLOWED_REDIRECTS",
+    "AUTHGATE_ALLOWED_REDIRECT_SCHEMES",
     "AUTHGATE_REGISTER_RATE_LIMIT",
     "AUTHGATE_DCR_IDLE_TTL",
     "AUTHGATE_CIMD_TEST_HOSTS",
@@ -423,11 +424,19 @@ impl Settings {
             ));
         }
 
-        let allowed_redirects = RedirectAllowlist::new(
+        let mut allowed_redirects = RedirectAllowlist::new(
             raw.get("AUTHGATE_ALLOWED_REDIRECTS")
                 .map(split_list)
                 .unwrap_or_default(),
         );
+        if let Some(list) = raw.get("AUTHGATE_ALLOWED_REDIRECT_SCHEMES") {
+            let schemes = split_list(list)
+                .iter()
+                .map(|s| parse_private_scheme(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|why| err("AUTHGATE_ALLOWED_REDIRECT_SCHEMES", why))?;
+            allowed_redirects = allowed_redirects.with_schemes(schemes);
+        }
 
         // Generous: Claude.ai and ChatGPT reach authgate from a few shared egress addresses, so
         // one address is many users. The limits only hold back floods.

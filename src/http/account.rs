@@ -97,11 +97,7 @@ async fn render(
                         .metadata
                         .redirect_uris
                         .iter()
-                        .filter_map(|u| {
-                            url::Url::parse(u)
-                                .ok()
-                                .and_then(|u| u.host_str().map(str::to_owned))
-                        })
+                        .map(|u| crate::oauth::redirect::redirect_target(u))
                         .collect();
                     hosts.dedup();
                     (

@@ -298,10 +298,7 @@ fn consent_page(
     request_id: &str,
     session: Option<&SessionRecord>,
 ) -> Response {
-    let redirect_host = url::Url::parse(&pending.redirect_uri)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_owned))
-        .unwrap_or_else(|| pending.redirect_uri.clone());
+    let redirect_host = crate::oauth::redirect::redirect_target(&pending.redirect_uri);
     let page = ConsentPage {
         client_name: client.display_name(),
         unverified_name: !client.document && client.metadata.client_name.is_some(),

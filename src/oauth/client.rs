@@ -135,7 +135,7 @@ pub fn parse_client_metadata(
         )));
     }
     for uri in &redirect_uris {
-        validate_redirect_uri(uri, application_type)?;
+        validate_redirect_uri(uri, application_type, allowlist.schemes())?;
         if !allowlist.allows(uri) {
             return Err(OAuthError::invalid_redirect_uri(format!(
                 "redirect URI {uri:?} is not allowed by this server's policy"

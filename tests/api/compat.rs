@@ -357,9 +357,132 @@ async fn mcp_remote_over_stdio(backend: Backend) {
     record_compat("mcp-remote", "DCR, none", backend);
 }
 
+// The reference (clients-2026-12.md) lists these hosts' redirect URIs but not whole bodies:
+// the other fields are the documented RFC 7591 ones each host needs (a public client for the
+// desktop editors, a confidential one for Copilot Studio), not captures.
+const CURSOR_CALLBACK: &str = "cursor://anysphere.cursor-mcp/oauth/callback";
+const CURSOR_DCR: &str = r#"{"redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback","https://www.cursor.com/agents/mcp/oauth/callback","http://localhost:8787/callback"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Cursor"}"#;
+const VSCODE_DCR: &str = r#"{"redirect_uris":["https://insiders.vscode.dev/redirect","https://vscode.dev/redirect","http://127.0.0.1/","http://127.0.0.1:33418/"],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Visual Studio Code"}"#;
+/// Power Platform gives each connector its own path under /redirect/; this one is made up.
+const COPILOT_CALLBACK: &str =
+    "https://global.consent.azure-apim.net/redirect/cr6a1-5fauthgate-5f0d1e2f3a4b5c6d7e";
+const COPILOT_DCR: &str = r#"{"redirect_uris":["https://global.consent.azure-apim.net/redirect/cr6a1-5fauthgate-5f0d1e2f3a4b5c6d7e"],"token_endpoint_auth_method":"client_secret_basic","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Microsoft Copilot Studio"}"#;
+
+/// A host's DCR registration (its exact body), one authorization through `redirect_uri`, the
+/// code exchange by the registered method, a tool call, a refresh and another tool call.
+async fn host_over_dcr(
+    backend: Backend,
+    client: &str,
+    registration: &str,
+    body: &str,
+    redirect_uri: &str,
+) {
+    let s = setup(backend, "client_secret_post", true, |_| {}).await;
+    let app = &s.app;
+    let (prm, _meta) = claude_discovery(app).await;
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    let reg = app
+        .http
+        .post(app.url("/register"))
+        .header("Content-Type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reg.status(), 201, "{client}: {}", reg.text().await.unwrap());
+    let reg: Value = reg.json().await.unwrap();
+    let id = reg["client_id"].as_str().unwrap().to_owned();
+    let secret = reg["client_secret"].as_str().map(str::to_owned);
+    let basic = reg["token_endpoint_auth_method"] == "client_secret_basic";
+    let token = |form: Vec<(&'static str, String)>| {
+        let mut form = form;
+        let mut req = app.http.post(app.url("/token"));
+        match (&secret, basic) {
+            (Some(sec), true) => req = req.basic_auth(&id, Some(sec)),
+            (Some(sec), false) => {
+                form.push(("client_id", id.clone()));
+                form.push(("client_secret", sec.clone()));
+            }
+            (None, _) => form.push(("client_id", id.clone())),
+        }
+        req.form(&form).send()
+    };
+    let (v, c) = verifier();
+    let code = browser_to(app, &id, redirect_uri, &c, Some(&resource)).await;
+    let tokens = token(vec![
+        ("grant_type", "authorization_code".into()),
+        ("code", code),
+        ("code_verifier", v),
+        ("redirect_uri", redirect_uri.to_owned()),
+        ("resource", resource.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(tokens.status(), 200, "{client}");
+    let tokens: Value = tokens.json().await.unwrap();
+    tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+    let refreshed = token(vec![
+        ("grant_type", "refresh_token".into()),
+        (
+            "refresh_token",
+            tokens["refresh_token"].as_str().unwrap().to_owned(),
+        ),
+        ("resource", resource.clone()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(refreshed.status(), 200, "{client}");
+    let refreshed: Value = refreshed.json().await.unwrap();
+    tool_call_and_list(app, refreshed["access_token"].as_str().unwrap()).await;
+    record_compat(client, registration, backend);
+}
+
+async fn cursor_over_dcr(backend: Backend) {
+    host_over_dcr(
+        backend,
+        "Cursor",
+        "DCR, none, cursor:// scheme",
+        CURSOR_DCR,
+        CURSOR_CALLBACK,
+    )
+    .await;
+}
+
+async fn vscode_over_dcr(backend: Backend) {
+    // 33418 taken: VS Code listens on another port under the portless `http://127.0.0.1/`.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/");
+    host_over_dcr(
+        backend,
+        "VS Code",
+        "DCR, none, random loopback port",
+        VSCODE_DCR,
+        &redirect,
+    )
+    .await;
+}
+
+async fn copilot_studio_over_dcr(backend: Backend) {
+    host_over_dcr(
+        backend,
+        "Microsoft Copilot Studio",
+        "DCR, client_secret_basic",
+        COPILOT_DCR,
+        COPILOT_CALLBACK,
+    )
+    .await;
+}
+
 crate::both_backends!(
     claude_ai_over_dcr,
     claude_ai_over_cimd,
     claude_code_over_cimd,
-    mcp_remote_over_stdio
+    mcp_remote_over_stdio,
+    cursor_over_dcr,
+    vscode_over_dcr,
+    copilot_studio_over_dcr
 );

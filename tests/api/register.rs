@@ -118,9 +118,14 @@ async fn native_apps_may_use_custom_schemes(backend: Backend) {
         .await;
     assert_eq!(ok.status(), 201);
     let web = app
-        .register(json!({"redirect_uris":["claude://claude.ai/mcp-auth-callback/sdk"],"token_endpoint_auth_method":"none"}))
+        .register(json!({"redirect_uris":["myapp://claude.ai/mcp-auth-callback/sdk"],"token_endpoint_auth_method":"none"}))
         .await;
     assert_eq!(web.status(), 400);
+    // Listed private-use schemes (AUTHGATE_ALLOWED_REDIRECT_SCHEMES) need no application_type.
+    let listed = app
+        .register(json!({"redirect_uris":["claude://claude.ai/mcp-auth-callback/sdk"],"token_endpoint_auth_method":"none"}))
+        .await;
+    assert_eq!(listed.status(), 201);
 }
 
 async fn bad_metadata_is_rejected_without_side_effects(backend: Backend) {
