@@ -88,12 +88,7 @@ pub async fn delete_client(
     client_id: &str,
     now: Timestamp,
 ) -> Result<Option<u64>, StoreError> {
-    if store.get_client(client_id).await?.is_none() {
-        return Ok(None);
-    }
-    let revoked = store.revoke_grants(None, Some(client_id), now).await?;
-    store.delete_client(client_id).await?;
-    Ok(Some(revoked))
+    crate::services::grants::delete_client(store, client_id, now).await
 }
 
 pub async fn grants(
@@ -103,7 +98,7 @@ pub async fn grants(
     now: Timestamp,
 ) -> Result<Vec<GrantSummary>, StoreError> {
     Ok(store
-        .list_families(user, client_id)
+        .list_grants(user, client_id)
         .await?
         .into_iter()
         .map(|f| GrantSummary {
@@ -118,7 +113,7 @@ pub async fn grants(
             client_id: f.client_id,
             subject: f.subject,
             email: f.email,
-            scope: f.scope,
+            scope: f.scope.to_string(),
             resource: f.resource,
             created_at: f.created_at,
             last_used_at: f.last_used_at,

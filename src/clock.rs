@@ -42,3 +42,8 @@ impl Clock for MockClock {
         self.0.load(Ordering::SeqCst)
     }
 }
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC, for people (the account page, the admin CLI).
+pub fn format_time(t: Timestamp) -> String {
+    crate::admin::format_time(t)
+}

@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use crate::oauth::identity::LoginPolicy;
+use crate::domain::identity::LoginPolicy;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
-use crate::upstream::UpstreamConfig;
+use crate::services::upstream::oidc::UpstreamConfig;
 
 /// Every variable authgate reads (error messages and logs never print their values).
 const VARS: &[&str] = &[

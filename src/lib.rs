@@ -1,7 +1,8 @@
 //! authgate: an OAuth 2.1 authorization server that stands in front of MCP servers.
 //!
-//! Layering: `oauth` holds the pure protocol rules (no I/O); `store` persists; `cimd` fetches
-//! client metadata documents; `http` extracts, parses, decides and responds.
+//! Layering, dependencies pointing one way: `oauth` (the protocol's rules) and `domain` (the
+//! flow's state machines) are pure; `store` persists them; `services` decide and persist without
+//! HTTP types; `http` extracts, parses, calls a service and responds; the CLIs sit beside it.
 
 pub mod admin;
 pub mod auth0;
@@ -9,14 +10,14 @@ pub mod cimd;
 pub mod clock;
 pub mod config;
 pub mod doctor;
+pub mod domain;
 pub mod http;
 pub mod keys;
-pub mod mcp;
 pub mod oauth;
 pub mod random;
 pub mod ratelimit;
+pub mod services;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
-pub mod upstream;

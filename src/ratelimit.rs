@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 
 use crate::clock::Timestamp;
-use crate::config::RateLimit;
+use crate::config::{RateLimit, RateLimits};
 
 const MAX_TRACKED: usize = 50_000;
 
@@ -71,6 +71,70 @@ fn bucket_key(addr: IpAddr) -> IpAddr {
                 IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
             }
         },
+    }
+}
+
+/// The endpoints with a per-source rate limit, each with its own buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limited {
+    Register,
+    Token,
+    Authorize,
+    Revoke,
+    Account,
+    Callback,
+}
+
+impl Limited {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Register => "register",
+            Self::Token => "token",
+            Self::Authorize => "authorize",
+            Self::Revoke => "revoke",
+            Self::Account => "account",
+            Self::Callback => "callback",
+        }
+    }
+
+    /// Browser pages get a page; the JSON endpoints an OAuth error.
+    pub fn is_page(self) -> bool {
+        matches!(self, Self::Authorize | Self::Account | Self::Callback)
+    }
+}
+
+/// One set of buckets per limited endpoint.
+#[derive(Debug)]
+pub struct Limiters {
+    register: RateLimiter,
+    token: RateLimiter,
+    authorize: RateLimiter,
+    revoke: RateLimiter,
+    account: RateLimiter,
+    callback: RateLimiter,
+}
+
+impl Limiters {
+    pub fn new(limits: &RateLimits) -> Self {
+        Self {
+            register: RateLimiter::new(limits.register),
+            token: RateLimiter::new(limits.token),
+            authorize: RateLimiter::new(limits.authorize),
+            revoke: RateLimiter::new(limits.revoke),
+            account: RateLimiter::new(limits.account),
+            callback: RateLimiter::new(limits.callback),
+        }
+    }
+
+    pub fn get(&self, which: Limited) -> &RateLimiter {
+        match which {
+            Limited::Register => &self.register,
+            Limited::Token => &self.token,
+            Limited::Authorize => &self.authorize,
+            Limited::Revoke => &self.revoke,
+            Limited::Account => &self.account,
+            Limited::Callback => &self.callback,
+        }
     }
 }
 

@@ -9,13 +9,16 @@ use tokio::net::TcpListener;
 use crate::cimd::{CimdResolver, FetchOptions};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::http::{self, discovery};
+use crate::http::{self, oauth::discovery};
 use crate::keys::Keystore;
-use crate::mcp::revocation::RevocationCache;
 use crate::random::Random;
+use crate::ratelimit::Limiters;
+use crate::services::revocation::RevocationCache;
+use crate::services::upstream::Upstream;
+use crate::services::upstream::dev::DevLogin;
+use crate::services::upstream::oidc::OidcUpstream;
 use crate::state::{App, AppState};
 use crate::store::DynStore;
-use crate::upstream::OidcUpstream;
 
 /// How long a revocation may take to reach the MCP guard of every instance.
 pub const REVOCATION_CACHE_SECONDS: i64 = 10;
@@ -60,9 +63,9 @@ impl Application {
             random.as_ref(),
         )
         .await?;
-        let upstream = match &settings.upstream {
-            Some(cfg) => Some(OidcUpstream::new(cfg.clone())?),
-            None => None,
+        let upstream: Box<dyn Upstream> = match &settings.upstream {
+            Some(cfg) => Box::new(OidcUpstream::new(cfg.clone())?),
+            None => Box::new(DevLogin::new(&settings.issuer)?),
         };
         let app = App {
             keys,
@@ -76,11 +79,11 @@ impl Application {
                 })
                 .collect(),
             revocations: RevocationCache::new(REVOCATION_CACHE_SECONDS),
-            mcp_http: crate::mcp::forward::client(
+            mcp_http: crate::http::mcp::forward::client(
                 Duration::from_secs(5),
                 Duration::from_secs(u64::try_from(settings.mcp_upstream_timeout).unwrap_or(300)),
             )?,
-            limiters: crate::http::limits::Limiters::new(&settings.rate_limits),
+            limiters: Limiters::new(&settings.rate_limits),
             cimd,
             settings,
             store,

@@ -8,12 +8,12 @@ use bytes::Bytes;
 use crate::cimd::CimdResolver;
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::http::limits::Limiters;
 use crate::keys::Keystore;
-use crate::mcp::revocation::RevocationCache;
 use crate::random::Random;
+use crate::ratelimit::Limiters;
+use crate::services::revocation::RevocationCache;
+use crate::services::upstream::Upstream;
 use crate::store::DynStore;
-use crate::upstream::OidcUpstream;
 
 pub struct App {
     pub settings: Settings,
@@ -24,8 +24,8 @@ pub struct App {
     /// Per-source rate limits of the endpoints a flood could hurt.
     pub limiters: Limiters,
     pub keys: Keystore,
-    /// `None`: the built-in development login.
-    pub upstream: Option<OidcUpstream>,
+    /// Where people log in: the upstream OpenID provider, or the development login.
+    pub upstream: Box<dyn Upstream>,
     /// Discovery documents never change while running: serialized once.
     pub as_metadata: Bytes,
     /// One serialized metadata document per protected resource, in settings order.

@@ -1,4 +1,4 @@
-//! `/account`: the connected-apps page. A user logs in through the same upstream, sees the
+//! `/account`: the connected-apps page. A person logs in through the same upstream, sees the
 //! clients they approved and revokes any of them (its grants die and the approval is forgotten).
 
 use askama::Template;
@@ -8,21 +8,21 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
-use super::authorize::{same_origin, store_failure};
-use super::clients;
-use super::cookies;
-use super::pages::{self, error_page};
-use crate::admin::format_time;
-use crate::oauth::grant::PENDING_TTL;
-use crate::oauth::secrets::{SecretHash, SecretKind};
-use crate::state::AppState;
-use crate::store::{PENDING_CONSENT, PendingRecord, SessionRecord};
+use super::cookies::{self, BrowserBinding};
+use super::error::PageError;
+use super::extract::same_origin;
+use super::pages;
+use crate::clock::format_time;
+use crate::oauth::redirect::redirect_target;
+use crate::oauth::secrets::{Hashed, kind};
+use crate::services::authorization;
+use crate::services::clients;
+use crate::state::{App, AppState};
+use crate::store::SessionRecord;
 
 pub const ACCOUNT_PATH: &str = "/account";
 pub const REVOKE_PATH: &str = "/account/revoke";
 pub const LOGOUT_PATH: &str = "/account/logout";
-/// The pseudo-client of an account login: it finishes with a session, never with a code.
-pub const ACCOUNT_CLIENT: &str = "authgate:account";
 
 pub struct AppView {
     pub client_id: String,
@@ -48,130 +48,142 @@ pub struct AccountPage {
 
 /// The form token: derived from the session cookie, which a cross-site page cannot read.
 fn csrf_for(session_cookie: &str) -> String {
-    SecretHash::of(SecretKind::Session, &format!("csrf:{session_cookie}")).as_str()[..32].to_owned()
+    Hashed::<kind::Csrf>::of(session_cookie)
+        .as_str()
+        .chars()
+        .take(32)
+        .collect()
 }
 
-pub async fn page(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let names = cookies::names(&state.settings);
-    let session = match cookies::current_session(&state, &headers).await {
-        Ok(s) => s,
-        Err(e) => return store_failure(&e),
+/// The logged-in session and its cookie value, if the browser has a valid one.
+async fn signed_in(
+    app: &App,
+    headers: &HeaderMap,
+) -> Result<Option<(SessionRecord, String)>, PageError> {
+    let Some(cookie) = cookies::session(&app.settings, headers) else {
+        return Ok(None);
     };
-    let (Some(session), Some(cookie)) = (session, cookies::read(&headers, names.session)) else {
-        return start_login(&state, &headers).await;
+    let session = authorization::session(app, Some(&cookie)).await?;
+    Ok(session.map(|s| (s, cookie)))
+}
+
+pub async fn page(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, PageError> {
+    let Some((session, cookie)) = signed_in(&app, &headers).await? else {
+        // Not logged in: the same upstream login as an authorization, finishing on this page.
+        let browser = BrowserBinding::of(&app.settings, &headers, app.random.as_ref());
+        let url = authorization::start_account_login(
+            &app,
+            browser.hash(),
+            app.settings.url(ACCOUNT_PATH),
+        )
+        .await?;
+        let mut resp = pages::redirect(StatusCode::SEE_OTHER, &url);
+        browser.set_on(&app.settings, &mut resp);
+        return Ok(resp);
     };
-    render(&state, &session, cookie, None).await
+    render(&app, &session, &cookie, None).await
+}
+
+/// One row per approved client: its name and where it sends people, if it is still known.
+async fn app_view(app: &App, consent: crate::store::ConsentRecord, last: i64) -> AppView {
+    let (name, document_host, redirect_hosts) =
+        match clients::resolve(app, &consent.client_id).await {
+            Ok(client) => {
+                let mut hosts: Vec<String> = client
+                    .metadata
+                    .redirect_uris
+                    .iter()
+                    .map(|u| redirect_target(u))
+                    .collect();
+                hosts.dedup();
+                (
+                    client.display_name(),
+                    client.document_host(),
+                    hosts.join(", "),
+                )
+            }
+            Err(_) => (
+                consent.client_id.clone(),
+                None,
+                "(no longer registered)".to_owned(),
+            ),
+        };
+    AppView {
+        name,
+        document_host,
+        redirect_hosts,
+        scope: consent.scope,
+        first_use: format_time(consent.created_at),
+        last_use: format_time(last),
+        client_id: consent.client_id,
+    }
 }
 
 async fn render(
-    state: &AppState,
+    app: &App,
     session: &SessionRecord,
     cookie: &str,
     notice: Option<String>,
-) -> Response {
-    let consents = match state.store.list_consents(&session.subject).await {
-        Ok(c) => c,
-        Err(e) => return store_failure(&e),
-    };
-    let families = match state
-        .store
-        .list_families(Some(&session.subject), None)
-        .await
-    {
-        Ok(f) => f,
-        Err(e) => return store_failure(&e),
-    };
+) -> Result<Response, PageError> {
+    let consents = app.store.list_consents(&session.subject).await?;
+    let grants = app.store.list_grants(Some(&session.subject), None).await?;
     let mut apps = Vec::new();
     for c in consents {
-        let last = families
+        let last = grants
             .iter()
-            .filter(|f| f.client_id == c.client_id)
-            .map(|f| f.last_used_at)
+            .filter(|g| g.client_id == c.client_id)
+            .map(|g| g.last_used_at)
             .max()
             .unwrap_or(c.last_used_at)
             .max(c.last_used_at);
-        let (name, document_host, redirect_hosts) =
-            match clients::resolve(state, &c.client_id).await {
-                Ok(client) => {
-                    let mut hosts: Vec<String> = client
-                        .metadata
-                        .redirect_uris
-                        .iter()
-                        .map(|u| crate::oauth::redirect::redirect_target(u))
-                        .collect();
-                    hosts.dedup();
-                    (
-                        client.display_name(),
-                        client.document_host(),
-                        hosts.join(", "),
-                    )
-                }
-                Err(_) => (
-                    c.client_id.clone(),
-                    None,
-                    "(no longer registered)".to_owned(),
-                ),
-            };
-        apps.push(AppView {
-            client_id: c.client_id.clone(),
-            name,
-            document_host,
-            redirect_hosts,
-            scope: c.scope.clone(),
-            first_use: format_time(c.created_at),
-            last_use: format_time(last),
-        });
+        apps.push(app_view(app, c, last).await);
     }
-    pages::render(
-        StatusCode::OK,
-        &AccountPage {
-            who: session
-                .email
-                .clone()
-                .unwrap_or_else(|| session.subject.clone()),
-            server_name: state
-                .settings
-                .public_url
-                .host_str()
-                .unwrap_or("this server")
-                .to_owned(),
-            apps,
-            csrf: csrf_for(cookie),
-            notice,
-            revoke_action: state.settings.url(REVOKE_PATH),
-            logout_action: state.settings.url(LOGOUT_PATH),
-        },
-    )
+    let page = AccountPage {
+        who: session
+            .email
+            .clone()
+            .unwrap_or_else(|| session.subject.clone()),
+        server_name: app
+            .settings
+            .public_url
+            .host_str()
+            .unwrap_or("this server")
+            .to_owned(),
+        apps,
+        csrf: csrf_for(cookie),
+        notice,
+        revoke_action: app.settings.url(REVOKE_PATH),
+        logout_action: app.settings.url(LOGOUT_PATH),
+    };
+    Ok(pages::render(StatusCode::OK, &page))
 }
 
-/// Not logged in: the same upstream login as an authorization, finishing on this page.
-async fn start_login(state: &AppState, headers: &HeaderMap) -> Response {
-    let browser = cookies::BrowserBinding::of(state, headers);
-    let now = state.clock.now();
-    let pending = PendingRecord {
-        id_hash: SecretHash::of(SecretKind::PendingAuthorization, &state.random.token())
-            .as_str()
-            .to_owned(),
-        browser_hash: browser.hash(),
-        client_id: ACCOUNT_CLIENT.to_owned(),
-        redirect_uri: state.settings.url(ACCOUNT_PATH),
-        state: None,
-        code_challenge: String::new(),
-        scope: String::new(),
-        resource: String::new(),
-        status: PENDING_CONSENT.to_owned(),
-        upstream_state_hash: None,
-        upstream_nonce: None,
-        upstream_verifier: None,
-        created_at: now,
-        expires_at: now + PENDING_TTL,
+/// A form post from the account page: same origin, a live session, its form token.
+async fn checked_session(
+    app: &App,
+    headers: &HeaderMap,
+    csrf: &str,
+) -> Result<(SessionRecord, String), PageError> {
+    same_origin(&app.settings, headers)?;
+    let Some((session, cookie)) = signed_in(app, headers).await? else {
+        return Err(PageError::new(
+            StatusCode::UNAUTHORIZED,
+            "Signed out",
+            "Your session has ended. Open the connected applications page again.",
+        ));
     };
-    if let Err(e) = state.store.insert_pending(&pending).await {
-        return store_failure(&e);
+    let expected = csrf_for(&cookie);
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        expected.as_bytes(),
+        csrf.as_bytes(),
+    )) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "This form is not valid any more. Reload the page and try again.",
+        ));
     }
-    let mut resp = super::login::start_upstream(state, &pending).await;
-    browser.set_on(state, &mut resp);
-    resp
+    Ok((session, cookie))
 }
 
 #[derive(Deserialize)]
@@ -180,73 +192,23 @@ pub struct RevokeForm {
     client_id: String,
 }
 
-async fn checked_session(
-    state: &AppState,
-    headers: &HeaderMap,
-    csrf: &str,
-) -> Result<(SessionRecord, String), Response> {
-    if !same_origin(state, headers) {
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form was submitted from another site.",
-        ));
-    }
-    let names = cookies::names(&state.settings);
-    let session = cookies::current_session(state, headers)
-        .await
-        .map_err(|e| store_failure(&e))?;
-    let (Some(session), Some(cookie)) = (session, cookies::read(headers, names.session)) else {
-        return Err(error_page(
-            StatusCode::UNAUTHORIZED,
-            "Signed out",
-            "Your session has ended. Open the connected applications page again.",
-        ));
-    };
-    let expected = csrf_for(cookie);
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(
-        expected.as_bytes(),
-        csrf.as_bytes(),
-    )) {
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "This form is not valid any more. Reload the page and try again.",
-        ));
-    }
-    Ok((session, cookie.to_owned()))
-}
-
 pub async fn revoke(
-    State(state): State<AppState>,
+    State(app): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<RevokeForm>,
-) -> Response {
-    let (session, cookie) = match checked_session(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
-    let now = state.clock.now();
-    match state
+) -> Result<Response, PageError> {
+    let (session, cookie) = checked_session(&app, &headers, &form.csrf).await?;
+    let n = app
         .store
-        .revoke_grants(Some(&session.subject), Some(&form.client_id), now)
-        .await
-    {
-        Ok(n) => {
-            tracing::info!(user.sub = %session.subject, client.id = %form.client_id, grants = n, "access revoked by the user");
-            render(
-                &state,
-                &session,
-                &cookie,
-                Some(
-                    "Access revoked. The application must ask you again before it can connect."
-                        .to_owned(),
-                ),
-            )
-            .await
-        }
-        Err(e) => store_failure(&e),
-    }
+        .revoke_grants(
+            Some(&session.subject),
+            Some(&form.client_id),
+            app.clock.now(),
+        )
+        .await?;
+    tracing::info!(user.sub = %session.subject, client.id = %form.client_id, grants = n, "access revoked by the user");
+    let notice = "Access revoked. The application must ask you again before it can connect.";
+    render(&app, &session, &cookie, Some(notice.to_owned())).await
 }
 
 #[derive(Deserialize)]
@@ -255,23 +217,18 @@ pub struct LogoutForm {
 }
 
 pub async fn logout(
-    State(state): State<AppState>,
+    State(app): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<LogoutForm>,
-) -> Response {
-    let (session, _) = match checked_session(&state, &headers, &form.csrf).await {
-        Ok(s) => s,
-        Err(page) => return page,
-    };
-    if let Err(e) = state.store.delete_session(&session.id_hash).await {
-        return store_failure(&e);
-    }
-    let mut resp = error_page(
+) -> Result<Response, PageError> {
+    let (session, _) = checked_session(&app, &headers, &form.csrf).await?;
+    app.store.delete_session(&session.id).await?;
+    let mut resp = pages::message(
         StatusCode::OK,
         "Signed out",
         "You are signed out of this server.",
     );
-    let names = cookies::names(&state.settings);
+    let names = cookies::names(&app.settings);
     cookies::set(&mut resp, &names, names.session, "", 0);
-    resp
+    Ok(resp)
 }

@@ -7,86 +7,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
-use super::error::ApiError;
-use super::pages;
-use crate::config::{RateLimits, Settings};
-use crate::ratelimit::RateLimiter;
+use super::error::{ApiError, PageError};
+use crate::config::Settings;
+use crate::ratelimit::Limited;
 use crate::state::AppState;
 use crate::telemetry::names;
 
 /// The OAuth endpoints and pages take small forms and JSON documents only.
 pub const OAUTH_MAX_BODY: usize = 16 * 1024;
-
-/// The endpoints with a per-source rate limit, each with its own buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Limited {
-    Register,
-    Token,
-    Authorize,
-    Revoke,
-    Account,
-    Callback,
-}
-
-impl Limited {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Register => "register",
-            Self::Token => "token",
-            Self::Authorize => "authorize",
-            Self::Revoke => "revoke",
-            Self::Account => "account",
-            Self::Callback => "callback",
-        }
-    }
-
-    /// Browser pages get a page; the JSON endpoints an OAuth error.
-    fn is_page(self) -> bool {
-        matches!(self, Self::Authorize | Self::Account | Self::Callback)
-    }
-}
-
-/// One set of buckets per limited endpoint.
-#[derive(Debug)]
-pub struct Limiters {
-    register: RateLimiter,
-    token: RateLimiter,
-    authorize: RateLimiter,
-    revoke: RateLimiter,
-    account: RateLimiter,
-    callback: RateLimiter,
-}
-
-impl Limiters {
-    pub fn new(limits: &RateLimits) -> Self {
-        Self {
-            register: RateLimiter::new(limits.register),
-            token: RateLimiter::new(limits.token),
-            authorize: RateLimiter::new(limits.authorize),
-            revoke: RateLimiter::new(limits.revoke),
-            account: RateLimiter::new(limits.account),
-            callback: RateLimiter::new(limits.callback),
-        }
-    }
-
-    fn get(&self, which: Limited) -> &RateLimiter {
-        match which {
-            Limited::Register => &self.register,
-            Limited::Token => &self.token,
-            Limited::Authorize => &self.authorize,
-            Limited::Revoke => &self.revoke,
-            Limited::Account => &self.account,
-            Limited::Callback => &self.callback,
-        }
-    }
-}
 
 /// Middleware: one token from the caller's bucket (its address, or the forwarded one behind a
 /// trusted proxy), or 429 with `Retry-After` before the handler runs.
@@ -110,15 +45,7 @@ pub async fn rate_limit(
             metrics::counter!(names::RATE_LIMITED, "endpoint" => which.label()).increment(1);
             tracing::info!(endpoint = which.label(), "rate limited");
             if which.is_page() {
-                let mut resp = pages::error_page(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Too many requests",
-                    "Too many requests came from your network. Wait a moment and try again.",
-                );
-                if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-                    resp.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                resp
+                PageError::rate_limited(wait).into_response()
             } else {
                 ApiError::RateLimited(wait).into_response()
             }
@@ -130,11 +57,7 @@ pub async fn rate_limit(
 /// `PropagateRequestIdLayer` copies onto this response is what an operator searches the logs for.
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
-    super::error::oauth_error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        crate::oauth::ErrorCode::ServerError,
-        "internal error; the X-Request-Id header identifies this request in the logs",
-    )
+    ApiError::Internal("a request handler panicked".to_owned()).into_response()
 }
 
 /// Body limit and time-out for the OAuth endpoints, pages, discovery and health checks.

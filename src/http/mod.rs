@@ -1,46 +1,49 @@
-//! The HTTP surface: one router per area, merged here. Handlers extract, parse, decide with
-//! `oauth`, persist with `store`, and respond.
+//! The HTTP surface. Handlers extract, parse (`oauth`), decide and persist (`services`), and
+//! respond; errors have one type per surface (`error`). The router and the layers every route
+//! lives under are assembled here.
 
 pub mod account;
-pub mod authorize;
-pub mod client_auth;
 pub mod client_ip;
-pub mod clients;
 pub mod cookies;
-pub mod cors;
-pub mod discovery;
 pub mod error;
+pub mod extract;
 pub mod health;
 pub mod limits;
-pub mod login;
+pub mod mcp;
+pub mod oauth;
 pub mod pages;
-pub mod register;
-pub mod revoke;
-pub mod token;
+
+use std::time::Duration;
 
 use axum::Router;
-use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{any, delete, get, post};
-
+use axum::http::Method;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{delete, get, post};
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::mcp;
-
+use self::oauth::{authorize, callback, consent, dev_login, discovery, register, revoke, token};
+use crate::ratelimit::Limited;
+use crate::services::upstream::UpstreamKind;
+use crate::services::upstream::dev::DEV_LOGIN_PATH;
 use crate::state::AppState;
 
-/// Does the request declare this media type (parameters such as `charset` ignored)?
-pub fn has_content_type(headers: &axum::http::HeaderMap, media_type: &str) -> bool {
-    headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(media_type))
+/// CORS for the endpoints browser-based MCP clients call directly (discovery, `/register`,
+/// `/token`, `/revoke`): any origin, never credentials, since these authenticate with explicit
+/// parameters, not cookies. `/authorize` and the pages never get it.
+fn open_cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(mcp::header_names(mcp::ALLOW_HEADERS))
+        .expose_headers(mcp::header_names(mcp::EXPOSE_HEADERS))
+        .max_age(Duration::from_secs(86_400))
 }
 
-pub fn router(state: AppState) -> Router {
-    use limits::Limited;
-    let limited = |which: Limited| from_fn_with_state((state.clone(), which), limits::rate_limit);
+/// Discovery, registration, tokens and revocation: the JSON endpoints.
+fn json_endpoints(app: &AppState) -> Router {
+    let limited = |which: Limited| from_fn_with_state((app.clone(), which), limits::rate_limit);
     // `/register` enforces the same 16 KiB itself, answering with RFC 7591's error code.
     let registration = Router::new()
         .route(
@@ -48,8 +51,8 @@ pub fn router(state: AppState) -> Router {
             post(register::register).route_layer(limited(Limited::Register)),
         )
         .route("/register/{client_id}", delete(register::unregister))
-        .with_state(state.clone());
-    let mut cors_routes = Router::new()
+        .with_state(app.clone());
+    let mut routes = Router::new()
         .route(
             "/token",
             post(token::token).route_layer(limited(Limited::Token)),
@@ -59,32 +62,40 @@ pub fn router(state: AppState) -> Router {
             post(revoke::revoke).route_layer(limited(Limited::Revoke)),
         )
         .route(discovery::JWKS_PATH, get(discovery::jwks));
-    for path in discovery::as_metadata_paths(&state.settings) {
-        cors_routes = cors_routes.route(&path, get(discovery::as_metadata));
+    for path in discovery::as_metadata_paths(&app.settings) {
+        routes = routes.route(&path, get(discovery::as_metadata));
     }
-    let mut cors_routes: Router = cors_routes.with_state(state.clone());
-    for (index, resource) in state.settings.resources.iter().enumerate() {
+    let mut routes: Router = routes.with_state(app.clone());
+    for (index, resource) in app.settings.resources.iter().enumerate() {
+        let doc = app
+            .resource_metadata
+            .get(index)
+            .cloned()
+            .unwrap_or_default();
         let mut prm = Router::new();
-        for path in discovery::resource_metadata_paths(&state.settings, resource, index == 0) {
+        for path in discovery::resource_metadata_paths(&app.settings, resource, index == 0) {
             prm = prm.route(&path, get(discovery::resource_metadata));
         }
-        cors_routes = cors_routes.merge(prm.with_state((state.clone(), index)));
+        routes = routes.merge(prm.with_state(doc));
     }
-    let cors_routes = limits::bounded(cors_routes, &state.settings)
-        .merge(limits::timed(registration, &state.settings));
-    let cors_routes = if state.settings.cors_enabled {
-        cors_routes.route_layer(from_fn(cors::cors))
+    let routes =
+        limits::bounded(routes, &app.settings).merge(limits::timed(registration, &app.settings));
+    if app.settings.cors_enabled {
+        routes.route_layer(open_cors())
     } else {
-        cors_routes
-    };
+        routes
+    }
+}
 
-    // Browser pages: no CORS, ever.
+/// The browser pages: no CORS, ever.
+fn pages(app: &AppState) -> Router {
+    let limited = |which: Limited| from_fn_with_state((app.clone(), which), limits::rate_limit);
     let mut pages = Router::new()
         .route(
             "/authorize",
             get(authorize::authorize).route_layer(limited(Limited::Authorize)),
         )
-        .route(authorize::CONSENT_PATH, post(authorize::consent))
+        .route(consent::CONSENT_PATH, post(consent::consent))
         .route(
             account::ACCOUNT_PATH,
             get(account::page).route_layer(limited(Limited::Account)),
@@ -97,50 +108,27 @@ pub fn router(state: AppState) -> Router {
             account::LOGOUT_PATH,
             post(account::logout).route_layer(limited(Limited::Account)),
         );
-    if state.upstream.is_some() {
-        pages = pages.route(
-            login::CALLBACK_PATH,
-            get(login::callback).route_layer(limited(Limited::Callback)),
-        );
-    } else {
-        pages = pages.route(
-            login::DEV_LOGIN_PATH,
-            get(login::dev_login_page).post(login::dev_login),
-        );
-    }
-
-    // The protected resources: the guard wraps every method, so nothing is routed, redirected
-    // or refused with 405 before the token is checked.
-    let mut resources = Router::new();
-    for (index, resource) in state.settings.resources.iter().enumerate() {
-        let guard = from_fn_with_state((state.clone(), index), mcp::guard::guard);
-        let route: Router = if resource.upstream.is_some() {
-            Router::new()
-                .route(&resource.path, any(mcp::forward::forward))
-                .with_state((state.clone(), index))
-        } else {
-            Router::new().route_service(&resource.path, mcp::builtin::service())
-        };
-        resources = resources.merge(route.route_layer(guard));
-    }
-    let resources = limits::mcp(resources, &state.settings);
-
+    pages = match app.upstream.kind() {
+        UpstreamKind::Oidc => pages.route(
+            callback::CALLBACK_PATH,
+            get(callback::callback).route_layer(limited(Limited::Callback)),
+        ),
+        UpstreamKind::Development => {
+            pages.route(DEV_LOGIN_PATH, get(dev_login::page).post(dev_login::log_in))
+        }
+    };
     let health = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .with_state(state.clone());
+        .route("/readyz", get(health::readyz));
+    limits::bounded(pages.merge(health).with_state(app.clone()), &app.settings)
+}
 
-    let bounded = limits::bounded(
-        Router::new()
-            .merge(pages.with_state(state.clone()))
-            .merge(health),
-        &state.settings,
-    );
-    let app = Router::new()
-        .merge(cors_routes)
-        .merge(bounded)
-        .merge(resources);
-    outer_layers(app, &state.settings)
+pub fn router(app: AppState) -> Router {
+    let routes = Router::new()
+        .merge(json_endpoints(&app))
+        .merge(pages(&app))
+        .merge(limits::mcp(mcp::routes(&app), &app.settings));
+    outer_layers(routes, &app.settings)
 }
 
 /// What wraps every route: a request id, the request log line, and panics turned into a 500

@@ -1,5 +1,5 @@
-//! Server-rendered pages (consent, errors, development login) and the headers every page and
-//! browser redirect carries.
+//! Server-rendered pages (consent, errors, development login, account) and the headers every
+//! page and browser redirect carries.
 
 use askama::Template;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -76,7 +76,8 @@ pub fn render(status: StatusCode, page: &impl Template) -> Response {
     resp
 }
 
-pub fn error_page(status: StatusCode, title: &str, message: impl Into<String>) -> Response {
+/// A page with a title and a sentence (errors, and the signed-out notice).
+pub fn message(status: StatusCode, title: &str, message: impl Into<String>) -> Response {
     render(
         status,
         &ErrorPage {
@@ -84,31 +85,6 @@ pub fn error_page(status: StatusCode, title: &str, message: impl Into<String>) -
             message: message.into(),
             detail: None,
         },
-    )
-}
-
-pub fn error_page_detail(
-    status: StatusCode,
-    title: &str,
-    message: impl Into<String>,
-    detail: impl Into<String>,
-) -> Response {
-    render(
-        status,
-        &ErrorPage {
-            title: title.to_owned(),
-            message: message.into(),
-            detail: Some(detail.into()),
-        },
-    )
-}
-
-/// A sign-in request that already finished (a second submit, a reloaded callback).
-pub fn already_done() -> Response {
-    error_page(
-        StatusCode::BAD_REQUEST,
-        "Already done",
-        "This sign-in has already completed. You can close this page and return to the application.",
     )
 }
 

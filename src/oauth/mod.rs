@@ -3,13 +3,12 @@
 
 pub mod client;
 pub mod error;
+pub mod pkce;
 pub mod redirect;
+pub mod request;
+pub mod resource;
 pub mod scope;
 pub mod secrets;
 pub mod url_rules;
 
 pub use error::{ErrorCode, OAuthError};
-pub mod grant;
-pub mod identity;
-pub mod pkce;
-pub mod resource;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::sql::impl_store;
+use super::sql::{impl_repo, impl_store};
 
 /// PostgreSQL: several authgate instances may share one database.
 #[derive(Clone)]
@@ -28,6 +28,16 @@ impl PgStore {
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
         Ok(Self { pool })
     }
+
+    async fn begin_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
 }
 
-impl_store!(PgStore, "postgres");
+impl_store!(
+    PgStore,
+    PgTx,
+    sqlx::Postgres,
+    sqlx::PgConnection,
+    "postgres"
+);

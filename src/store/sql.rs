@@ -1,56 +1,36 @@
-//! The SQL shared by both backends. `impl_store!` expands the same query texts for each pool
-//! type, so the two implementations cannot drift apart.
-
-use crate::oauth::client::ClientMetadata;
-use crate::oauth::secrets::SecretHash;
-
-use super::{ClientRecord, StoreError};
-
-#[derive(sqlx::FromRow)]
-pub(super) struct ClientRow {
-    pub id: String,
-    pub secret_hash: Option<String>,
-    pub secret_expires_at: i64,
-    pub metadata: String,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-}
-
-impl TryFrom<ClientRow> for ClientRecord {
-    type Error = StoreError;
-
-    fn try_from(row: ClientRow) -> Result<Self, StoreError> {
-        let metadata: ClientMetadata = serde_json::from_str(&row.metadata)
-            .map_err(|e| StoreError::Corrupt(format!("client {} metadata: {e}", row.id)))?;
-        Ok(Self {
-            id: row.id,
-            secret_hash: row.secret_hash.map(SecretHash::from_stored),
-            secret_expires_at: row.secret_expires_at,
-            metadata,
-            created_at: row.created_at,
-            last_used_at: row.last_used_at,
-        })
-    }
-}
-
-pub(super) fn metadata_json(client: &ClientRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&client.metadata)
-        .map_err(|e| StoreError::Corrupt(format!("client metadata: {e}")))
-}
+//! The SQL shared by both backends. Each operation is written once, as a function over a
+//! connection (`queries!`); `impl_store!` expands those functions for each backend's connection
+//! type and implements [`Repo`](super::Repo) twice from the one list of operations
+//! (`repo_operations!`): on the pool (each operation on its own) and on a transaction.
 
 pub(super) const INSERT_CLIENT: &str = "INSERT INTO clients (id, secret_hash, secret_expires_at, metadata, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_CLIENT: &str = "SELECT id, secret_hash, secret_expires_at, metadata, created_at, last_used_at FROM clients WHERE id = $1";
+pub(super) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, secret_expires_at, metadata, created_at, last_used_at FROM clients ORDER BY created_at DESC, id";
 pub(super) const DELETE_CLIENT: &str = "DELETE FROM clients WHERE id = $1";
-pub(super) const COUNT_CLIENTS: &str = "SELECT COUNT(*) FROM clients";
 pub(super) const TOUCH_CLIENT: &str = "UPDATE clients SET last_used_at = $2 WHERE id = $1";
 pub(super) const DELETE_IDLE_CLIENTS: &str =
     "DELETE FROM clients WHERE last_used_at IS NULL AND created_at < $1";
 
-pub(super) const INSERT_PENDING: &str = "INSERT INTO pending_authorizations (id_hash, browser_hash, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-const PENDING_COLUMNS: &str = "id_hash, browser_hash, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, created_at, expires_at";
-pub(super) fn select_pending_by(column: &str) -> String {
-    format!("SELECT {PENDING_COLUMNS} FROM pending_authorizations WHERE {column} = $1")
+macro_rules! pending_columns {
+    () => {
+        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, created_at, expires_at"
+    };
 }
+pub(super) const INSERT_PENDING: &str = concat!(
+    "INSERT INTO pending_authorizations (",
+    pending_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+);
+pub(super) const SELECT_PENDING: &str = concat!(
+    "SELECT ",
+    pending_columns!(),
+    " FROM pending_authorizations WHERE id_hash = $1"
+);
+pub(super) const SELECT_PENDING_BY_STATE: &str = concat!(
+    "SELECT ",
+    pending_columns!(),
+    " FROM pending_authorizations WHERE upstream_state_hash = $1"
+);
 pub(super) const SET_PENDING_UPSTREAM: &str = "UPDATE pending_authorizations SET status = 'upstream', upstream_state_hash = $2, upstream_nonce = $3, upstream_verifier = $4 WHERE id_hash = $1 AND status IN ('consent', 'upstream')";
 pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL WHERE id_hash = $1 AND status <> 'done'";
 
@@ -69,22 +49,46 @@ pub(super) const DELETE_MCP_SESSION: &str =
 
 pub(super) const UPSERT_CONSENT: &str = "INSERT INTO consents (subject, client_id, scope, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (subject, client_id) DO UPDATE SET scope = excluded.scope, last_used_at = excluded.last_used_at";
 pub(super) const SELECT_CONSENT: &str = "SELECT subject, client_id, scope, created_at, last_used_at FROM consents WHERE subject = $1 AND client_id = $2";
-pub(super) const DELETE_CONSENT: &str =
-    "DELETE FROM consents WHERE subject = $1 AND client_id = $2";
+pub(super) const SELECT_CONSENTS: &str = "SELECT subject, client_id, scope, created_at, last_used_at FROM consents WHERE subject = $1 ORDER BY last_used_at DESC, client_id";
+pub(super) const DELETE_CONSENTS: &str = "DELETE FROM consents WHERE ($1 IS NULL OR subject = $1 OR subject IN (SELECT subject FROM grant_families WHERE email = $1)) AND ($2 IS NULL OR client_id = $2)";
 
-pub(super) const INSERT_FAMILY: &str = "INSERT INTO grant_families (id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-pub(super) const SELECT_FAMILY: &str = "SELECT id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at FROM grant_families WHERE id = $1";
-pub(super) const REVOKE_FAMILY: &str =
+/// A grant's columns under the `grant_*` names of [`super::rows::GrantRow`].
+macro_rules! grant_columns {
+    () => {
+        "g.id AS grant_id, g.client_id AS grant_client_id, g.subject AS grant_subject, g.email AS grant_email, g.scope AS grant_scope, g.resource AS grant_resource, g.created_at AS grant_created_at, g.expires_at AS grant_expires_at, g.last_used_at AS grant_last_used_at, g.revoked_at AS grant_revoked_at"
+    };
+}
+pub(super) const INSERT_GRANT: &str = "INSERT INTO grant_families (id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(super) const SELECT_GRANT: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grant_families g WHERE g.id = $1"
+);
+pub(super) const SELECT_GRANTS: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grant_families g WHERE ($1 IS NULL OR g.subject = $1 OR g.email = $1) AND ($2 IS NULL OR g.client_id = $2) ORDER BY g.created_at DESC, g.id"
+);
+pub(super) const REVOKE_GRANT: &str =
     "UPDATE grant_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
-pub(super) const TOUCH_FAMILY: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1";
+pub(super) const TOUCH_GRANT: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+pub(super) const REVOKE_GRANTS: &str = "UPDATE grant_families SET revoked_at = $3 WHERE revoked_at IS NULL AND ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2)";
 
 pub(super) const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, family_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-pub(super) const SELECT_CODE: &str = "SELECT hash, family_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at FROM authorization_codes WHERE hash = $1";
+pub(super) const SELECT_CODE: &str = concat!(
+    "SELECT c.hash, c.family_id, c.client_id, c.redirect_uri, c.code_challenge, c.created_at, c.expires_at, c.used_at, ",
+    grant_columns!(),
+    " FROM authorization_codes c JOIN grant_families g ON g.id = c.family_id WHERE c.hash = $1"
+);
 pub(super) const USE_CODE: &str =
     "UPDATE authorization_codes SET used_at = $2 WHERE hash = $1 AND used_at IS NULL";
 
 pub(super) const INSERT_REFRESH: &str = "INSERT INTO refresh_tokens (hash, family_id, created_at, expires_at, rotated_at, successor_sealed) VALUES ($1, $2, $3, $4, $5, $6)";
-pub(super) const SELECT_REFRESH: &str = "SELECT hash, family_id, created_at, expires_at, rotated_at, successor_sealed FROM refresh_tokens WHERE hash = $1";
+pub(super) const SELECT_REFRESH: &str = concat!(
+    "SELECT r.hash, r.family_id, r.created_at, r.expires_at, r.rotated_at, r.successor_sealed, ",
+    grant_columns!(),
+    " FROM refresh_tokens r JOIN grant_families g ON g.id = r.family_id WHERE r.hash = $1"
+);
 pub(super) const ROTATE_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = $2, successor_sealed = $3 WHERE hash = $1 AND rotated_at IS NULL";
 
 pub(super) const REVOKE_JTI: &str = "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
@@ -100,7 +104,8 @@ pub(super) const BUMP_KEY_VERSION: &str =
     "UPDATE key_version SET version = version + 1 WHERE id = 1";
 pub(super) const SELECT_KEY_VERSION: &str = "SELECT version FROM key_version WHERE id = 1";
 
-/// `(statement, whether it takes the rotated-token window as $2)`.
+/// `(statement, whether it takes the rotated-token window as $2)`. A deleted grant's codes go
+/// with it (`ON DELETE CASCADE`); its refresh tokens are deleted first so that they are counted.
 pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
     (
         "DELETE FROM pending_authorizations WHERE expires_at < $1",
@@ -127,14 +132,619 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
     ("DELETE FROM grant_families WHERE expires_at < $1", false),
 ];
 
-pub(super) const SELECT_CLIENTS: &str = "SELECT id, secret_hash, secret_expires_at, metadata, created_at, last_used_at FROM clients ORDER BY created_at DESC, id";
-pub(super) const SELECT_FAMILIES: &str = "SELECT id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at FROM grant_families WHERE ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2) ORDER BY created_at DESC, id";
-pub(super) const REVOKE_FAMILIES: &str = "UPDATE grant_families SET revoked_at = $3 WHERE revoked_at IS NULL AND ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2)";
-pub(super) const DELETE_CONSENTS: &str = "DELETE FROM consents WHERE ($1 IS NULL OR subject = $1 OR subject IN (SELECT subject FROM grant_families WHERE email = $1)) AND ($2 IS NULL OR client_id = $2)";
-pub(super) const SELECT_CONSENTS: &str = "SELECT subject, client_id, scope, created_at, last_used_at FROM consents WHERE subject = $1 ORDER BY last_used_at DESC, client_id";
+/// Every [`Repo`](super::Repo) operation, as `mode name(args) -> result;`, passed to
+/// `$callback!`. `atomic` operations take several statements, so on the pool they run in a
+/// transaction of their own; `single` ones are one statement. Exported for the tests' fault
+/// injection, which wraps every operation.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! repo_operations {
+    ($callback:ident ! { $($prefix:tt)* }) => {
+        $callback! { $($prefix)*
+            single insert_client(client: &$crate::store::ClientRecord) -> ();
+            single get_client(id: &str) -> Option<$crate::store::ClientRecord>;
+            single delete_client(id: &str) -> bool;
+            single touch_client(id: &str, now: $crate::clock::Timestamp) -> ();
+            single delete_idle_clients(registered_before: $crate::clock::Timestamp) -> u64;
+            single list_clients() -> Vec<$crate::store::ClientRecord>;
+            single insert_pending(p: &$crate::domain::pending::PendingAuthorization) -> ();
+            single get_pending(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>) -> Option<$crate::domain::pending::PendingAuthorization>;
+            single get_pending_by_upstream_state(state: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::UpstreamState>) -> Option<$crate::domain::pending::PendingAuthorization>;
+            single set_pending_upstream(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>, leg: &$crate::domain::pending::UpstreamLeg) -> bool;
+            single finish_pending(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>) -> bool;
+            single insert_session(s: &$crate::store::SessionRecord) -> ();
+            single get_session(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Session>) -> Option<$crate::store::SessionRecord>;
+            single delete_session(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Session>) -> ();
+            single bind_mcp_session(s: &$crate::store::McpSessionRecord) -> bool;
+            single get_mcp_session(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::McpSession>, resource: &str) -> Option<$crate::store::McpSessionRecord>;
+            single touch_mcp_session(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::McpSession>, resource: &str, now: $crate::clock::Timestamp, expires_at: $crate::clock::Timestamp) -> ();
+            single delete_mcp_session(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::McpSession>, resource: &str) -> bool;
+            single upsert_consent(c: &$crate::store::ConsentRecord) -> ();
+            single get_consent(subject: &str, client_id: &str) -> Option<$crate::store::ConsentRecord>;
+            single list_consents(subject: &str) -> Vec<$crate::store::ConsentRecord>;
+            atomic insert_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> ();
+            single get_grant(id: &str) -> Option<$crate::domain::grant::Grant>;
+            single revoke_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
+            single touch_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
+            single list_grants(user: Option<&str>, client_id: Option<&str>) -> Vec<$crate::domain::grant::Grant>;
+            atomic revoke_grants(user: Option<&str>, client_id: Option<&str>, now: $crate::clock::Timestamp) -> u64;
+            single get_code(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Code>) -> Option<($crate::domain::grant::AuthorizationCode, $crate::domain::grant::Grant)>;
+            single use_code(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Code>, now: $crate::clock::Timestamp) -> bool;
+            single insert_refresh(r: &$crate::domain::grant::RefreshToken) -> ();
+            single get_refresh(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Refresh>) -> Option<($crate::domain::grant::RefreshToken, $crate::domain::grant::Grant)>;
+            single rotate_refresh(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Refresh>, now: $crate::clock::Timestamp, sealed_successor: &str) -> bool;
+            single revoke_access_token(jti: &str, expires_at: $crate::clock::Timestamp) -> ();
+            single is_access_token_revoked(jti: &str) -> bool;
+            atomic insert_key(k: &$crate::store::KeyRecord) -> ();
+            single list_keys() -> Vec<$crate::store::KeyRecord>;
+            single key_version() -> i64;
+            atomic delete_keys(kids: &[String]) -> u64;
+            atomic delete_expired(now: $crate::clock::Timestamp, keep_rotated: i64) -> u64;
+        }
+    };
+}
 
+/// The operations' bodies, for one backend's connection type.
+macro_rules! queries {
+    ($conn:ty) => {
+        mod q {
+            use $crate::clock::Timestamp;
+            use $crate::domain::grant::{AuthorizationCode, Grant, RefreshToken};
+            use $crate::domain::pending::{PendingAuthorization, UpstreamLeg};
+            use $crate::oauth::secrets::{Hashed, kind};
+            use $crate::store::rows::{self, PendingColumns};
+            use $crate::store::sql;
+            use $crate::store::{
+                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord, StoreError,
+            };
+
+            type Conn = $conn;
+            type R<T> = Result<T, StoreError>;
+
+            pub async fn insert_client(c: &mut Conn, client: &ClientRecord) -> R<()> {
+                sqlx::query(sql::INSERT_CLIENT)
+                    .bind(&client.id)
+                    .bind(client.secret_hash.as_ref().map(|h| h.as_str()))
+                    .bind(client.secret_expires_at)
+                    .bind(rows::metadata_json(client)?)
+                    .bind(client.created_at)
+                    .bind(client.last_used_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn get_client(c: &mut Conn, id: &str) -> R<Option<ClientRecord>> {
+                let row: Option<rows::ClientRow> = sqlx::query_as(sql::SELECT_CLIENT)
+                    .bind(id)
+                    .fetch_optional(c)
+                    .await?;
+                row.map(ClientRecord::try_from).transpose()
+            }
+
+            pub async fn delete_client(c: &mut Conn, id: &str) -> R<bool> {
+                let done = sqlx::query(sql::DELETE_CLIENT).bind(id).execute(c).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub async fn touch_client(c: &mut Conn, id: &str, now: Timestamp) -> R<()> {
+                sqlx::query(sql::TOUCH_CLIENT)
+                    .bind(id)
+                    .bind(now)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn delete_idle_clients(c: &mut Conn, before: Timestamp) -> R<u64> {
+                let done = sqlx::query(sql::DELETE_IDLE_CLIENTS)
+                    .bind(before)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            pub async fn list_clients(c: &mut Conn) -> R<Vec<ClientRecord>> {
+                let rows: Vec<rows::ClientRow> =
+                    sqlx::query_as(sql::SELECT_CLIENTS).fetch_all(c).await?;
+                rows.into_iter().map(ClientRecord::try_from).collect()
+            }
+
+            pub async fn insert_pending(c: &mut Conn, p: &PendingAuthorization) -> R<()> {
+                let cols = PendingColumns::from(p);
+                sqlx::query(sql::INSERT_PENDING)
+                    .bind(p.id.as_str())
+                    .bind(p.browser.as_str())
+                    .bind(cols.purpose)
+                    .bind(cols.client_id)
+                    .bind(cols.redirect_uri)
+                    .bind(cols.state)
+                    .bind(cols.code_challenge)
+                    .bind(cols.scope)
+                    .bind(cols.resource)
+                    .bind(p.stage.as_str())
+                    .bind(cols.leg.map(|l| l.state.as_str()))
+                    .bind(cols.leg.map(|l| l.nonce.as_str()))
+                    .bind(cols.leg.map(|l| l.verifier.as_str()))
+                    .bind(p.created_at)
+                    .bind(p.expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            async fn pending_by(
+                c: &mut Conn,
+                sql: &'static str,
+                key: &str,
+            ) -> R<Option<PendingAuthorization>> {
+                let row: Option<rows::PendingRow> =
+                    sqlx::query_as(sql).bind(key).fetch_optional(c).await?;
+                row.map(PendingAuthorization::try_from).transpose()
+            }
+
+            pub async fn get_pending(
+                c: &mut Conn,
+                id: &Hashed<kind::Pending>,
+            ) -> R<Option<PendingAuthorization>> {
+                pending_by(c, sql::SELECT_PENDING, id.as_str()).await
+            }
+
+            pub async fn get_pending_by_upstream_state(
+                c: &mut Conn,
+                state: &Hashed<kind::UpstreamState>,
+            ) -> R<Option<PendingAuthorization>> {
+                pending_by(c, sql::SELECT_PENDING_BY_STATE, state.as_str()).await
+            }
+
+            pub async fn set_pending_upstream(
+                c: &mut Conn,
+                id: &Hashed<kind::Pending>,
+                leg: &UpstreamLeg,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::SET_PENDING_UPSTREAM)
+                    .bind(id.as_str())
+                    .bind(leg.state.as_str())
+                    .bind(&leg.nonce)
+                    .bind(&leg.verifier)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn finish_pending(c: &mut Conn, id: &Hashed<kind::Pending>) -> R<bool> {
+                let done = sqlx::query(sql::FINISH_PENDING)
+                    .bind(id.as_str())
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn insert_session(c: &mut Conn, s: &SessionRecord) -> R<()> {
+                sqlx::query(sql::INSERT_SESSION)
+                    .bind(s.id.as_str())
+                    .bind(&s.subject)
+                    .bind(&s.email)
+                    .bind(s.created_at)
+                    .bind(s.expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn get_session(
+                c: &mut Conn,
+                id: &Hashed<kind::Session>,
+            ) -> R<Option<SessionRecord>> {
+                let row: Option<rows::SessionRow> = sqlx::query_as(sql::SELECT_SESSION)
+                    .bind(id.as_str())
+                    .fetch_optional(c)
+                    .await?;
+                Ok(row.map(SessionRecord::from))
+            }
+
+            pub async fn delete_session(c: &mut Conn, id: &Hashed<kind::Session>) -> R<()> {
+                sqlx::query(sql::DELETE_SESSION)
+                    .bind(id.as_str())
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn bind_mcp_session(c: &mut Conn, s: &McpSessionRecord) -> R<bool> {
+                let done = sqlx::query(sql::BIND_MCP_SESSION)
+                    .bind(s.id.as_str())
+                    .bind(&s.resource)
+                    .bind(&s.subject)
+                    .bind(&s.client_id)
+                    .bind(s.created_at)
+                    .bind(s.last_used_at)
+                    .bind(s.expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn get_mcp_session(
+                c: &mut Conn,
+                id: &Hashed<kind::McpSession>,
+                resource: &str,
+            ) -> R<Option<McpSessionRecord>> {
+                let row: Option<rows::McpSessionRow> = sqlx::query_as(sql::SELECT_MCP_SESSION)
+                    .bind(id.as_str())
+                    .bind(resource)
+                    .fetch_optional(c)
+                    .await?;
+                Ok(row.map(McpSessionRecord::from))
+            }
+
+            pub async fn touch_mcp_session(
+                c: &mut Conn,
+                id: &Hashed<kind::McpSession>,
+                resource: &str,
+                now: Timestamp,
+                expires_at: Timestamp,
+            ) -> R<()> {
+                sqlx::query(sql::TOUCH_MCP_SESSION)
+                    .bind(id.as_str())
+                    .bind(resource)
+                    .bind(now)
+                    .bind(expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn delete_mcp_session(
+                c: &mut Conn,
+                id: &Hashed<kind::McpSession>,
+                resource: &str,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::DELETE_MCP_SESSION)
+                    .bind(id.as_str())
+                    .bind(resource)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub async fn upsert_consent(c: &mut Conn, consent: &ConsentRecord) -> R<()> {
+                sqlx::query(sql::UPSERT_CONSENT)
+                    .bind(&consent.subject)
+                    .bind(&consent.client_id)
+                    .bind(&consent.scope)
+                    .bind(consent.created_at)
+                    .bind(consent.last_used_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn get_consent(
+                c: &mut Conn,
+                subject: &str,
+                client_id: &str,
+            ) -> R<Option<ConsentRecord>> {
+                Ok(sqlx::query_as(sql::SELECT_CONSENT)
+                    .bind(subject)
+                    .bind(client_id)
+                    .fetch_optional(c)
+                    .await?)
+            }
+
+            pub async fn list_consents(c: &mut Conn, subject: &str) -> R<Vec<ConsentRecord>> {
+                Ok(sqlx::query_as(sql::SELECT_CONSENTS)
+                    .bind(subject)
+                    .fetch_all(c)
+                    .await?)
+            }
+
+            pub async fn insert_grant(c: &mut Conn, g: &Grant, code: &AuthorizationCode) -> R<()> {
+                sqlx::query(sql::INSERT_GRANT)
+                    .bind(&g.id)
+                    .bind(&g.client_id)
+                    .bind(&g.subject)
+                    .bind(&g.email)
+                    .bind(g.scope.to_string())
+                    .bind(&g.resource)
+                    .bind(g.created_at)
+                    .bind(g.expires_at)
+                    .bind(g.last_used_at)
+                    .bind(g.revoked_at)
+                    .execute(&mut *c)
+                    .await?;
+                let used_at = match code.state {
+                    $crate::domain::grant::CodeState::Issued => None,
+                    $crate::domain::grant::CodeState::Redeemed { at } => Some(at),
+                };
+                sqlx::query(sql::INSERT_CODE)
+                    .bind(code.hash.as_str())
+                    .bind(&code.grant_id)
+                    .bind(&code.client_id)
+                    .bind(&code.redirect_uri)
+                    .bind(code.challenge.as_str())
+                    .bind(code.created_at)
+                    .bind(code.expires_at)
+                    .bind(used_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn get_grant(c: &mut Conn, id: &str) -> R<Option<Grant>> {
+                let row: Option<rows::GrantRow> = sqlx::query_as(sql::SELECT_GRANT)
+                    .bind(id)
+                    .fetch_optional(c)
+                    .await?;
+                Ok(row.map(Grant::from))
+            }
+
+            pub async fn revoke_grant(c: &mut Conn, id: &str, now: Timestamp) -> R<bool> {
+                let done = sqlx::query(sql::REVOKE_GRANT)
+                    .bind(id)
+                    .bind(now)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            pub async fn touch_grant(c: &mut Conn, id: &str, now: Timestamp) -> R<bool> {
+                let done = sqlx::query(sql::TOUCH_GRANT)
+                    .bind(id)
+                    .bind(now)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn list_grants(
+                c: &mut Conn,
+                user: Option<&str>,
+                client_id: Option<&str>,
+            ) -> R<Vec<Grant>> {
+                let rows: Vec<rows::GrantRow> = sqlx::query_as(sql::SELECT_GRANTS)
+                    .bind(user)
+                    .bind(client_id)
+                    .fetch_all(c)
+                    .await?;
+                Ok(rows.into_iter().map(Grant::from).collect())
+            }
+
+            pub async fn revoke_grants(
+                c: &mut Conn,
+                user: Option<&str>,
+                client_id: Option<&str>,
+                now: Timestamp,
+            ) -> R<u64> {
+                if user.is_none() && client_id.is_none() {
+                    return Ok(0);
+                }
+                sqlx::query(sql::DELETE_CONSENTS)
+                    .bind(user)
+                    .bind(client_id)
+                    .execute(&mut *c)
+                    .await?;
+                let done = sqlx::query(sql::REVOKE_GRANTS)
+                    .bind(user)
+                    .bind(client_id)
+                    .bind(now)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            pub async fn get_code(
+                c: &mut Conn,
+                hash: &Hashed<kind::Code>,
+            ) -> R<Option<(AuthorizationCode, Grant)>> {
+                let row: Option<rows::CodeRow> = sqlx::query_as(sql::SELECT_CODE)
+                    .bind(hash.as_str())
+                    .fetch_optional(c)
+                    .await?;
+                Ok(row.map(Into::into))
+            }
+
+            pub async fn use_code(
+                c: &mut Conn,
+                hash: &Hashed<kind::Code>,
+                now: Timestamp,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::USE_CODE)
+                    .bind(hash.as_str())
+                    .bind(now)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn insert_refresh(c: &mut Conn, r: &RefreshToken) -> R<()> {
+                let (rotated_at, sealed) = match &r.state {
+                    $crate::domain::grant::RefreshState::Current => (None, None),
+                    $crate::domain::grant::RefreshState::Rotated {
+                        at,
+                        sealed_successor,
+                    } => (Some(*at), Some(sealed_successor.as_str())),
+                };
+                sqlx::query(sql::INSERT_REFRESH)
+                    .bind(r.hash.as_str())
+                    .bind(&r.grant_id)
+                    .bind(r.created_at)
+                    .bind(r.expires_at)
+                    .bind(rotated_at)
+                    .bind(sealed)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn get_refresh(
+                c: &mut Conn,
+                hash: &Hashed<kind::Refresh>,
+            ) -> R<Option<(RefreshToken, Grant)>> {
+                let row: Option<rows::RefreshRow> = sqlx::query_as(sql::SELECT_REFRESH)
+                    .bind(hash.as_str())
+                    .fetch_optional(c)
+                    .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            pub async fn rotate_refresh(
+                c: &mut Conn,
+                hash: &Hashed<kind::Refresh>,
+                now: Timestamp,
+                sealed_successor: &str,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::ROTATE_REFRESH)
+                    .bind(hash.as_str())
+                    .bind(now)
+                    .bind(sealed_successor)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn revoke_access_token(
+                c: &mut Conn,
+                jti: &str,
+                expires_at: Timestamp,
+            ) -> R<()> {
+                sqlx::query(sql::REVOKE_JTI)
+                    .bind(jti)
+                    .bind(expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn is_access_token_revoked(c: &mut Conn, jti: &str) -> R<bool> {
+                let (n,): (i64,) = sqlx::query_as(sql::SELECT_JTI)
+                    .bind(jti)
+                    .fetch_one(c)
+                    .await?;
+                Ok(n > 0)
+            }
+
+            pub async fn insert_key(c: &mut Conn, k: &KeyRecord) -> R<()> {
+                sqlx::query(sql::INSERT_KEY)
+                    .bind(&k.kid)
+                    .bind(&k.alg)
+                    .bind(&k.private_der)
+                    .bind(k.created_at)
+                    .bind(k.activates_at)
+                    .bind(k.retired_at)
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query(sql::RETIRE_KEYS)
+                    .bind(&k.kid)
+                    .bind(k.activates_at)
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query(sql::BUMP_KEY_VERSION).execute(c).await?;
+                Ok(())
+            }
+
+            pub async fn list_keys(c: &mut Conn) -> R<Vec<KeyRecord>> {
+                Ok(sqlx::query_as(sql::SELECT_KEYS).fetch_all(c).await?)
+            }
+
+            pub async fn key_version(c: &mut Conn) -> R<i64> {
+                let (v,): (i64,) = sqlx::query_as(sql::SELECT_KEY_VERSION).fetch_one(c).await?;
+                Ok(v)
+            }
+
+            pub async fn delete_keys(c: &mut Conn, kids: &[String]) -> R<u64> {
+                let mut removed = 0;
+                for kid in kids {
+                    removed += sqlx::query(sql::DELETE_KEY)
+                        .bind(kid)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected();
+                }
+                if removed > 0 {
+                    sqlx::query(sql::BUMP_KEY_VERSION).execute(c).await?;
+                }
+                Ok(removed)
+            }
+
+            pub async fn delete_expired(c: &mut Conn, now: Timestamp, keep_rotated: i64) -> R<u64> {
+                let mut removed = 0;
+                for (sql, with_window) in sql::DELETE_EXPIRED {
+                    let mut q = sqlx::query(*sql).bind(now);
+                    if *with_window {
+                        q = q.bind(keep_rotated);
+                    }
+                    removed += q.execute(&mut *c).await?.rows_affected();
+                }
+                Ok(removed)
+            }
+        }
+    };
+}
+
+/// Implements [`Repo`](super::Repo) for a backend's pool and transaction types from
+/// `repo_operations!`, running the `q` functions.
+macro_rules! impl_repo {
+    (pool $store:ty; $( $mode:ident $name:ident ( $( $arg:ident : $ty:ty ),* ) -> $ret:ty ; )*) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Repo for $store {
+            $(
+                async fn $name(&self, $( $arg: $ty ),*) -> Result<$ret, $crate::store::StoreError> {
+                    $crate::store::sql::impl_repo!(@pool $mode self $name $( $arg )*)
+                }
+            )*
+        }
+    };
+    (tx $tx:ty; $( $mode:ident $name:ident ( $( $arg:ident : $ty:ty ),* ) -> $ret:ty ; )*) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Repo for $tx {
+            $(
+                async fn $name(&self, $( $arg: $ty ),*) -> Result<$ret, $crate::store::StoreError> {
+                    let mut tx = self.tx.lock().await;
+                    q::$name(&mut tx, $( $arg ),*).await
+                }
+            )*
+        }
+    };
+    (@pool single $self:ident $name:ident $( $arg:ident )*) => {{
+        let mut conn = $self.pool.acquire().await?;
+        q::$name(&mut conn, $( $arg ),*).await
+    }};
+    (@pool atomic $self:ident $name:ident $( $arg:ident )*) => {{
+        let mut tx = $self.begin_tx().await?;
+        let out = q::$name(&mut tx, $( $arg ),*).await?;
+        tx.commit().await?;
+        Ok(out)
+    }};
+}
+
+/// The backend's `Repo` implementations, its transaction type and its `Store` implementation.
+/// `$store` must have `pool` and an async `begin_tx()` that starts a write transaction.
 macro_rules! impl_store {
-    ($store:ty, $backend:literal) => {
+    ($store:ident, $tx:ident, $db:ty, $conn:ty, $backend:literal) => {
+        $crate::store::sql::queries!($conn);
+
+        /// A unit of work on this backend: rolled back when dropped uncommitted.
+        pub struct $tx {
+            tx: tokio::sync::Mutex<sqlx::Transaction<'static, $db>>,
+        }
+
+        $crate::repo_operations!(impl_repo! { pool $store; });
+        $crate::repo_operations!(impl_repo! { tx $tx; });
+
+        #[async_trait::async_trait]
+        impl $crate::store::Tx for $tx {
+            async fn commit(self: Box<Self>) -> Result<(), $crate::store::StoreError> {
+                self.tx.into_inner().commit().await?;
+                Ok(())
+            }
+
+            async fn rollback(self: Box<Self>) -> Result<(), $crate::store::StoreError> {
+                self.tx.into_inner().rollback().await?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             fn backend(&self) -> &'static str {
@@ -153,589 +763,15 @@ macro_rules! impl_store {
                 Ok(())
             }
 
-            async fn insert_client(
-                &self,
-                client: &$crate::store::ClientRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::INSERT_CLIENT)
-                    .bind(&client.id)
-                    .bind(client.secret_hash.as_ref().map(|h| h.as_str()))
-                    .bind(client.secret_expires_at)
-                    .bind($crate::store::sql::metadata_json(client)?)
-                    .bind(client.created_at)
-                    .bind(client.last_used_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_client(
-                &self,
-                id: &str,
-            ) -> Result<Option<$crate::store::ClientRecord>, $crate::store::StoreError> {
-                let row: Option<$crate::store::sql::ClientRow> =
-                    sqlx::query_as($crate::store::sql::SELECT_CLIENT)
-                        .bind(id)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                row.map($crate::store::ClientRecord::try_from).transpose()
-            }
-
-            async fn delete_client(&self, id: &str) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::DELETE_CLIENT)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn count_clients(&self) -> Result<i64, $crate::store::StoreError> {
-                let (n,): (i64,) = sqlx::query_as($crate::store::sql::COUNT_CLIENTS)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(n)
-            }
-
-            async fn touch_client(
-                &self,
-                id: &str,
-                now: $crate::clock::Timestamp,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::TOUCH_CLIENT)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn delete_idle_clients(
-                &self,
-                registered_before: $crate::clock::Timestamp,
-            ) -> Result<u64, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::DELETE_IDLE_CLIENTS)
-                    .bind(registered_before)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected())
-            }
-
-            async fn insert_pending(
-                &self,
-                p: &$crate::store::PendingRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::INSERT_PENDING)
-                    .bind(&p.id_hash)
-                    .bind(&p.browser_hash)
-                    .bind(&p.client_id)
-                    .bind(&p.redirect_uri)
-                    .bind(&p.state)
-                    .bind(&p.code_challenge)
-                    .bind(&p.scope)
-                    .bind(&p.resource)
-                    .bind(&p.status)
-                    .bind(&p.upstream_state_hash)
-                    .bind(&p.upstream_nonce)
-                    .bind(&p.upstream_verifier)
-                    .bind(p.created_at)
-                    .bind(p.expires_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_pending(
-                &self,
-                id_hash: &str,
-            ) -> Result<Option<$crate::store::PendingRecord>, $crate::store::StoreError> {
-                let sql = $crate::store::sql::select_pending_by("id_hash");
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(id_hash)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn get_pending_by_upstream_state(
-                &self,
-                state_hash: &str,
-            ) -> Result<Option<$crate::store::PendingRecord>, $crate::store::StoreError> {
-                let sql = $crate::store::sql::select_pending_by("upstream_state_hash");
-                Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(state_hash)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn set_pending_upstream(
-                &self,
-                id_hash: &str,
-                state_hash: &str,
-                nonce: &str,
-                verifier: &str,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::SET_PENDING_UPSTREAM)
-                    .bind(id_hash)
-                    .bind(state_hash)
-                    .bind(nonce)
-                    .bind(verifier)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn finish_pending(
-                &self,
-                id_hash: &str,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::FINISH_PENDING)
-                    .bind(id_hash)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn insert_session(
-                &self,
-                s: &$crate::store::SessionRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::INSERT_SESSION)
-                    .bind(&s.id_hash)
-                    .bind(&s.subject)
-                    .bind(&s.email)
-                    .bind(s.created_at)
-                    .bind(s.expires_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_session(
-                &self,
-                id_hash: &str,
-            ) -> Result<Option<$crate::store::SessionRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_SESSION)
-                    .bind(id_hash)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn delete_session(&self, id_hash: &str) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::DELETE_SESSION)
-                    .bind(id_hash)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn bind_mcp_session(
-                &self,
-                s: &$crate::store::McpSessionRecord,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::BIND_MCP_SESSION)
-                    .bind(&s.id_hash)
-                    .bind(&s.resource)
-                    .bind(&s.subject)
-                    .bind(&s.client_id)
-                    .bind(s.created_at)
-                    .bind(s.last_used_at)
-                    .bind(s.expires_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn get_mcp_session(
-                &self,
-                id_hash: &str,
-                resource: &str,
-            ) -> Result<Option<$crate::store::McpSessionRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_MCP_SESSION)
-                    .bind(id_hash)
-                    .bind(resource)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn touch_mcp_session(
-                &self,
-                id_hash: &str,
-                resource: &str,
-                now: $crate::clock::Timestamp,
-                expires_at: $crate::clock::Timestamp,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::TOUCH_MCP_SESSION)
-                    .bind(id_hash)
-                    .bind(resource)
-                    .bind(now)
-                    .bind(expires_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn delete_mcp_session(
-                &self,
-                id_hash: &str,
-                resource: &str,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::DELETE_MCP_SESSION)
-                    .bind(id_hash)
-                    .bind(resource)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn upsert_consent(
-                &self,
-                c: &$crate::store::ConsentRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::UPSERT_CONSENT)
-                    .bind(&c.subject)
-                    .bind(&c.client_id)
-                    .bind(&c.scope)
-                    .bind(c.created_at)
-                    .bind(c.last_used_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_consent(
-                &self,
-                subject: &str,
-                client_id: &str,
-            ) -> Result<Option<$crate::store::ConsentRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_CONSENT)
-                    .bind(subject)
-                    .bind(client_id)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn delete_consent(
-                &self,
-                subject: &str,
-                client_id: &str,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::DELETE_CONSENT)
-                    .bind(subject)
-                    .bind(client_id)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn insert_grant(
-                &self,
-                f: &$crate::store::FamilyRecord,
-                c: &$crate::store::CodeRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query($crate::store::sql::INSERT_FAMILY)
-                    .bind(&f.id)
-                    .bind(&f.client_id)
-                    .bind(&f.subject)
-                    .bind(&f.email)
-                    .bind(&f.scope)
-                    .bind(&f.resource)
-                    .bind(f.created_at)
-                    .bind(f.expires_at)
-                    .bind(f.last_used_at)
-                    .bind(f.revoked_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query($crate::store::sql::INSERT_CODE)
-                    .bind(&c.hash)
-                    .bind(&c.family_id)
-                    .bind(&c.client_id)
-                    .bind(&c.redirect_uri)
-                    .bind(&c.code_challenge)
-                    .bind(c.created_at)
-                    .bind(c.expires_at)
-                    .bind(c.used_at)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn get_family(
-                &self,
-                id: &str,
-            ) -> Result<Option<$crate::store::FamilyRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_FAMILY)
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn revoke_family(
-                &self,
-                id: &str,
-                now: $crate::clock::Timestamp,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::REVOKE_FAMILY)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() > 0)
-            }
-
-            async fn touch_family(
-                &self,
-                id: &str,
-                now: $crate::clock::Timestamp,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::TOUCH_FAMILY)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_code(
-                &self,
-                hash: &str,
-            ) -> Result<Option<$crate::store::CodeRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_CODE)
-                    .bind(hash)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn use_code(
-                &self,
-                hash: &str,
-                now: $crate::clock::Timestamp,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let done = sqlx::query($crate::store::sql::USE_CODE)
-                    .bind(hash)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(done.rows_affected() == 1)
-            }
-
-            async fn insert_refresh(
-                &self,
-                r: &$crate::store::RefreshRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::INSERT_REFRESH)
-                    .bind(&r.hash)
-                    .bind(&r.family_id)
-                    .bind(r.created_at)
-                    .bind(r.expires_at)
-                    .bind(r.rotated_at)
-                    .bind(&r.successor_sealed)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn get_refresh(
-                &self,
-                hash: &str,
-            ) -> Result<Option<$crate::store::RefreshRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_REFRESH)
-                    .bind(hash)
-                    .fetch_optional(&self.pool)
-                    .await?)
-            }
-
-            async fn rotate_refresh(
-                &self,
-                hash: &str,
-                now: $crate::clock::Timestamp,
-                sealed: &str,
-                successor: &$crate::store::RefreshRecord,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let done = sqlx::query($crate::store::sql::ROTATE_REFRESH)
-                    .bind(hash)
-                    .bind(now)
-                    .bind(sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                if done.rows_affected() != 1 {
-                    tx.rollback().await?;
-                    return Ok(false);
-                }
-                sqlx::query($crate::store::sql::INSERT_REFRESH)
-                    .bind(&successor.hash)
-                    .bind(&successor.family_id)
-                    .bind(successor.created_at)
-                    .bind(successor.expires_at)
-                    .bind(successor.rotated_at)
-                    .bind(&successor.successor_sealed)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(true)
-            }
-
-            async fn revoke_access_token(
-                &self,
-                jti: &str,
-                expires_at: $crate::clock::Timestamp,
-            ) -> Result<(), $crate::store::StoreError> {
-                sqlx::query($crate::store::sql::REVOKE_JTI)
-                    .bind(jti)
-                    .bind(expires_at)
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
-            }
-
-            async fn is_access_token_revoked(
-                &self,
-                jti: &str,
-            ) -> Result<bool, $crate::store::StoreError> {
-                let (n,): (i64,) = sqlx::query_as($crate::store::sql::SELECT_JTI)
-                    .bind(jti)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(n > 0)
-            }
-
-            async fn insert_key(
-                &self,
-                k: &$crate::store::KeyRecord,
-            ) -> Result<(), $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                sqlx::query($crate::store::sql::INSERT_KEY)
-                    .bind(&k.kid)
-                    .bind(&k.alg)
-                    .bind(&k.private_der)
-                    .bind(k.created_at)
-                    .bind(k.activates_at)
-                    .bind(k.retired_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query($crate::store::sql::RETIRE_KEYS)
-                    .bind(&k.kid)
-                    .bind(k.activates_at)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query($crate::store::sql::BUMP_KEY_VERSION)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn key_version(&self) -> Result<i64, $crate::store::StoreError> {
-                let (v,): (i64,) = sqlx::query_as($crate::store::sql::SELECT_KEY_VERSION)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(v)
-            }
-
-            async fn delete_keys(&self, kids: &[String]) -> Result<u64, $crate::store::StoreError> {
-                let mut tx = self.pool.begin().await?;
-                let mut removed = 0;
-                for kid in kids {
-                    removed += sqlx::query($crate::store::sql::DELETE_KEY)
-                        .bind(kid)
-                        .execute(&mut *tx)
-                        .await?
-                        .rows_affected();
-                }
-                if removed > 0 {
-                    sqlx::query($crate::store::sql::BUMP_KEY_VERSION)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                Ok(removed)
-            }
-
-            async fn list_keys(
-                &self,
-            ) -> Result<Vec<$crate::store::KeyRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_KEYS)
-                    .fetch_all(&self.pool)
-                    .await?)
-            }
-
-            async fn delete_expired(
-                &self,
-                now: $crate::clock::Timestamp,
-                keep_rotated: i64,
-            ) -> Result<u64, $crate::store::StoreError> {
-                let mut removed = 0;
-                for (sql, with_window) in $crate::store::sql::DELETE_EXPIRED {
-                    let mut q = sqlx::query(*sql).bind(now);
-                    if *with_window {
-                        q = q.bind(keep_rotated);
-                    }
-                    removed += q.execute(&self.pool).await?.rows_affected();
-                }
-                Ok(removed)
-            }
-
-            async fn list_clients(
-                &self,
-            ) -> Result<Vec<$crate::store::ClientRecord>, $crate::store::StoreError> {
-                let rows: Vec<$crate::store::sql::ClientRow> =
-                    sqlx::query_as($crate::store::sql::SELECT_CLIENTS)
-                        .fetch_all(&self.pool)
-                        .await?;
-                rows.into_iter()
-                    .map($crate::store::ClientRecord::try_from)
-                    .collect()
-            }
-
-            async fn list_families(
-                &self,
-                user: Option<&str>,
-                client_id: Option<&str>,
-            ) -> Result<Vec<$crate::store::FamilyRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_FAMILIES)
-                    .bind(user)
-                    .bind(client_id)
-                    .fetch_all(&self.pool)
-                    .await?)
-            }
-
-            async fn revoke_grants(
-                &self,
-                user: Option<&str>,
-                client_id: Option<&str>,
-                now: $crate::clock::Timestamp,
-            ) -> Result<u64, $crate::store::StoreError> {
-                if user.is_none() && client_id.is_none() {
-                    return Ok(0);
-                }
-                let mut tx = self.pool.begin().await?;
-                sqlx::query($crate::store::sql::DELETE_CONSENTS)
-                    .bind(user)
-                    .bind(client_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let done = sqlx::query($crate::store::sql::REVOKE_FAMILIES)
-                    .bind(user)
-                    .bind(client_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                Ok(done.rows_affected())
-            }
-
-            async fn list_consents(
-                &self,
-                subject: &str,
-            ) -> Result<Vec<$crate::store::ConsentRecord>, $crate::store::StoreError> {
-                Ok(sqlx::query_as($crate::store::sql::SELECT_CONSENTS)
-                    .bind(subject)
-                    .fetch_all(&self.pool)
-                    .await?)
+            async fn begin(&self) -> Result<Box<dyn $crate::store::Tx>, $crate::store::StoreError> {
+                Ok(Box::new($tx {
+                    tx: tokio::sync::Mutex::new(self.begin_tx().await?),
+                }))
             }
         }
     };
 }
 
+pub(super) use impl_repo;
 pub(super) use impl_store;
+pub(super) use queries;

@@ -4,7 +4,7 @@ use std::time::Duration;
 use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::impl_store;
+use super::sql::{impl_repo, impl_store};
 
 /// The embedded default: one file, WAL mode so readers do not wait for the writer.
 #[derive(Clone)]
@@ -32,6 +32,18 @@ impl SqliteStore {
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }
+
+    async fn begin_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        // Takes the write lock at once: a deferred transaction that read first would fail with
+        // SQLITE_BUSY_SNAPSHOT when another writer committed meanwhile, instead of waiting.
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
-impl_store!(SqliteStore, "sqlite");
+impl_store!(
+    SqliteStore,
+    SqliteTx,
+    sqlx::Sqlite,
+    sqlx::SqliteConnection,
+    "sqlite"
+);

@@ -318,7 +318,11 @@ async fn approval_is_remembered_per_user_and_client(backend: Backend) {
         let token = body["access_token"].as_str().unwrap().to_owned();
         app.state.keys.verify_signature(&token).unwrap().sub
     };
-    assert!(app.store.delete_consent(&sub, &client.id).await.unwrap());
+    let now = app.clock_now();
+    app.store
+        .revoke_grants(Some(&sub), Some(&client.id), now)
+        .await
+        .unwrap();
     let after = browser
         .get(&authorize_url(&app, &client.id, CB, &new_pkce(), &[]))
         .await;

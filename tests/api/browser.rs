@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use reqwest::header::LOCATION;
 
+#[derive(Clone)]
 pub struct Browser {
     pub http: reqwest::Client,
 }

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use authgate::keys::AccessClaims;
-use authgate::mcp::revocation::RevocationCache;
+use authgate::services::revocation::RevocationCache;
 use authgate::startup::REVOCATION_CACHE_SECONDS;
 
 use crate::both_backends;

@@ -156,7 +156,7 @@ async fn cors_on_discovery_and_register(backend: Backend) {
             .send()
             .await
             .unwrap();
-        assert_eq!(pre.status(), 204, "{path}");
+        assert!(pre.status().is_success(), "{path}: {}", pre.status());
         assert_eq!(pre.headers()["access-control-allow-origin"], "*");
         assert!(
             pre.headers()
@@ -181,7 +181,8 @@ async fn cors_on_discovery_and_register(backend: Backend) {
         resp.headers()["access-control-expose-headers"]
             .to_str()
             .unwrap()
-            .contains("WWW-Authenticate")
+            .to_ascii_lowercase()
+            .contains("www-authenticate")
     );
 }
 

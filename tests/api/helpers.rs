@@ -162,6 +162,27 @@ impl TestApp {
         }
     }
 
+    /// `SELECT COUNT(*) ...` straight on the database, on a connection of its own.
+    pub async fn count_rows(&self, query: &str) -> i64 {
+        let query = sqlx::AssertSqlSafe(query.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.database_url())
+                    .await
+                    .unwrap();
+                let (n,): (i64,) = sqlx::query_as(query).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.database_url()).await.unwrap();
+                let (n,): (i64,) = sqlx::query_as(query).fetch_one(&pool).await.unwrap();
+                pool.close().await;
+                n
+            }
+        }
+    }
+
     pub fn clock_now(&self) -> i64 {
         use authgate::clock::Clock;
         self.clock.now()
@@ -185,6 +206,32 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, configure: impl FnOnce(&mut RawConfig)) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     spawn_app_on(backend, listener, configure).await
+}
+
+/// Boots the application on a store wrapped by `wrap` (fault injection); `TestApp::store` stays
+/// the plain store, for checking what was persisted.
+pub async fn spawn_app_wrapped(
+    backend: Backend,
+    wrap: impl FnOnce(DynStore) -> DynStore,
+) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut raw = RawConfig::default();
+    raw.set("AUTHGATE_LISTEN", addr.to_string());
+    raw.set("AUTHGATE_PUBLIC_URL", format!("http://{addr}"));
+    let settings = Settings::from_raw(&raw).unwrap();
+    let store_name = format!("t{}", uuid::Uuid::new_v4().simple());
+    let store = open_store(backend, &store_name).await;
+    let served = wrap(store.clone());
+    start_serving(
+        backend,
+        store_name,
+        settings,
+        listener,
+        (store, served),
+        MockClock::new(T0),
+    )
+    .await
 }
 
 /// The same, on a listener bound beforehand (when a third party must know the port first).
@@ -220,11 +267,32 @@ async fn start(
     store: DynStore,
     clock: MockClock,
 ) -> TestApp {
+    let served = store.clone();
+    start_serving(
+        backend,
+        store_name,
+        settings,
+        listener,
+        (store, served),
+        clock,
+    )
+    .await
+}
+
+/// `stores`: the plain store (for the test's checks) and the one the application uses.
+async fn start_serving(
+    backend: Backend,
+    store_name: String,
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    (store, served): (DynStore, DynStore),
+    clock: MockClock,
+) -> TestApp {
     let base = format!("http://{}", settings.listen);
     let app = Application::build(
         settings.clone(),
         listener,
-        store.clone(),
+        served,
         Arc::new(clock.clone()),
         Arc::new(SystemRandom),
     )

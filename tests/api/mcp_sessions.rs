@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use authgate::oauth::secrets::{SecretHash, SecretKind};
+use authgate::oauth::secrets::{Hashed, kind};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
@@ -192,10 +192,8 @@ async fn assert_session_not_found(resp: reqwest::Response, what: &str) {
     );
 }
 
-fn binding_hash(sid: &str) -> String {
-    SecretHash::of(SecretKind::McpSession, sid)
-        .as_str()
-        .to_owned()
+fn binding_hash(sid: &str) -> Hashed<kind::McpSession> {
+    Hashed::of(sid)
 }
 
 async fn another_callers_session_is_not_found_and_never_forwarded(backend: Backend) {

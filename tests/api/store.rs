@@ -1,9 +1,12 @@
 //! The storage contract, run against both backends.
 
+use authgate::domain::grant::{AuthorizationCode, CodeState, Grant, RefreshState, RefreshToken};
 use authgate::oauth::client::{ClientMetadata, TokenAuthMethod};
+use authgate::oauth::pkce::{self, CodeChallenge};
 use authgate::oauth::redirect::ApplicationType;
-use authgate::oauth::secrets::{PlainSecret, SecretKind};
-use authgate::store::{ClientRecord, DynStore, McpSessionRecord};
+use authgate::oauth::scope::ScopeSet;
+use authgate::oauth::secrets::{Hashed, Secret, kind};
+use authgate::store::{ClientRecord, DynStore, McpSessionRecord, SessionRecord};
 
 use crate::both_backends;
 use crate::helpers::{Backend, T0, fresh_store};
@@ -11,7 +14,7 @@ use crate::helpers::{Backend, T0, fresh_store};
 fn client(id: &str, created_at: i64) -> ClientRecord {
     ClientRecord {
         id: id.to_owned(),
-        secret_hash: Some(PlainSecret::new("sekret").hash(SecretKind::ClientSecret)),
+        secret_hash: Some(Secret::<kind::ClientSecret>::new("sekret").hash()),
         secret_expires_at: 0,
         metadata: ClientMetadata {
             redirect_uris: vec!["https://claude.ai/api/mcp/auth_callback".into()],
@@ -41,11 +44,7 @@ async fn clients_round_trip(backend: Backend) {
     store.insert_client(&c).await.unwrap();
     let got = store.get_client("agc_one").await.unwrap().unwrap();
     assert_eq!(got.metadata, c.metadata);
-    assert!(
-        got.secret_hash
-            .unwrap()
-            .verify(SecretKind::ClientSecret, "sekret")
-    );
+    assert!(got.secret_hash.unwrap().verify("sekret"));
     assert_eq!(got.created_at, T0);
     assert_eq!(got.last_used_at, None);
     assert!(store.get_client("agc_missing").await.unwrap().is_none());
@@ -87,12 +86,8 @@ async fn clients_survive_a_restart(backend: Backend) {
     drop(store);
     let reopened = crate::helpers::open_store(backend, &name).await;
     let got = reopened.get_client("agc_durable").await.unwrap().unwrap();
-    assert!(
-        got.secret_hash
-            .unwrap()
-            .verify(SecretKind::ClientSecret, "sekret")
-    );
-    assert_eq!(reopened.count_clients().await.unwrap(), 1);
+    assert!(got.secret_hash.unwrap().verify("sekret"));
+    assert_eq!(reopened.list_clients().await.unwrap().len(), 1);
 }
 
 both_backends!(
@@ -101,87 +96,90 @@ both_backends!(
     clients_survive_a_restart
 );
 
-async fn expired_data_is_cleaned_up(backend: Backend) {
-    use authgate::store::{CodeRecord, FamilyRecord, RefreshRecord, SessionRecord};
-    let store = fresh_store(backend).await;
-    let family = |id: &str, expires_at: i64| FamilyRecord {
+fn grant(id: &str, expires_at: i64) -> Grant {
+    Grant {
         id: id.into(),
         client_id: "c".into(),
         subject: "s".into(),
         email: None,
-        scope: "mcp".into(),
+        scope: ScopeSet::parse("mcp"),
         resource: "https://x/mcp".into(),
         created_at: T0,
         expires_at,
         last_used_at: T0,
         revoked_at: None,
-    };
-    let code = |hash: &str, family_id: &str, expires_at: i64| CodeRecord {
-        hash: hash.into(),
-        family_id: family_id.into(),
+    }
+}
+
+fn code(value: &str, grant_id: &str, expires_at: i64) -> AuthorizationCode {
+    AuthorizationCode {
+        hash: Hashed::of(value),
+        grant_id: grant_id.into(),
         client_id: "c".into(),
         redirect_uri: "https://x/cb".into(),
-        code_challenge: "c".into(),
+        challenge: CodeChallenge::from_stored(pkce::s256("verifier")),
         created_at: T0,
         expires_at,
-        used_at: None,
-    };
+        state: CodeState::Issued,
+    }
+}
+
+fn refresh(value: &str, grant_id: &str, rotated_at: Option<i64>) -> RefreshToken {
+    RefreshToken {
+        hash: Hashed::of(value),
+        grant_id: grant_id.into(),
+        created_at: T0,
+        expires_at: T0 + 5000,
+        state: match rotated_at {
+            None => RefreshState::Current,
+            Some(at) => RefreshState::Rotated {
+                at,
+                sealed_successor: "sealed".into(),
+            },
+        },
+    }
+}
+
+fn session(value: &str, expires_at: i64) -> SessionRecord {
+    SessionRecord {
+        id: Hashed::of(value),
+        subject: "s".into(),
+        email: None,
+        created_at: T0,
+        expires_at,
+    }
+}
+
+async fn expired_data_is_cleaned_up(backend: Backend) {
+    let store = fresh_store(backend).await;
     store
         .insert_grant(
-            &family("live", T0 + 10_000),
+            &grant("live", T0 + 10_000),
             &code("code-live", "live", T0 + 60),
         )
         .await
         .unwrap();
     store
         .insert_grant(
-            &family("dead", T0 + 10),
+            &grant("dead", T0 + 10),
             &code("code-old", "dead", T0 - 7200),
         )
         .await
         .unwrap();
-    let refresh = |hash: &str, family_id: &str, rotated_at: Option<i64>| RefreshRecord {
-        hash: hash.into(),
-        family_id: family_id.into(),
-        created_at: T0,
-        expires_at: T0 + 5000,
-        rotated_at,
-        successor_sealed: None,
-    };
+    for r in [
+        refresh("rt-current", "live", None),
+        refresh("rt-rotated-long-ago", "live", Some(T0 - 1000)),
+        refresh("rt-rotated-just-now", "live", Some(T0 + 90)),
+        refresh("rt-of-dead-grant", "dead", None),
+    ] {
+        store.insert_refresh(&r).await.unwrap();
+    }
     store
-        .insert_refresh(&refresh("rt-current", "live", None))
+        .insert_session(&session("old", T0 + 50))
         .await
         .unwrap();
     store
-        .insert_refresh(&refresh("rt-rotated-long-ago", "live", Some(T0 - 1000)))
-        .await
-        .unwrap();
-    store
-        .insert_refresh(&refresh("rt-rotated-just-now", "live", Some(T0 + 90)))
-        .await
-        .unwrap();
-    store
-        .insert_refresh(&refresh("rt-of-dead-grant", "dead", None))
-        .await
-        .unwrap();
-    store
-        .insert_session(&SessionRecord {
-            id_hash: "old".into(),
-            subject: "s".into(),
-            email: None,
-            created_at: T0,
-            expires_at: T0 + 50,
-        })
-        .await
-        .unwrap();
-    store
-        .insert_session(&SessionRecord {
-            id_hash: "new".into(),
-            subject: "s".into(),
-            email: None,
-            created_at: T0,
-            expires_at: T0 + 500,
-        })
+        .insert_session(&session("new", T0 + 500))
         .await
         .unwrap();
     store.revoke_access_token("jti-old", T0 + 50).await.unwrap();
@@ -192,34 +190,47 @@ async fn expired_data_is_cleaned_up(backend: Backend) {
 
     let removed = store.delete_expired(T0 + 100, 60).await.unwrap();
     assert_eq!(removed, 6);
-    assert!(store.get_code("code-live").await.unwrap().is_some());
-    assert!(store.get_code("code-old").await.unwrap().is_none());
-    assert!(store.get_family("live").await.unwrap().is_some());
-    assert!(store.get_family("dead").await.unwrap().is_none());
-    assert!(store.get_refresh("rt-current").await.unwrap().is_some());
+    let code_of = |v: &str| Hashed::<kind::Code>::of(v);
+    let refresh_of = |v: &str| Hashed::<kind::Refresh>::of(v);
     assert!(
         store
-            .get_refresh("rt-rotated-just-now")
+            .get_code(&code_of("code-live"))
             .await
             .unwrap()
             .is_some()
     );
     assert!(
         store
-            .get_refresh("rt-rotated-long-ago")
+            .get_code(&code_of("code-old"))
             .await
             .unwrap()
             .is_none()
+    );
+    assert!(store.get_grant("live").await.unwrap().is_some());
+    assert!(store.get_grant("dead").await.unwrap().is_none());
+    for (value, kept) in [
+        ("rt-current", true),
+        ("rt-rotated-just-now", true),
+        ("rt-rotated-long-ago", false),
+        ("rt-of-dead-grant", false),
+    ] {
+        let found = store.get_refresh(&refresh_of(value)).await.unwrap();
+        assert_eq!(found.is_some(), kept, "{value}");
+    }
+    assert!(
+        store
+            .get_session(&Hashed::of("new"))
+            .await
+            .unwrap()
+            .is_some()
     );
     assert!(
         store
-            .get_refresh("rt-of-dead-grant")
+            .get_session(&Hashed::of("old"))
             .await
             .unwrap()
             .is_none()
     );
-    assert!(store.get_session("new").await.unwrap().is_some());
-    assert!(store.get_session("old").await.unwrap().is_none());
     assert!(store.is_access_token_revoked("jti-new").await.unwrap());
     assert!(!store.is_access_token_revoked("jti-old").await.unwrap());
 }
@@ -229,9 +240,13 @@ mod cleanup {
     both_backends!(expired_data_is_cleaned_up);
 }
 
-fn mcp_session(id_hash: &str, subject: &str, client_id: &str, now: i64) -> McpSessionRecord {
+fn h(id: &str) -> Hashed<kind::McpSession> {
+    Hashed::of(id)
+}
+
+fn mcp_session(id: &str, subject: &str, client_id: &str, now: i64) -> McpSessionRecord {
     McpSessionRecord {
-        id_hash: id_hash.into(),
+        id: h(id),
         resource: "https://x/mcp".into(),
         subject: subject.into(),
         client_id: client_id.into(),
@@ -246,14 +261,14 @@ async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
     let ann = mcp_session("h1", "ann", "c1", T0);
     assert!(store.bind_mcp_session(&ann).await.unwrap());
     let got = store
-        .get_mcp_session("h1", "https://x/mcp")
+        .get_mcp_session(&h("h1"), "https://x/mcp")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(got, ann);
     assert!(
         store
-            .get_mcp_session("h1", "https://x/other/mcp")
+            .get_mcp_session(&h("h1"), "https://x/other/mcp")
             .await
             .unwrap()
             .is_none(),
@@ -261,7 +276,7 @@ async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
     );
     assert!(
         store
-            .get_mcp_session("h2", "https://x/mcp")
+            .get_mcp_session(&h("h2"), "https://x/mcp")
             .await
             .unwrap()
             .is_none()
@@ -278,7 +293,7 @@ async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
     }
     assert_eq!(
         store
-            .get_mcp_session("h1", "https://x/mcp")
+            .get_mcp_session(&h("h1"), "https://x/mcp")
             .await
             .unwrap()
             .unwrap(),
@@ -288,7 +303,7 @@ async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
     let again = mcp_session("h1", "ann", "c1", T0 + 7);
     assert!(store.bind_mcp_session(&again).await.unwrap());
     let got = store
-        .get_mcp_session("h1", "https://x/mcp")
+        .get_mcp_session(&h("h1"), "https://x/mcp")
         .await
         .unwrap()
         .unwrap();
@@ -304,15 +319,15 @@ async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
     );
 
     store
-        .touch_mcp_session("h1", "https://x/mcp", T0 + 100, T0 + 1100)
+        .touch_mcp_session(&h("h1"), "https://x/mcp", T0 + 100, T0 + 1100)
         .await
         .unwrap();
     store
-        .touch_mcp_session("h1", "https://x/mcp", T0 + 50, T0 + 1050)
+        .touch_mcp_session(&h("h1"), "https://x/mcp", T0 + 50, T0 + 1050)
         .await
         .unwrap();
     let got = store
-        .get_mcp_session("h1", "https://x/mcp")
+        .get_mcp_session(&h("h1"), "https://x/mcp")
         .await
         .unwrap()
         .unwrap();
@@ -324,26 +339,26 @@ async fn mcp_sessions_are_bound_to_their_first_caller(backend: Backend) {
 
     assert!(
         store
-            .delete_mcp_session("h1", "https://x/mcp")
+            .delete_mcp_session(&h("h1"), "https://x/mcp")
             .await
             .unwrap()
     );
     assert!(
         !store
-            .delete_mcp_session("h1", "https://x/mcp")
+            .delete_mcp_session(&h("h1"), "https://x/mcp")
             .await
             .unwrap()
     );
     assert!(
         store
-            .get_mcp_session("h1", "https://x/mcp")
+            .get_mcp_session(&h("h1"), "https://x/mcp")
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .get_mcp_session("h1", "https://x/other/mcp")
+            .get_mcp_session(&h("h1"), "https://x/other/mcp")
             .await
             .unwrap()
             .is_some(),
@@ -370,14 +385,14 @@ async fn expired_mcp_sessions_are_cleaned_up(backend: Backend) {
     assert_eq!(store.delete_expired(T0 + 100, 60).await.unwrap(), 1);
     assert!(
         store
-            .get_mcp_session("old", "https://x/mcp")
+            .get_mcp_session(&h("old"), "https://x/mcp")
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .get_mcp_session("live", "https://x/mcp")
+            .get_mcp_session(&h("live"), "https://x/mcp")
             .await
             .unwrap()
             .is_some()

@@ -15,15 +15,16 @@
 //! round trip: it initializes again.
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use super::Caller;
 use crate::clock::Timestamp;
-use crate::oauth::secrets::{SecretHash, SecretKind};
-use crate::state::AppState;
+use crate::http::error::McpError;
+use crate::oauth::secrets::{Hashed, kind};
+use crate::state::App;
 use crate::store::{McpSessionRecord, StoreError};
 use crate::telemetry::names;
+
+type SessionHash = Hashed<kind::McpSession>;
 
 pub const HEADER: &str = "mcp-session-id";
 
@@ -102,7 +103,7 @@ fn session_id(value: &HeaderValue) -> Option<&str> {
 
 enum Presented {
     None,
-    One(SecretHash),
+    One(SessionHash),
     /// More than one header: the upstream might read another one than authgate checked.
     Several,
     Malformed,
@@ -117,22 +118,12 @@ fn presented(headers: &HeaderMap) -> Presented {
         return Presented::Several;
     }
     match session_id(first) {
-        Some(id) => Presented::One(SecretHash::of(SecretKind::McpSession, id)),
+        Some(id) => Presented::One(Hashed::of(id)),
         None => Presented::Malformed,
     }
 }
 
-fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    (
-        status,
-        axum::Json(
-            json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}),
-        ),
-    )
-        .into_response()
-}
-
-fn refused(why: Refusal) -> Response {
+fn refused(why: Refusal) -> McpError {
     metrics::counter!(names::MCP_SESSION_REFUSALS, "reason" => why.label()).increment(1);
     if why == Refusal::OtherCaller {
         tracing::info!("refused an MCP session id bound to another caller; nothing forwarded");
@@ -140,24 +131,23 @@ fn refused(why: Refusal) -> Response {
         tracing::debug!(reason = why.label(), "refused an MCP session id");
     }
     // The TypeScript SDK's code and wording for an unknown session.
-    jsonrpc_error(StatusCode::NOT_FOUND, -32001, "Session not found")
+    McpError::JsonRpc {
+        status: StatusCode::NOT_FOUND,
+        code: -32001,
+        message: "Session not found",
+    }
 }
 
-fn unavailable(e: &StoreError) -> Response {
+fn unavailable(e: &StoreError) -> McpError {
     tracing::warn!(error = %e, "MCP session check failed");
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        axum::Json(json!({"error": "temporarily_unavailable", "error_description": "the service is temporarily unavailable"})),
-    )
-        .into_response()
+    McpError::Unavailable
 }
 
-fn bad_gateway(why: &str) -> Response {
-    (
-        StatusCode::BAD_GATEWAY,
-        axum::Json(json!({"error": "upstream_unavailable", "error_description": why})),
-    )
-        .into_response()
+fn bad_gateway(why: &'static str) -> McpError {
+    McpError::Gateway {
+        status: StatusCode::BAD_GATEWAY,
+        why,
+    }
 }
 
 /// A request's session, checked before forwarding; [`Checked::after`] records what the
@@ -165,28 +155,28 @@ fn bad_gateway(why: &str) -> Response {
 #[derive(Debug)]
 pub struct Checked {
     resource: String,
-    presented: Option<SecretHash>,
+    presented: Option<SessionHash>,
     method: Method,
 }
 
 /// Runs before anything is forwarded. `Err` is the answer to send instead (404 for a session
 /// this caller may not use, 503 when the database cannot say: fail closed).
 pub async fn before(
-    state: &AppState,
+    state: &App,
     caller: &Caller,
     resource: &str,
     method: &Method,
     headers: &HeaderMap,
-) -> Result<Checked, Response> {
+) -> Result<Checked, McpError> {
     let hash = match presented(headers) {
         Presented::None => None,
         Presented::One(hash) => Some(hash),
         Presented::Several => {
-            return Err(jsonrpc_error(
-                StatusCode::BAD_REQUEST,
-                -32600,
-                "Bad Request: more than one Mcp-Session-Id",
-            ));
+            return Err(McpError::JsonRpc {
+                status: StatusCode::BAD_REQUEST,
+                code: -32600,
+                message: "Bad Request: more than one Mcp-Session-Id",
+            });
         }
         Presented::Malformed => return Err(refused(Refusal::Malformed)),
     };
@@ -195,7 +185,7 @@ pub async fn before(
         let ttl = state.settings.mcp_session_ttl;
         let binding = state
             .store
-            .get_mcp_session(hash.as_str(), resource)
+            .get_mcp_session(hash, resource)
             .await
             .map_err(|e| unavailable(&e))?;
         match decide(binding.as_ref(), caller, resource, now, ttl) {
@@ -203,7 +193,7 @@ pub async fn before(
             Decision::Forward { touch: false } => {}
             Decision::Forward { touch: true } => state
                 .store
-                .touch_mcp_session(hash.as_str(), resource, now, now.saturating_add(ttl))
+                .touch_mcp_session(hash, resource, now, now.saturating_add(ttl))
                 .await
                 .map_err(|e| unavailable(&e))?,
         }
@@ -221,21 +211,17 @@ impl Checked {
     /// caller. `Err` is the answer to send instead of the upstream's.
     pub async fn after(
         self,
-        state: &AppState,
+        state: &App,
         caller: &Caller,
         status: StatusCode,
         headers: &HeaderMap,
-    ) -> Result<(), Response> {
+    ) -> Result<(), McpError> {
         if let Some(hash) = &self.presented
             && ends_session(&self.method, status)
         {
             // A leftover binding is harmless (only its owner may use it, and the upstream no
             // longer knows the id), so a failure here does not fail the request.
-            if let Err(e) = state
-                .store
-                .delete_mcp_session(hash.as_str(), &self.resource)
-                .await
-            {
+            if let Err(e) = state.store.delete_mcp_session(hash, &self.resource).await {
                 tracing::warn!(error = %e, "could not remove an ended MCP session binding; it expires idle");
             }
         }
@@ -244,7 +230,7 @@ impl Checked {
             return Ok(());
         };
         let issued = match (session_id(first), values.next()) {
-            (Some(id), None) => SecretHash::of(SecretKind::McpSession, id),
+            (Some(id), None) => Hashed::of(id),
             _ => {
                 tracing::warn!(
                     "the MCP server sent a malformed or repeated Mcp-Session-Id; refused"
@@ -258,7 +244,7 @@ impl Checked {
         }
         let now = state.clock.now();
         let binding = McpSessionRecord {
-            id_hash: issued.as_str().to_owned(),
+            id: issued,
             resource: self.resource,
             subject: caller.sub.clone(),
             client_id: caller.client_id.clone(),
@@ -301,7 +287,7 @@ mod tests {
 
     fn bound_to(sub: &str, client_id: &str, last_used_at: Timestamp) -> McpSessionRecord {
         McpSessionRecord {
-            id_hash: "h".into(),
+            id: Hashed::of("h"),
             resource: RESOURCE.into(),
             subject: sub.into(),
             client_id: client_id.into(),
@@ -382,9 +368,7 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(matches!(presented(&h), Presented::None));
         h.insert(HEADER, HeaderValue::from_static("abc-123"));
-        assert!(
-            matches!(presented(&h), Presented::One(x) if x == SecretHash::of(SecretKind::McpSession, "abc-123"))
-        );
+        assert!(matches!(presented(&h), Presented::One(x) if x == Hashed::of("abc-123")));
         h.append(HEADER, HeaderValue::from_static("other"));
         assert!(matches!(presented(&h), Presented::Several));
         for bad in ["", "a b", "caf\u{e9}"] {

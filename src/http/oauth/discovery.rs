@@ -45,17 +45,6 @@ pub fn protected_resource_metadata(
     })
 }
 
-/// The absolute URL of a resource's metadata, as given in `WWW-Authenticate`: path-inserted at
-/// the host root (RFC 9728 §3.1).
-pub fn resource_metadata_url(settings: &Settings, resource: &ResourceConfig) -> String {
-    format!(
-        "{}/.well-known/oauth-protected-resource{}{}",
-        settings.public_url.origin().ascii_serialization(),
-        settings.issuer_path(),
-        resource.path
-    )
-}
-
 pub fn serialize(doc: &serde_json::Value) -> Bytes {
     Bytes::from(doc.to_string())
 }
@@ -87,11 +76,9 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
     resp
 }
 
-pub async fn resource_metadata(State((state, index)): State<(AppState, usize)>) -> Response {
-    match state.resource_metadata.get(index) {
-        Some(doc) => json_document(doc.clone()),
-        None => axum::http::StatusCode::NOT_FOUND.into_response(),
-    }
+/// A resource's metadata document, serialized once (the route's state).
+pub async fn resource_metadata(State(doc): State<Bytes>) -> Response {
+    json_document(doc)
 }
 
 /// The well-known paths served, root forms first; path-inserted forms follow when the issuer or

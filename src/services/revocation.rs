@@ -99,7 +99,7 @@ impl RevocationCache {
         }
         self.count("grant_family");
         Ok(store
-            .get_family(&claims.sid)
+            .get_grant(&claims.sid)
             .await?
             .is_none_or(|f| f.revoked_at.is_some()))
     }

@@ -1,18 +1,19 @@
-//! Finding the client behind a `client_id`: a registered (DCR) client in the store, or a
-//! metadata document fetched from its URL.
+//! Finding the client behind a `client_id` (a registered client in the store, or a metadata
+//! document fetched from its URL) and checking how it authenticates.
 
 use crate::clock::Timestamp;
 use crate::oauth::client::{ClientMetadata, is_metadata_document_id};
-use crate::oauth::secrets::SecretHash;
+use crate::oauth::request::ClientCredentials;
+use crate::oauth::secrets::{Hashed, kind};
 use crate::oauth::{ErrorCode, OAuthError};
-use crate::state::AppState;
+use crate::state::App;
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct Client {
     pub id: String,
     pub metadata: ClientMetadata,
-    pub secret_hash: Option<SecretHash>,
+    pub secret_hash: Option<Hashed<kind::ClientSecret>>,
     pub secret_expires_at: Timestamp,
     /// A metadata-document client: public, identified by its URL's host.
     pub document: bool,
@@ -24,17 +25,28 @@ pub enum ResolveError {
     Store(StoreError),
 }
 
-pub async fn resolve(state: &AppState, client_id: &str) -> Result<Client, ResolveError> {
+/// Why a client could not be authenticated.
+#[derive(Debug)]
+pub enum AuthError {
+    /// 401 `invalid_client`; `basic` when the client tried HTTP Basic.
+    Client {
+        description: String,
+        basic: bool,
+    },
+    Store(StoreError),
+}
+
+pub async fn resolve(app: &App, client_id: &str) -> Result<Client, ResolveError> {
     if is_metadata_document_id(client_id) {
-        if !state.settings.cimd_enabled {
+        if !app.settings.cimd_enabled {
             return Err(ResolveError::Unknown(OAuthError::new(
                 ErrorCode::InvalidClient,
                 "client metadata documents are not accepted by this server",
             )));
         }
-        let metadata = state
+        let metadata = app
             .cimd
-            .resolve(client_id, state.clock.now())
+            .resolve(client_id, app.clock.now())
             .await
             .map_err(ResolveError::Unknown)?;
         return Ok(Client {
@@ -45,7 +57,7 @@ pub async fn resolve(state: &AppState, client_id: &str) -> Result<Client, Resolv
             document: true,
         });
     }
-    match state.store.get_client(client_id).await {
+    match app.store.get_client(client_id).await {
         Ok(Some(c)) => Ok(Client {
             id: c.id,
             metadata: c.metadata,
@@ -59,6 +71,41 @@ pub async fn resolve(state: &AppState, client_id: &str) -> Result<Client, Resolv
         ))),
         Err(e) => Err(ResolveError::Store(e)),
     }
+}
+
+/// Authenticates the client by its registered method (RFC 6749 §2.3). Metadata-document
+/// clients are public.
+pub async fn authenticate(app: &App, creds: &ClientCredentials) -> Result<Client, AuthError> {
+    let basic = creds.used_basic();
+    let fail = |why: &str| AuthError::Client {
+        description: why.to_owned(),
+        basic,
+    };
+    let client = match resolve(app, &creds.client_id).await {
+        Ok(c) => c,
+        Err(ResolveError::Unknown(_)) => return Err(fail("unknown client; register again")),
+        Err(ResolveError::Store(e)) => return Err(AuthError::Store(e)),
+    };
+    let registered = client.metadata.token_endpoint_auth_method;
+    if registered != creds.method {
+        return Err(fail(&format!(
+            "this client must authenticate with {}",
+            registered.as_str()
+        )));
+    }
+    if registered.uses_secret() {
+        let ok = match (&client.secret_hash, &creds.secret) {
+            (Some(hash), Some(s)) => hash.verify(s.expose()),
+            _ => false,
+        };
+        if !ok {
+            return Err(fail("client authentication failed"));
+        }
+        if client.secret_expires_at != 0 && client.secret_expires_at <= app.clock.now() {
+            return Err(fail("the client secret has expired; register again"));
+        }
+    }
+    Ok(client)
 }
 
 impl Client {

@@ -1,4 +1,9 @@
-//! Who may log in: an upstream identity against the operator's allowlists.
+//! Who logs in: an upstream identity, the operator's allowlists, and the stable subject authgate
+//! gives the person.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
 
 /// A person as the upstream provider vouched for them (claims from a verified ID token).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +43,17 @@ impl LoginPolicy {
             Err(format!("{email} is not allowed to use this server."))
         }
     }
+}
+
+/// authgate's stable subject for an upstream identity: the same person through the same upstream
+/// always gets the same `sub`, and different upstreams can never collide.
+pub fn derive_subject(upstream_issuer: &str, upstream_subject: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(upstream_issuer.as_bytes());
+    h.update([0u8]);
+    h.update(upstream_subject.as_bytes());
+    let digest = h.finalize();
+    format!("ag_{}", URL_SAFE_NO_PAD.encode(&digest[..20]))
 }
 
 #[cfg(test)]
@@ -82,5 +98,17 @@ mod tests {
         };
         assert!(open.check(&id(None, None)).is_ok());
         assert!(open.check(&id(Some("a@b"), Some(false))).is_err());
+    }
+
+    #[test]
+    fn subjects_are_stable_and_scoped_to_the_issuer() {
+        assert_eq!(
+            derive_subject("https://a/", "u1"),
+            derive_subject("https://a/", "u1")
+        );
+        assert_ne!(
+            derive_subject("https://a/", "u1"),
+            derive_subject("https://b/", "u1")
+        );
     }
 }

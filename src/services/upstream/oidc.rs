@@ -11,22 +11,14 @@ use openidconnect::{
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::RwLock;
 
-use crate::oauth::identity::UpstreamIdentity;
+use async_trait::async_trait;
+
+use super::{Upstream, UpstreamError, UpstreamKind, error_chain};
+use crate::domain::identity::UpstreamIdentity;
+use crate::domain::pending::UpstreamLeg;
 
 /// How long discovery (and the provider's keys) is reused before being fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("the upstream provider's discovery failed: {0}")]
-    Discovery(String),
-    #[error("the upstream token request failed: {0}")]
-    Exchange(String),
-    #[error("the upstream ID token was rejected: {0}")]
-    IdToken(String),
-    #[error("upstream configuration: {0}")]
-    Config(String),
-}
 
 #[derive(Clone)]
 pub struct UpstreamConfig {
@@ -72,10 +64,6 @@ impl OidcUpstream {
             http: OidcHttp(http),
             discovered: RwLock::new(None),
         })
-    }
-
-    pub fn issuer(&self) -> &str {
-        &self.config.issuer
     }
 
     async fn metadata(&self, force: bool) -> Result<CoreProviderMetadata, UpstreamError> {
@@ -132,7 +120,7 @@ impl OidcUpstream {
 
     /// The URL that sends the browser to the upstream login, with authgate's own state, nonce
     /// and PKCE challenge. The MCP client's `resource` is never forwarded.
-    pub async fn authorize_url(
+    async fn authorize_url(
         &self,
         state: &str,
         nonce: &str,
@@ -165,7 +153,7 @@ impl OidcUpstream {
 
     /// Redeems the upstream code and verifies the ID token (signature, issuer, audience, expiry,
     /// nonce). Keys are re-discovered once if the token was signed by a key not yet seen.
-    pub async fn exchange(
+    async fn exchange(
         &self,
         code: &str,
         pkce_verifier: &str,
@@ -203,7 +191,32 @@ impl OidcUpstream {
     }
 }
 
-/// openidconnect's HTTP client, on the crate's own reqwest (redirects off).
+#[async_trait]
+impl Upstream for OidcUpstream {
+    fn kind(&self) -> UpstreamKind {
+        UpstreamKind::Oidc
+    }
+
+    fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    async fn login_url(&self, state: &str, leg: &UpstreamLeg) -> Result<String, UpstreamError> {
+        self.authorize_url(state, &leg.nonce, &leg.verifier).await
+    }
+
+    async fn identify(
+        &self,
+        code: &str,
+        leg: &UpstreamLeg,
+    ) -> Result<UpstreamIdentity, UpstreamError> {
+        self.exchange(code, &leg.verifier, &leg.nonce).await
+    }
+}
+
+/// openidconnect's HTTP client, on the crate's own reqwest 0.13 (redirects off): openidconnect's
+/// own `reqwest` feature pins reqwest 0.12, which would put a second HTTP and TLS stack in the
+/// binary.
 struct OidcHttp(reqwest::Client);
 
 impl<'c> openidconnect::AsyncHttpClient<'c> for OidcHttp {
@@ -245,15 +258,4 @@ pub enum HttpError {
     Reqwest(#[from] reqwest::Error),
     #[error(transparent)]
     Http(#[from] http::Error),
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -11,11 +11,11 @@ use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
-use serde_json::json;
 
+use super::guard::ResourceState;
 use super::headers::{self, Hop};
 use super::{Caller, session};
-use crate::state::AppState;
+use crate::http::error::McpError;
 use crate::telemetry::names;
 
 pub fn client(
@@ -33,38 +33,31 @@ pub fn client(
         .build()
 }
 
-fn gateway_error(status: StatusCode, why: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": "upstream_unavailable", "error_description": why})),
-    )
-        .into_response()
+fn gateway_error(status: StatusCode, why: &'static str) -> McpError {
+    McpError::Gateway { status, why }
 }
 
-pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Request) -> Response {
-    let Some(upstream) = state
-        .settings
-        .resources
-        .get(index)
-        .and_then(|r| r.upstream.clone())
-    else {
-        return StatusCode::NOT_FOUND.into_response();
+pub async fn forward(
+    State((state, resource)): State<ResourceState>,
+    req: Request,
+) -> Result<Response, McpError> {
+    let Some(upstream) = resource.upstream.clone() else {
+        // Only resources with an upstream are routed here.
+        return Ok(StatusCode::NOT_FOUND.into_response());
     };
     let Some(caller) = req.extensions().get::<Caller>().cloned() else {
         // The guard always runs first; without it nothing is forwarded.
-        return StatusCode::UNAUTHORIZED.into_response();
+        return Ok(StatusCode::UNAUTHORIZED.into_response());
     };
     let (parts, body) = req.into_parts();
-    let resource = state
-        .settings
-        .resources
-        .get(index)
-        .map_or("", |r| r.uri.as_str());
-    let session =
-        match session::before(&state, &caller, resource, &parts.method, &parts.headers).await {
-            Ok(checked) => checked,
-            Err(refused) => return refused,
-        };
+    let session = session::before(
+        &state,
+        &caller,
+        &resource.uri,
+        &parts.method,
+        &parts.headers,
+    )
+    .await?;
     let mut url = upstream;
     url.set_query(parts.uri.query());
 
@@ -93,46 +86,36 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
     let started = std::time::Instant::now();
     let sent = tokio::time::timeout(timeout, request).await;
     metrics::histogram!(names::MCP_FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
+    let late = || {
+        gateway_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the MCP server did not answer in time",
+        )
+    };
     let upstream_resp = match sent {
         Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.is_timeout() => {
-            return gateway_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the MCP server did not answer in time",
-            );
-        }
-        Ok(Err(_)) if too_large.load(Ordering::Relaxed) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                axum::Json(json!({"error": "request_too_large", "error_description": "the request body is larger than this endpoint accepts"})),
-            )
-                .into_response();
-        }
+        Ok(Err(e)) if e.is_timeout() => return Err(late()),
+        Ok(Err(_)) if too_large.load(Ordering::Relaxed) => return Err(McpError::TooLarge),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "MCP upstream unreachable");
             metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => "502").increment(1);
-            return gateway_error(StatusCode::BAD_GATEWAY, "the MCP server cannot be reached");
+            return Err(gateway_error(
+                StatusCode::BAD_GATEWAY,
+                "the MCP server cannot be reached",
+            ));
         }
-        Err(_) => {
-            return gateway_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the MCP server did not answer in time",
-            );
-        }
+        Err(_) => return Err(late()),
     };
 
     metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => upstream_resp.status().as_u16().to_string()).increment(1);
-    if let Err(refused) = session
+    session
         .after(
             &state,
             &caller,
             upstream_resp.status(),
             upstream_resp.headers(),
         )
-        .await
-    {
-        return refused;
-    }
+        .await?;
     let mut resp = Response::builder().status(upstream_resp.status());
     if let Some(h) = resp.headers_mut() {
         headers::to_client(upstream_resp.headers(), h);
@@ -140,5 +123,5 @@ pub async fn forward(State((state, index)): State<(AppState, usize)>, req: Reque
     // Dropping this stream (client gone) drops the upstream response and closes its connection.
     let stream = upstream_resp.bytes_stream().map_err(std::io::Error::other);
     resp.body(Body::from_stream(stream))
-        .unwrap_or_else(|_| gateway_error(StatusCode::BAD_GATEWAY, "invalid upstream response"))
+        .map_err(|_| gateway_error(StatusCode::BAD_GATEWAY, "invalid upstream response"))
 }

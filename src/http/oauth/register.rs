@@ -1,15 +1,19 @@
-//! `POST /register`: Dynamic Client Registration (RFC 7591), shaped by what real MCP clients send.
+//! `POST /register`: Dynamic Client Registration (RFC 7591), shaped by what real MCP clients
+//! send; `DELETE /register/{id}`: a confidential client deletes itself.
 
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::ApiError;
+use crate::http::error::{ApiError, no_store};
+use crate::http::extract::has_content_type;
 use crate::oauth::OAuthError;
 use crate::oauth::client::{ClientMetadata, MetadataSource, parse_client_metadata};
-use crate::oauth::secrets::{PlainSecret, SecretKind};
+use crate::oauth::request::basic_credentials;
+use crate::oauth::secrets::{Secret, kind};
+use crate::services::grants;
 use crate::state::AppState;
 use crate::store::ClientRecord;
 use crate::telemetry::names;
@@ -32,12 +36,11 @@ struct RegistrationResponse<'a> {
 }
 
 pub async fn register(
-    State(state): State<AppState>,
+    State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let now = state.clock.now();
-    let result = register_inner(&state, &headers, body, now).await;
+    let result = register_client(&app, &headers, body).await;
     let outcome = if result.is_ok() {
         "created"
     } else {
@@ -47,14 +50,13 @@ pub async fn register(
     result
 }
 
-async fn register_inner(
-    state: &AppState,
+/// The body, as RFC 7591 wants it read: JSON, bounded, every error `invalid_client_metadata`.
+async fn metadata_of(
+    app: &AppState,
     headers: &HeaderMap,
     body: Body,
-    now: i64,
-) -> Result<Response, ApiError> {
-    let is_json = super::has_content_type(headers, "application/json");
-    if !is_json {
+) -> Result<ClientMetadata, ApiError> {
+    if !has_content_type(headers, "application/json") {
         return Err(ApiError::bad_request(OAuthError::invalid_client_metadata(
             "the registration request must be application/json",
         )));
@@ -68,49 +70,50 @@ async fn register_inner(
             )
         })?;
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|_| {
-        ApiError::bad_request(OAuthError::invalid_client_metadata(
-            "the registration request is not valid JSON",
-        ))
+        OAuthError::invalid_client_metadata("the registration request is not valid JSON")
     })?;
-    let metadata = parse_client_metadata(
+    Ok(parse_client_metadata(
         &value,
         MetadataSource::Registration,
-        &state.settings.scopes,
-        &state.settings.allowed_redirects,
-    )
-    .map_err(ApiError::bad_request)?;
+        &app.settings.scopes,
+        &app.settings.allowed_redirects,
+    )?)
+}
 
-    let client_id = format!("{CLIENT_ID_PREFIX}{}", state.random.id());
+async fn register_client(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let metadata = metadata_of(app, headers, body).await?;
+    let now = app.clock.now();
     let secret = metadata
         .token_endpoint_auth_method
         .uses_secret()
-        .then(|| PlainSecret::new(state.random.token()));
+        .then(|| Secret::<kind::ClientSecret>::new(app.random.token()));
     let record = ClientRecord {
-        id: client_id.clone(),
-        secret_hash: secret.as_ref().map(|s| s.hash(SecretKind::ClientSecret)),
+        id: format!("{CLIENT_ID_PREFIX}{}", app.random.id()),
+        secret_hash: secret.as_ref().map(Secret::hash),
         secret_expires_at: 0,
         metadata,
         created_at: now,
         last_used_at: None,
     };
-    state.store.insert_client(&record).await?;
+    app.store.insert_client(&record).await?;
     tracing::info!(
         client.id = %record.id,
         client.auth_method = record.metadata.token_endpoint_auth_method.as_str(),
         "client registered"
     );
-
     let body = RegistrationResponse {
         client_id: &record.id,
         client_id_issued_at: now,
-        client_secret: secret.as_ref().map(PlainSecret::expose),
+        client_secret: secret.as_ref().map(Secret::expose),
         client_secret_expires_at: secret.as_ref().map(|_| record.secret_expires_at),
         metadata: &record.metadata,
     };
     let mut resp = (StatusCode::CREATED, axum::Json(body)).into_response();
-    let h = resp.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    no_store(&mut resp);
     Ok(resp)
 }
 
@@ -118,44 +121,30 @@ async fn register_inner(
 /// own secret (HTTP Basic). Used by `authgate doctor` to remove its test registration; a
 /// simplified form of RFC 7592 that needs no registration access token.
 pub async fn unregister(
-    State(state): State<AppState>,
-    axum::extract::Path(client_id): axum::extract::Path<String>,
+    State(app): State<AppState>,
+    Path(client_id): Path<String>,
     headers: HeaderMap,
-) -> Response {
-    let denied = || {
-        super::client_auth::ClientAuthError {
-            description: "client authentication failed".to_owned(),
-            basic: true,
-        }
-        .into_response()
+) -> Result<Response, ApiError> {
+    let denied = || ApiError::InvalidClient {
+        description: "client authentication failed".to_owned(),
+        basic: true,
     };
-    let Some(creds) = super::client_auth::basic_credentials(&headers).and_then(Result::ok) else {
-        return denied();
-    };
-    if creds.0 != client_id {
-        return denied();
-    }
-    let client = match state.store.get_client(&client_id).await {
-        Ok(Some(c)) => c,
-        Ok(None) => return denied(),
-        Err(e) => return ApiError::Store(e).into_response(),
-    };
-    let ok = client
+    let creds = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(basic_credentials)
+        .and_then(Result::ok)
+        .filter(|(id, _)| *id == client_id)
+        .ok_or_else(denied)?;
+    let client = app.store.get_client(&client_id).await?.ok_or_else(denied)?;
+    let authenticated = client
         .secret_hash
         .as_ref()
-        .is_some_and(|h| h.verify(SecretKind::ClientSecret, &creds.1));
-    if !ok {
-        return denied();
+        .is_some_and(|h| h.verify(&creds.1));
+    if !authenticated {
+        return Err(denied());
     }
-    let now = state.clock.now();
-    if let Err(e) = state.store.revoke_grants(None, Some(&client_id), now).await {
-        return ApiError::Store(e).into_response();
-    }
-    match state.store.delete_client(&client_id).await {
-        Ok(_) => {
-            tracing::info!(client.id = %client_id, "client deleted itself");
-            StatusCode::NO_CONTENT.into_response()
-        }
-        Err(e) => ApiError::Store(e).into_response(),
-    }
+    grants::delete_client(&app.store, &client_id, app.clock.now()).await?;
+    tracing::info!(client.id = %client_id, "client deleted itself");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

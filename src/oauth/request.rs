@@ -1,0 +1,327 @@
+//! Requests as the RFCs define them, parsed once into types: form or query parameters (each at
+//! most once, RFC 6749 §3.1 and §3.2), the authorization request, the token request by grant
+//! type, and the client's credentials. Handlers never read parameters from string maps.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+
+use super::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
+use super::scope::ScopeSet;
+use super::secrets::{Secret, kind};
+use super::{ErrorCode, OAuthError};
+
+/// Why parameters could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamsError {
+    Malformed,
+    /// A parameter sent twice: which of the two a server reads is exactly what an attacker
+    /// would like to choose.
+    Repeated(String),
+}
+
+impl fmt::Display for ParamsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed => f.write_str("the request is not validly encoded"),
+            Self::Repeated(k) => write!(f, "the parameter {k} appears more than once"),
+        }
+    }
+}
+
+impl From<ParamsError> for OAuthError {
+    fn from(e: ParamsError) -> Self {
+        OAuthError::invalid_request(e.to_string())
+    }
+}
+
+/// `application/x-www-form-urlencoded` parameters, each present at most once. An empty value
+/// counts as absent (RFC 6749 §3.1).
+#[derive(Debug, Default, Clone)]
+pub struct Params(BTreeMap<String, String>);
+
+impl Params {
+    pub fn parse(encoded: &[u8]) -> Result<Self, ParamsError> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_bytes(encoded).map_err(|_| ParamsError::Malformed)?;
+        let mut out = BTreeMap::new();
+        for (k, v) in pairs {
+            if out.contains_key(&k) {
+                return Err(ParamsError::Repeated(k));
+            }
+            out.insert(k, v);
+        }
+        Ok(Self(out))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn owned(&self, name: &str) -> Option<String> {
+        self.get(name).map(str::to_owned)
+    }
+
+    fn required(&self, name: &str) -> Result<String, OAuthError> {
+        self.owned(name)
+            .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
+    }
+}
+
+/// An authorization request (RFC 6749 §4.1.1 with PKCE and RFC 8707), as sent: nothing in it is
+/// trusted until the client and its redirect URI are.
+#[derive(Debug, Clone)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub redirect_uri: Option<String>,
+    pub response_type: Option<String>,
+    pub state: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub scope: ScopeSet,
+    pub resource: Option<String>,
+    pub prompt: ScopeSet,
+}
+
+impl AuthorizationRequest {
+    /// `None`: the request does not say which client asks, so nobody can be answered but the
+    /// person in the browser.
+    pub fn parse(params: &Params) -> Option<Self> {
+        Some(Self {
+            client_id: params.owned("client_id")?,
+            redirect_uri: params.owned("redirect_uri"),
+            response_type: params.owned("response_type"),
+            state: params.owned("state"),
+            code_challenge: params.owned("code_challenge"),
+            code_challenge_method: params.owned("code_challenge_method"),
+            scope: ScopeSet::parse(params.get("scope").unwrap_or("")),
+            resource: params.owned("resource").filter(|r| !r.is_empty()),
+            prompt: ScopeSet::parse(params.get("prompt").unwrap_or("")),
+        })
+    }
+}
+
+/// A token request (RFC 6749 §4.1.3, §6), one variant per supported grant type.
+#[derive(Debug)]
+pub enum TokenRequest {
+    AuthorizationCode {
+        code: Secret<kind::Code>,
+        redirect_uri: Option<String>,
+        code_verifier: Option<String>,
+        resource: Option<String>,
+    },
+    RefreshToken {
+        refresh_token: Secret<kind::Refresh>,
+        scope: Option<ScopeSet>,
+        resource: Option<String>,
+    },
+}
+
+impl TokenRequest {
+    pub fn parse(params: &Params) -> Result<Self, OAuthError> {
+        let grant_type = params.required("grant_type")?;
+        match grant_type.as_str() {
+            GRANT_AUTHORIZATION_CODE => Ok(Self::AuthorizationCode {
+                code: Secret::new(params.required("code")?),
+                redirect_uri: params.owned("redirect_uri"),
+                code_verifier: params.owned("code_verifier"),
+                resource: params.owned("resource"),
+            }),
+            GRANT_REFRESH_TOKEN => Ok(Self::RefreshToken {
+                refresh_token: Secret::new(params.required("refresh_token")?),
+                scope: params.get("scope").map(ScopeSet::parse),
+                resource: params.owned("resource"),
+            }),
+            _ => Err(OAuthError::new(
+                ErrorCode::UnsupportedGrantType,
+                "grant_type must be authorization_code or refresh_token",
+            )),
+        }
+    }
+
+    /// The wire name of the grant type (also the metrics label).
+    pub fn grant_type(&self) -> &'static str {
+        match self {
+            Self::AuthorizationCode { .. } => GRANT_AUTHORIZATION_CODE,
+            Self::RefreshToken { .. } => GRANT_REFRESH_TOKEN,
+        }
+    }
+
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            Self::AuthorizationCode { resource, .. } | Self::RefreshToken { resource, .. } => {
+                resource.as_deref()
+            }
+        }
+    }
+}
+
+/// How a client says who it is at `/token` and `/revoke` (RFC 6749 §2.3): the method it used
+/// and the secret it presented, not yet checked against anything.
+#[derive(Debug)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub method: TokenAuthMethod,
+    pub secret: Option<Secret<kind::ClientSecret>>,
+}
+
+/// Why credentials could not even be read: the status and challenge differ (400 versus 401).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialsError {
+    /// 400 `invalid_request`: two methods at once, or contradictory client ids.
+    Request(OAuthError),
+    /// 401 `invalid_client`; `basic` when the client tried HTTP Basic (it gets a challenge).
+    Client { description: String, basic: bool },
+}
+
+impl ClientCredentials {
+    /// From the `Authorization` header's value (if any) and the body's parameters.
+    pub fn parse(authorization: Option<&str>, params: &Params) -> Result<Self, CredentialsError> {
+        let basic = match authorization.and_then(basic_credentials) {
+            Some(Ok(pair)) => Some(pair),
+            Some(Err(())) => {
+                return Err(CredentialsError::Client {
+                    description: "malformed Basic credentials".to_owned(),
+                    basic: true,
+                });
+            }
+            None => None,
+        };
+        let body_secret = params.get("client_secret");
+        let body_id = params.get("client_id");
+        let request = |why: &str| CredentialsError::Request(OAuthError::invalid_request(why));
+        match (basic, body_id, body_secret) {
+            (Some(_), _, Some(_)) => Err(request("use one client authentication method, not two")),
+            (Some((id, _)), Some(body_id), _) if body_id != id => {
+                Err(request("client_id does not match the Basic credentials"))
+            }
+            (Some((id, secret)), _, None) => Ok(Self {
+                client_id: id,
+                method: TokenAuthMethod::ClientSecretBasic,
+                secret: Some(Secret::new(secret)),
+            }),
+            (None, Some(id), Some(secret)) => Ok(Self {
+                client_id: id.to_owned(),
+                method: TokenAuthMethod::ClientSecretPost,
+                secret: Some(Secret::new(secret)),
+            }),
+            (None, Some(id), None) => Ok(Self {
+                client_id: id.to_owned(),
+                method: TokenAuthMethod::None,
+                secret: None,
+            }),
+            (None, None, _) => Err(CredentialsError::Client {
+                description: "client authentication is required".to_owned(),
+                basic: false,
+            }),
+        }
+    }
+
+    pub fn used_basic(&self) -> bool {
+        self.method == TokenAuthMethod::ClientSecretBasic
+    }
+}
+
+/// `Some(Err)` for a Basic header that cannot be decoded; `None` for another scheme.
+pub fn basic_credentials(value: &str) -> Option<Result<(String, String), ()>> {
+    let (scheme, rest) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decode = || -> Option<(String, String)> {
+        let raw = STANDARD.decode(rest.trim()).ok()?;
+        let text = String::from_utf8(raw).ok()?;
+        let (id, secret) = text.split_once(':')?;
+        Some((form_decode(id)?, form_decode(secret)?))
+    };
+    Some(decode().ok_or(()))
+}
+
+/// Basic credentials are form-encoded before base64 (RFC 6749 §2.3.1).
+fn form_decode(s: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(&format!("v={s}")).ok()?;
+    pairs.into_iter().next().map(|(_, v)| v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(s: &str) -> Params {
+        Params::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert_eq!(
+            Params::parse(b"a=1&b=2&a=3").unwrap_err(),
+            ParamsError::Repeated("a".into())
+        );
+        assert_eq!(params("a=1&b=").get("b"), Some(""));
+    }
+
+    #[test]
+    fn token_requests_by_grant_type() {
+        let r = TokenRequest::parse(&params(
+            "grant_type=authorization_code&code=c&code_verifier=v&redirect_uri=https%3A%2F%2Fa%2Fcb",
+        ))
+        .unwrap();
+        assert_eq!(r.grant_type(), "authorization_code");
+        assert!(
+            matches!(r, TokenRequest::AuthorizationCode { ref redirect_uri, .. } if redirect_uri.as_deref() == Some("https://a/cb"))
+        );
+        let r = TokenRequest::parse(&params(
+            "grant_type=refresh_token&refresh_token=r&scope=mcp",
+        ))
+        .unwrap();
+        assert!(matches!(
+            r,
+            TokenRequest::RefreshToken { scope: Some(_), .. }
+        ));
+        for (body, code) in [
+            ("code=c", ErrorCode::InvalidRequest),
+            (
+                "grant_type=password&username=a",
+                ErrorCode::UnsupportedGrantType,
+            ),
+            ("grant_type=authorization_code", ErrorCode::InvalidRequest),
+            ("grant_type=refresh_token", ErrorCode::InvalidRequest),
+        ] {
+            assert_eq!(
+                TokenRequest::parse(&params(body)).unwrap_err().code,
+                code,
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_credentials() {
+        let basic = format!("Basic {}", STANDARD.encode("agc_1:s%3Ae"));
+        let c = ClientCredentials::parse(Some(&basic), &params("")).unwrap();
+        assert_eq!(c.client_id, "agc_1");
+        assert_eq!(c.secret.unwrap().expose(), "s:e");
+        assert!(matches!(
+            ClientCredentials::parse(Some(&basic), &params("client_secret=x")),
+            Err(CredentialsError::Request(_))
+        ));
+        assert!(matches!(
+            ClientCredentials::parse(Some(&basic), &params("client_id=other")),
+            Err(CredentialsError::Request(_))
+        ));
+        assert!(matches!(
+            ClientCredentials::parse(Some("Basic !!!"), &params("")),
+            Err(CredentialsError::Client { basic: true, .. })
+        ));
+        assert!(matches!(
+            ClientCredentials::parse(None, &params("")),
+            Err(CredentialsError::Client { basic: false, .. })
+        ));
+        let c = ClientCredentials::parse(None, &params("client_id=a&client_secret=b")).unwrap();
+        assert_eq!(c.method, TokenAuthMethod::ClientSecretPost);
+        let c = ClientCredentials::parse(Some("Bearer x"), &params("client_id=a")).unwrap();
+        assert_eq!(c.method, TokenAuthMethod::None);
+    }
+}

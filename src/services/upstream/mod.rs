@@ -1,0 +1,68 @@
+//! The upstream login: where a browser goes to prove who it is, and how what it brings back
+//! becomes a verified identity. Two implementations: an OpenID Connect provider ([`oidc`]) and
+//! the built-in development login ([`dev`]), which runs only on a loopback public URL.
+
+pub mod dev;
+pub mod oidc;
+
+use async_trait::async_trait;
+
+use crate::domain::identity::UpstreamIdentity;
+use crate::domain::pending::UpstreamLeg;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the upstream provider's discovery failed: {0}")]
+    Discovery(String),
+    #[error("the upstream token request failed: {0}")]
+    Exchange(String),
+    #[error("the upstream ID token was rejected: {0}")]
+    IdToken(String),
+    #[error("upstream configuration: {0}")]
+    Config(String),
+    /// What the browser brought back is not an answer at all (the person's mistake, not the
+    /// provider's): the sentence says what to do.
+    #[error("{0}")]
+    Answer(&'static str),
+}
+
+/// Which routes bring the browser back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamKind {
+    /// `GET /oauth/callback` with the provider's code.
+    Oidc,
+    /// `GET/POST /dev/login`, a form asking for an email address.
+    Development,
+}
+
+#[async_trait]
+pub trait Upstream: Send + Sync {
+    fn kind(&self) -> UpstreamKind;
+
+    /// The issuer whose identities this login yields.
+    fn issuer(&self) -> &str;
+
+    /// Where the browser goes for this leg. `state` is the leg's state in the clear (it travels
+    /// in the URL; the leg holds only its hash).
+    async fn login_url(&self, state: &str, leg: &UpstreamLeg) -> Result<String, UpstreamError>;
+
+    /// Verifies what the browser brought back (the provider's code, or the address typed into
+    /// the development login) and returns who logged in.
+    async fn identify(
+        &self,
+        answer: &str,
+        leg: &UpstreamLeg,
+    ) -> Result<UpstreamIdentity, UpstreamError>;
+}
+
+/// One cause per line of a nested error, for logs and the sign-in failure page.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
