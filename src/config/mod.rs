@@ -1,0 +1,178 @@
+//! Settings: environment variables, optionally overlaid by a TOML file (`--config FILE`), whose
+//! keys are the variable names in lower case without the `AUTHGATE_` prefix (`public_url`,
+//! `listen`, `database_url`, ...). A value in the file wins over the environment.
+//!
+//! `load` reads both into one serde struct, `validate` turns it into [`Settings`], `values` holds
+//! the shared syntaxes (durations, sizes, rates, lists). Every failure names the setting in one
+//! line and never prints a setting's value (a refused resource path is quoted, never a secret).
+
+mod load;
+#[cfg(test)]
+mod tests;
+mod validate;
+mod values;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::domain::identity::LoginPolicy;
+use crate::oauth::redirect::RedirectAllowlist;
+use crate::oauth::scope::ScopeSet;
+use crate::services::upstream::oidc::UpstreamConfig;
+
+pub use load::{RawConfig, RawResource};
+pub use values::parse_duration;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Start-up prints the error as one log line, whatever a parser's message held.
+fn err(var: &str, why: impl fmt::Display) -> ConfigError {
+    ConfigError(format!("configuration error: {var}: {why}").replace(['\n', '\r'], " "))
+}
+
+/// One protected MCP resource: a path under the public URL, where its requests go, and the scopes
+/// a token needs for it. Its URI (`<public url><path>`) is the token audience.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceConfig {
+    pub path: String,
+    pub uri: String,
+    /// `None`: the built-in MCP server answers.
+    pub upstream: Option<Url>,
+    pub scopes: ScopeSet,
+}
+
+/// A rate of `burst` events refilled over `per_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub burst: u32,
+    pub per_seconds: u32,
+}
+
+/// Per-source limits of the endpoints a flood could hurt (each instance counts on its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimits {
+    pub register: RateLimit,
+    pub token: RateLimit,
+    pub authorize: RateLimit,
+    pub revoke: RateLimit,
+    pub account: RateLimit,
+    pub callback: RateLimit,
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    /// The issuer, byte for byte, with no trailing slash: `https://mcp.example.com`.
+    pub issuer: String,
+    pub public_url: Url,
+    /// No public URL was configured: serving on loopback for local development.
+    pub dev_mode: bool,
+    pub listen: SocketAddr,
+    pub database_url: SecretString,
+    pub scopes: ScopeSet,
+    pub allowed_redirects: RedirectAllowlist,
+    pub rate_limits: RateLimits,
+    pub dcr_idle_ttl: i64,
+    pub cimd_test_hosts: Vec<(String, SocketAddr)>,
+    pub cimd_test_ca_file: Option<PathBuf>,
+    /// `None`: the built-in development login (loopback public URL only).
+    pub upstream: Option<UpstreamConfig>,
+    pub login_policy: LoginPolicy,
+    pub access_token_ttl: i64,
+    pub refresh_idle_ttl: i64,
+    pub refresh_ttl: i64,
+    pub refresh_grace: i64,
+    pub session_ttl: i64,
+    /// The protected MCP resources, the default (`/mcp`) first.
+    pub resources: Vec<ResourceConfig>,
+    /// Time allowed for an upstream MCP server to start answering.
+    pub mcp_upstream_timeout: i64,
+    /// An upstream MCP session unused this long is no longer accepted from its caller.
+    pub mcp_session_ttl: i64,
+    /// Browser origins allowed to call the MCP endpoints (besides the public URL's own).
+    pub allowed_origins: Vec<String>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where Prometheus metrics are served, apart from the public listener.
+    pub metrics_listen: Option<SocketAddr>,
+    pub log_json: bool,
+    /// How long in-flight requests and streams may run on after SIGTERM.
+    pub shutdown_timeout: i64,
+    /// Client ID Metadata Documents accepted and advertised.
+    pub cimd_enabled: bool,
+    /// CORS on the JSON endpoints (off only when a reverse proxy adds it).
+    pub cors_enabled: bool,
+    /// Encrypts signing keys at rest.
+    pub key_sealer: Option<crate::keys::KeySealer>,
+    /// `Host` values the MCP endpoints answer besides the public URL's own, lower case:
+    /// `name` (any port) or `name:port`.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request body accepted on the MCP endpoints, in bytes.
+    pub mcp_max_body: usize,
+    /// Time allowed for any request that is not an MCP stream.
+    pub request_timeout: i64,
+    /// How long a rotated-in key is published before it signs.
+    pub key_publication_delay: i64,
+    /// How often each instance checks whether the keys changed. Not a setting: tests shorten it.
+    pub key_poll_interval: std::time::Duration,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("issuer", &self.issuer)
+            .field("dev_mode", &self.dev_mode)
+            .field("listen", &self.listen)
+            .field("database_url", &"[redacted]")
+            .field("scopes", &self.scopes.to_string())
+            .field("allowed_redirects", &self.allowed_redirects)
+            .field("rate_limits", &self.rate_limits)
+            .field("dcr_idle_ttl", &self.dcr_idle_ttl)
+            .field("cimd_test_hosts", &self.cimd_test_hosts)
+            .field("upstream", &self.upstream)
+            .field("login_policy", &self.login_policy)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("key_publication_delay", &self.key_publication_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://authgate.db";
+
+impl Settings {
+    pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
+        validate::settings(&raw.settings()?)
+    }
+
+    /// The public URL's port, given or implied by its scheme.
+    pub fn public_port(&self) -> u16 {
+        self.public_url.port_or_known_default().unwrap_or(443)
+    }
+
+    pub fn database_url(&self) -> &str {
+        self.database_url.expose_secret()
+    }
+
+    /// `<issuer><path>`: every advertised URL is built here, from the configured public URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.issuer, path)
+    }
+
+    /// The path of the issuer (`""` for a host-only issuer), for path-inserted well-known URLs.
+    pub fn issuer_path(&self) -> &str {
+        self.public_url.path().trim_end_matches('/')
+    }
+}
