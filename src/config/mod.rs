@@ -22,7 +22,6 @@ use url::Url;
 use crate::domain::identity::LoginPolicy;
 use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
-use crate::services::upstream::oidc::UpstreamConfig;
 
 pub use load::{RawConfig, RawResource};
 pub use values::parse_duration;
@@ -174,5 +173,30 @@ impl Settings {
     /// The path of the issuer (`""` for a host-only issuer), for path-inserted well-known URLs.
     pub fn issuer_path(&self) -> &str {
         self.public_url.path().trim_end_matches('/')
+    }
+}
+
+/// authgate's one static client at the upstream OpenID provider.
+#[derive(Clone)]
+pub struct UpstreamConfig {
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_method_basic: bool,
+    pub scopes: Vec<String>,
+    pub authorize_params: Vec<(String, String)>,
+    pub callback_url: String,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("auth_method_basic", &self.auth_method_basic)
+            .field("scopes", &self.scopes)
+            .field("authorize_params", &self.authorize_params)
+            .finish()
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use url::Url;
 
+use super::UpstreamConfig;
 use super::load::{RawResource, RawSettings};
 use super::values::{duration, parse_bool, parse_rate, size, split_list};
 use super::{
@@ -16,7 +17,6 @@ use crate::domain::identity::LoginPolicy;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
-use crate::services::upstream::oidc::UpstreamConfig;
 
 pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
     let listen = socket_addr("AUTHGATE_LISTEN", r.listen.get().unwrap_or(DEFAULT_LISTEN))?;

@@ -49,7 +49,13 @@ pub const T0: i64 = 1_790_000_000;
 
 /// A fresh, migrated store: a new SQLite file, or a new PostgreSQL schema.
 pub async fn fresh_store(backend: Backend) -> DynStore {
-    open_store(backend, &format!("t{}", uuid::Uuid::new_v4().simple())).await
+    fresh_named_store(backend).await.0
+}
+
+/// The same, with its name, to open it again (another instance's pool, a restart).
+pub async fn fresh_named_store(backend: Backend) -> (DynStore, String) {
+    let name = format!("t{}", uuid::Uuid::new_v4().simple());
+    (open_store(backend, &name).await, name)
 }
 
 /// Opens (creating on first use) the store called `name`: opening it again is a restart.

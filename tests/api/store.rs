@@ -1,6 +1,7 @@
 //! The storage contract, run against both backends.
 
 use authgate::domain::grant::{AuthorizationCode, CodeState, Grant, RefreshState, RefreshToken};
+use authgate::domain::pending::{ClientAuthorization, PendingAuthorization, Stage, UpstreamLeg};
 use authgate::oauth::client::{ClientMetadata, TokenAuthMethod};
 use authgate::oauth::pkce::{self, CodeChallenge};
 use authgate::oauth::redirect::ApplicationType;
@@ -404,5 +405,246 @@ mod mcp_sessions {
     both_backends!(
         mcp_sessions_are_bound_to_their_first_caller,
         expired_mcp_sessions_are_cleaned_up
+    );
+}
+
+/// `n` concurrent calls of `op` on one store; how many applied.
+async fn race<F, Fut>(n: usize, op: F) -> usize
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let tasks: Vec<_> = (0..n).map(|_| tokio::spawn(op())).collect();
+    let mut applied = 0;
+    for t in tasks {
+        applied += usize::from(t.await.unwrap());
+    }
+    applied
+}
+
+async fn a_code_is_used_once_under_races(backend: Backend) {
+    let (store, name) = crate::helpers::fresh_named_store(backend).await;
+    store
+        .insert_grant(&grant("g", T0 + 10_000), &code("c1", "g", T0 + 60))
+        .await
+        .unwrap();
+    let hash = Hashed::<kind::Code>::of("c1");
+    let won = race(16, || {
+        let (store, hash) = (store.clone(), hash.clone());
+        async move { store.use_code(&hash, T0 + 1).await.unwrap() }
+    })
+    .await;
+    assert_eq!(won, 1, "one redemption, however many race");
+    let (c, _) = store.get_code(&hash).await.unwrap().unwrap();
+    assert_eq!(c.state, CodeState::Redeemed { at: T0 + 1 });
+
+    // The same inside units of work, each from its own transaction, on two pools (instances).
+    store
+        .insert_grant(&grant("g2", T0 + 10_000), &code("c2", "g2", T0 + 60))
+        .await
+        .unwrap();
+    let other = crate::helpers::open_store(backend, &name).await;
+    let hash = Hashed::<kind::Code>::of("c2");
+    let won = race(8, || {
+        let (a, b, hash) = (store.clone(), other.clone(), hash.clone());
+        async move {
+            let pick = if rand_bit() { a } else { b };
+            let tx = pick.begin().await.unwrap();
+            let used = tx.use_code(&hash, T0 + 2).await.unwrap();
+            tx.commit().await.unwrap();
+            used
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "one transaction redeems it, across instances");
+}
+
+fn rand_bit() -> bool {
+    uuid::Uuid::new_v4().as_bytes()[0] & 1 == 1
+}
+
+async fn a_refresh_token_rotates_once_under_races(backend: Backend) {
+    let store = fresh_store(backend).await;
+    store
+        .insert_grant(&grant("g", T0 + 10_000), &code("c", "g", T0 + 60))
+        .await
+        .unwrap();
+    store
+        .insert_refresh(&refresh("rt", "g", None))
+        .await
+        .unwrap();
+    let hash = Hashed::<kind::Refresh>::of("rt");
+    let won = race(12, || {
+        let (store, hash) = (store.clone(), hash.clone());
+        async move {
+            let tx = store.begin().await.unwrap();
+            let sealed = uuid::Uuid::new_v4().to_string();
+            let rotated = tx.rotate_refresh(&hash, T0 + 5, &sealed).await.unwrap();
+            if rotated {
+                let successor = refresh(&sealed, "g", None);
+                tx.insert_refresh(&successor).await.unwrap();
+                assert!(tx.touch_grant("g", T0 + 5).await.unwrap());
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+            rotated
+        }
+    })
+    .await;
+    assert_eq!(won, 1);
+    let (token, _) = store.get_refresh(&hash).await.unwrap().unwrap();
+    let RefreshState::Rotated {
+        at,
+        sealed_successor,
+    } = token.state
+    else {
+        panic!("rotated");
+    };
+    assert_eq!(at, T0 + 5);
+    assert!(
+        store
+            .get_refresh(&Hashed::of(&sealed_successor))
+            .await
+            .unwrap()
+            .is_some(),
+        "the winner's successor, and only it, was stored"
+    );
+    assert_eq!(
+        store.get_grant("g").await.unwrap().unwrap().last_used_at,
+        T0 + 5
+    );
+    assert!(
+        !store.touch_grant("g", T0 + 20_000).await.unwrap(),
+        "an ended grant is not touched"
+    );
+}
+
+fn pending(id: &str) -> PendingAuthorization {
+    PendingAuthorization::authorize(
+        Hashed::of(id),
+        Hashed::of("browser"),
+        ClientAuthorization {
+            client_id: "agc_1".into(),
+            redirect_uri: "https://claude.ai/cb".into(),
+            state: Some("st".into()),
+            code_challenge: CodeChallenge::from_stored(pkce::s256("verifier")),
+            scope: ScopeSet::parse("mcp"),
+            resource: "https://x/mcp".into(),
+        },
+        T0,
+    )
+}
+
+fn leg(state: &str) -> UpstreamLeg {
+    UpstreamLeg {
+        state: Hashed::of(state),
+        nonce: "nonce".into(),
+        verifier: "verifier".into(),
+    }
+}
+
+async fn a_pending_request_completes_once_under_races(backend: Backend) {
+    let store = fresh_store(backend).await;
+    let p = pending("p1");
+    store.insert_pending(&p).await.unwrap();
+    assert_eq!(store.get_pending(&p.id).await.unwrap().unwrap(), p);
+    assert!(store.set_pending_upstream(&p.id, &leg("s1")).await.unwrap());
+    assert!(
+        store.set_pending_upstream(&p.id, &leg("s2")).await.unwrap(),
+        "a double submit replaces the leg"
+    );
+    let found = store
+        .get_pending_by_upstream_state(&Hashed::of("s2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.stage, Stage::AtUpstream(leg("s2")));
+    let id = p.id.clone();
+    let won = race(10, || {
+        let (store, id) = (store.clone(), id.clone());
+        async move {
+            let tx = store.begin().await.unwrap();
+            let finished = tx.finish_pending(&id).await.unwrap();
+            tx.commit().await.unwrap();
+            finished
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "one completion");
+    let done = store.get_pending(&p.id).await.unwrap().unwrap();
+    assert_eq!(done.stage, Stage::Done, "and the leg's secrets are gone");
+    assert!(!store.set_pending_upstream(&p.id, &leg("s3")).await.unwrap());
+
+    let account = PendingAuthorization::account_login(
+        Hashed::of("p2"),
+        Hashed::of("browser"),
+        "https://x/account".into(),
+        leg("s4"),
+        T0,
+    );
+    store.insert_pending(&account).await.unwrap();
+    assert_eq!(
+        store.get_pending(&account.id).await.unwrap().unwrap(),
+        account
+    );
+}
+
+async fn units_of_work_commit_all_or_nothing(backend: Backend) {
+    let store = fresh_store(backend).await;
+    // Dropped without a commit: nothing happened.
+    {
+        let tx = store.begin().await.unwrap();
+        tx.insert_client(&client("agc_dropped", T0)).await.unwrap();
+        tx.insert_grant(&grant("g1", T0 + 100), &code("c1", "g1", T0 + 60))
+            .await
+            .unwrap();
+        assert!(
+            tx.get_client("agc_dropped").await.unwrap().is_some(),
+            "a unit of work sees its own writes"
+        );
+    }
+    let tx = store.begin().await.unwrap();
+    tx.insert_client(&client("agc_rolled_back", T0))
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    for id in ["agc_dropped", "agc_rolled_back"] {
+        assert!(store.get_client(id).await.unwrap().is_none(), "{id}");
+    }
+    assert!(store.get_grant("g1").await.unwrap().is_none());
+    let tx = store.begin().await.unwrap();
+    tx.insert_client(&client("agc_kept", T0)).await.unwrap();
+    tx.insert_grant(&grant("g2", T0 + 100), &code("c2", "g2", T0 + 60))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(store.get_client("agc_kept").await.unwrap().is_some());
+    assert!(store.get_grant("g2").await.unwrap().is_some());
+    // The database holds the model's rules too: a code without its grant is refused.
+    assert!(
+        store
+            .insert_grant(&grant("g3", T0 - 1), &code("c3", "g3", T0 + 60))
+            .await
+            .is_err(),
+        "a grant that ends before it starts"
+    );
+    assert!(store.get_grant("g3").await.unwrap().is_none(), "atomic");
+    assert!(
+        store
+            .insert_refresh(&refresh("orphan", "no-such-grant", None))
+            .await
+            .is_err(),
+        "a refresh token without its grant"
+    );
+}
+
+mod exactly_once {
+    use super::*;
+    both_backends!(
+        a_code_is_used_once_under_races,
+        a_refresh_token_rotates_once_under_races,
+        a_pending_request_completes_once_under_races,
+        units_of_work_commit_all_or_nothing,
     );
 }

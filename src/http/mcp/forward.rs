@@ -16,6 +16,7 @@ use super::guard::ResourceState;
 use super::headers::{self, Hop};
 use super::{Caller, session};
 use crate::http::error::McpError;
+use crate::state::App;
 use crate::telemetry::names;
 
 pub fn client(
@@ -60,54 +61,10 @@ pub async fn forward(
     .await?;
     let mut url = upstream;
     url.set_query(parts.uri.query());
-
     let hop = Hop::of(&parts, &state.settings);
     let headers = headers::to_upstream(&parts.headers, &hop, &caller);
-
-    // A body over AUTHGATE_MCP_MAX_BODY without a Content-Length is cut off mid-stream by the
-    // limit layer; the client hears 413 for it, not a gateway error.
-    let too_large = Arc::new(AtomicBool::new(false));
-    let flag = too_large.clone();
-    let body = reqwest::Body::wrap_stream(body.into_data_stream().map_err(move |e| {
-        let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
-            flag.store(true, Ordering::Relaxed);
-        }
-        e
-    }));
-    let request = state
-        .mcp_http
-        .request(parts.method, url)
-        .headers(headers)
-        .body(body)
-        .send();
-    let timeout =
-        Duration::from_secs(u64::try_from(state.settings.mcp_upstream_timeout).unwrap_or(300));
-    let started = std::time::Instant::now();
-    let sent = tokio::time::timeout(timeout, request).await;
-    metrics::histogram!(names::MCP_FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
-    let late = || {
-        gateway_error(
-            StatusCode::GATEWAY_TIMEOUT,
-            "the MCP server did not answer in time",
-        )
-    };
-    let upstream_resp = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) if e.is_timeout() => return Err(late()),
-        Ok(Err(_)) if too_large.load(Ordering::Relaxed) => return Err(McpError::TooLarge),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "MCP upstream unreachable");
-            metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => "502").increment(1);
-            return Err(gateway_error(
-                StatusCode::BAD_GATEWAY,
-                "the MCP server cannot be reached",
-            ));
-        }
-        Err(_) => return Err(late()),
-    };
-
-    metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => upstream_resp.status().as_u16().to_string()).increment(1);
+    let request = state.mcp_http.request(parts.method, url).headers(headers);
+    let upstream_resp = send(&state, request, body).await?;
     session
         .after(
             &state,
@@ -124,4 +81,52 @@ pub async fn forward(
     let stream = upstream_resp.bytes_stream().map_err(std::io::Error::other);
     resp.body(Body::from_stream(stream))
         .map_err(|_| gateway_error(StatusCode::BAD_GATEWAY, "invalid upstream response"))
+}
+
+/// Sends the request with the client's body streaming through, and waits (bounded) for the
+/// MCP server's status and headers.
+async fn send(
+    app: &App,
+    request: reqwest::RequestBuilder,
+    body: Body,
+) -> Result<reqwest::Response, McpError> {
+    // A body over AUTHGATE_MCP_MAX_BODY without a Content-Length is cut off mid-stream by the
+    // limit layer; the client hears 413 for it, not a gateway error.
+    let too_large = Arc::new(AtomicBool::new(false));
+    let flag = too_large.clone();
+    let body = reqwest::Body::wrap_stream(body.into_data_stream().map_err(move |e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            flag.store(true, Ordering::Relaxed);
+        }
+        e
+    }));
+    let timeout =
+        Duration::from_secs(u64::try_from(app.settings.mcp_upstream_timeout).unwrap_or(300));
+    let started = std::time::Instant::now();
+    let sent = tokio::time::timeout(timeout, request.body(body).send()).await;
+    metrics::histogram!(names::MCP_FORWARD_SECONDS).record(started.elapsed().as_secs_f64());
+    let late = || {
+        gateway_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "the MCP server did not answer in time",
+        )
+    };
+    let resp = match sent {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) if e.is_timeout() => return Err(late()),
+        Ok(Err(_)) if too_large.load(Ordering::Relaxed) => return Err(McpError::TooLarge),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "MCP upstream unreachable");
+            metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => "502").increment(1);
+            return Err(gateway_error(
+                StatusCode::BAD_GATEWAY,
+                "the MCP server cannot be reached",
+            ));
+        }
+        Err(_) => return Err(late()),
+    };
+    metrics::counter!(names::MCP_FORWARD_RESPONSES, "status" => resp.status().as_u16().to_string())
+        .increment(1);
+    Ok(resp)
 }

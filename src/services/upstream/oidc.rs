@@ -8,41 +8,18 @@ use openidconnect::{
     AuthType, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
     PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
 };
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use tokio::sync::RwLock;
 
 use async_trait::async_trait;
 
 use super::{Upstream, UpstreamError, UpstreamKind, error_chain};
+use crate::config::UpstreamConfig;
 use crate::domain::identity::UpstreamIdentity;
 use crate::domain::pending::UpstreamLeg;
 
 /// How long discovery (and the provider's keys) is reused before being fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
-
-#[derive(Clone)]
-pub struct UpstreamConfig {
-    pub issuer: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub auth_method_basic: bool,
-    pub scopes: Vec<String>,
-    pub authorize_params: Vec<(String, String)>,
-    pub callback_url: String,
-}
-
-impl std::fmt::Debug for UpstreamConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamConfig")
-            .field("issuer", &self.issuer)
-            .field("client_id", &self.client_id)
-            .field("client_secret", &"[redacted]")
-            .field("auth_method_basic", &self.auth_method_basic)
-            .field("scopes", &self.scopes)
-            .field("authorize_params", &self.authorize_params)
-            .finish()
-    }
-}
 
 pub struct OidcUpstream {
     config: UpstreamConfig,
