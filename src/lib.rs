@@ -3,12 +3,10 @@
 //! Layering: `oauth` holds the pure protocol rules (no I/O); `store` persists; `cimd` fetches
 //! client metadata documents; `http` extracts, parses, decides and responds.
 
-pub mod admin;
-pub mod auth0;
 pub mod cimd;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod doctor;
 pub mod http;
 pub mod keys;
 pub mod mcp;

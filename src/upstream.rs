@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::RwLock;
 
 use crate::oauth::identity::UpstreamIdentity;
+use crate::telemetry::error_chain;
 
 /// How long discovery (and the provider's keys) is reused before being fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
@@ -245,15 +246,4 @@ pub enum HttpError {
     Reqwest(#[from] reqwest::Error),
     #[error(transparent)]
     Http(#[from] http::Error),
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -12,7 +12,7 @@ use super::authorize::{same_origin, store_failure};
 use super::clients;
 use super::cookies;
 use super::pages::{self, error_page};
-use crate::admin::format_time;
+use crate::clock::format_time;
 use crate::oauth::grant::PENDING_TTL;
 use crate::oauth::secrets::{SecretHash, SecretKind};
 use crate::state::AppState;
