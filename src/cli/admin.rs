@@ -258,8 +258,21 @@ pub(super) async fn command(
     let store = super::open_store(&settings).await?;
     let now = clock.now();
     match command {
-        AdminCmd::Clients(ClientsCmd::List(f)) => print_list(
-            &clients(&store).await?,
+        AdminCmd::Clients(command) => clients_command(&store, command, now).await,
+        AdminCmd::Grants(command) => grants_command(&store, command, now).await,
+        AdminCmd::Keys(command) => keys_command(store, &settings, command, now, random).await,
+        AdminCmd::Cleanup(f) => cleanup_command(&store, &settings, f.json, now).await,
+    }
+}
+
+async fn clients_command(
+    store: &DynStore,
+    command: ClientsCmd,
+    now: Timestamp,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        ClientsCmd::List(f) => print_list(
+            &clients(store).await?,
             f.json,
             &[
                 "CLIENT ID",
@@ -279,13 +292,13 @@ pub(super) async fn command(
                     opt_time(c.last_used_at),
                 ]
             },
-        )?,
-        AdminCmd::Clients(ClientsCmd::Show { client_id, json }) => {
+        ),
+        ClientsCmd::Show { client_id, json } => {
             let Some(c) = store.get_client(&client_id).await? else {
                 eprintln!("no client {client_id}");
                 return Ok(ExitCode::from(1));
             };
-            let client_grants = grants(&store, None, Some(&client_id), now).await?;
+            let client_grants = grants(store, None, Some(&client_id), now).await?;
             let value = serde_json::json!({
                 "client_id": c.id,
                 "metadata": c.metadata,
@@ -295,41 +308,45 @@ pub(super) async fn command(
                 "active_grants": client_grants.iter().filter(|g| g.status == "active").count(),
             });
             if json.json {
-                print_json(&value)?;
-            } else {
-                println!("client_id       {}", c.id);
-                println!(
-                    "name            {}",
-                    c.metadata.client_name.as_deref().unwrap_or("-")
-                );
-                println!(
-                    "auth method     {}",
-                    c.metadata.token_endpoint_auth_method.as_str()
-                );
-                println!("redirect URIs   {}", c.metadata.redirect_uris.join(" "));
-                println!("grant types     {}", c.metadata.grant_types.join(" "));
-                println!("registered      {}", format_time(c.created_at));
-                println!("last token      {}", opt_time(c.last_used_at));
-                println!("active grants   {}", value["active_grants"]);
+                return print_json(&value);
             }
+            println!("client_id       {}", c.id);
+            println!(
+                "name            {}",
+                c.metadata.client_name.as_deref().unwrap_or("-")
+            );
+            println!(
+                "auth method     {}",
+                c.metadata.token_endpoint_auth_method.as_str()
+            );
+            println!("redirect URIs   {}", c.metadata.redirect_uris.join(" "));
+            println!("grant types     {}", c.metadata.grant_types.join(" "));
+            println!("registered      {}", format_time(c.created_at));
+            println!("last token      {}", opt_time(c.last_used_at));
+            println!("active grants   {}", value["active_grants"]);
+            Ok(ExitCode::SUCCESS)
         }
-        AdminCmd::Clients(ClientsCmd::Delete { client_id }) => {
-            match delete_client(&store, &client_id, now).await? {
-                Some(revoked) => println!("deleted client {client_id}; revoked {revoked} grant(s)"),
-                None => {
-                    eprintln!("no client {client_id}");
-                    return Ok(ExitCode::from(1));
-                }
+        ClientsCmd::Delete { client_id } => match delete_client(store, &client_id, now).await? {
+            Some(revoked) => {
+                println!("deleted client {client_id}; revoked {revoked} grant(s)");
+                Ok(ExitCode::SUCCESS)
             }
-        }
-        AdminCmd::Grants(GrantsCmd::List { filter, json }) => print_list(
-            &grants(
-                &store,
-                filter.user.as_deref(),
-                filter.client.as_deref(),
-                now,
-            )
-            .await?,
+            None => {
+                eprintln!("no client {client_id}");
+                Ok(ExitCode::from(1))
+            }
+        },
+    }
+}
+
+async fn grants_command(
+    store: &DynStore,
+    command: GrantsCmd,
+    now: Timestamp,
+) -> anyhow::Result<ExitCode> {
+    match command {
+        GrantsCmd::List { filter, json } => print_list(
+            &grants(store, filter.user.as_deref(), filter.client.as_deref(), now).await?,
             json.json,
             &[
                 "GRANT",
@@ -351,8 +368,8 @@ pub(super) async fn command(
                     format_time(g.last_used_at),
                 ]
             },
-        )?,
-        AdminCmd::Grants(GrantsCmd::Revoke { filter }) => {
+        ),
+        GrantsCmd::Revoke { filter } => {
             if filter.user.is_none() && filter.client.is_none() {
                 eprintln!("name the grants to revoke: --user and/or --client");
                 return Ok(ExitCode::from(2));
@@ -364,9 +381,22 @@ pub(super) async fn command(
                 "revoked {n} grant(s); their refresh tokens stop working now and their access tokens within {} s",
                 crate::startup::REVOCATION_CACHE_SECONDS
             );
+            Ok(ExitCode::SUCCESS)
         }
-        AdminCmd::Keys(KeysCmd::List(f)) => print_list(
-            &keys(&store, settings.access_token_ttl, now).await?,
+    }
+}
+
+async fn keys_command(
+    store: DynStore,
+    settings: &Settings,
+    command: KeysCmd,
+    now: Timestamp,
+    random: &dyn Random,
+) -> anyhow::Result<ExitCode> {
+    let ttl = settings.access_token_ttl;
+    match command {
+        KeysCmd::List(f) => print_list(
+            &keys(&store, ttl, now).await?,
             f.json,
             &[
                 "KID",
@@ -397,11 +427,11 @@ pub(super) async fn command(
                     opt_time(k.drops_at),
                 ]
             },
-        )?,
-        AdminCmd::Keys(KeysCmd::Rotate) => {
+        ),
+        KeysCmd::Rotate => {
             let rotated = rotate_keys(
                 store,
-                settings.access_token_ttl,
+                ttl,
                 settings.key_publication_delay,
                 settings.key_sealer.clone(),
                 now,
@@ -414,40 +444,45 @@ pub(super) async fn command(
                 crate::keys::POLL_SECONDS,
                 format_time(activates),
                 activates - now,
-                format_time(activates + settings.access_token_ttl + crate::keys::DROP_MARGIN),
+                format_time(activates + ttl + crate::keys::DROP_MARGIN),
             );
-        }
-        AdminCmd::Cleanup(f) => {
-            let keep = settings
-                .refresh_idle_ttl
-                .min(7 * 86_400)
-                .max(settings.refresh_grace);
-            let report = cleanup(
-                &store,
-                settings.dcr_idle_ttl,
-                keep,
-                settings.access_token_ttl,
-                now,
-            )
-            .await?;
-            if f.json {
-                print_json(&report)?;
-            } else {
-                println!(
-                    "removed {} expired row(s), {} idle client(s) and {} retired signing key(s)",
-                    report.expired_rows_removed,
-                    report.idle_clients_removed,
-                    report.retired_keys_removed
-                );
-            }
+            Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn cleanup_command(
+    store: &DynStore,
+    settings: &Settings,
+    json: bool,
+    now: Timestamp,
+) -> anyhow::Result<ExitCode> {
+    // The same window as the server's periodic clean-up (`startup::reuse_window`).
+    let keep = settings
+        .refresh_idle_ttl
+        .min(7 * 86_400)
+        .max(settings.refresh_grace);
+    let report = cleanup(
+        store,
+        settings.dcr_idle_ttl,
+        keep,
+        settings.access_token_ttl,
+        now,
+    )
+    .await?;
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "removed {} expired row(s), {} idle client(s) and {} retired signing key(s)",
+        report.expired_rows_removed, report.idle_clients_removed, report.retired_keys_removed
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A list command's output: the items as JSON, or one table row per item.
@@ -456,13 +491,13 @@ fn print_list<T: Serialize>(
     json: bool,
     headers: &[&str],
     row: impl Fn(&T) -> Vec<String>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<ExitCode> {
     if json {
         return print_json(items);
     }
     let rows: Vec<Vec<String>> = items.iter().map(row).collect();
     println!("{}", table(headers, &rows));
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A left-aligned text table.

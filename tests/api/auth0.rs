@@ -83,6 +83,8 @@ const PUBLIC_URL: &str = "https://mcp.example.com";
 const CALLBACK: &str = "https://mcp.example.com/oauth/callback";
 const GOOGLE_ID: &str = "con_G00gle0auth2000001";
 const OTHER_APP_ID: &str = "OtherEnabledApp00000000000000001";
+/// authgate's application when a test starts with one.
+const EXISTING_APP_ID: &str = "ExistingAuthgateApp0000000000001";
 const EXISTING_SECRET: &str = "EXISTING-app-secret-never-printed-51d2";
 
 const ALL_SCOPES: [&str; 5] = [
@@ -232,6 +234,18 @@ impl Tenant {
 
     fn throttle(mut self, t: Throttle) -> Self {
         self.throttles.push(t);
+        self
+    }
+
+    /// Google already enabled for `client_id` and promoted to domain level.
+    fn google_done_for(mut self, client_id: &str) -> Self {
+        let google = self
+            .connections
+            .iter_mut()
+            .find(|c| c.id == GOOGLE_ID)
+            .unwrap();
+        google.enabled.push(client_id.into());
+        google.is_domain_connection = true;
         self
     }
 
@@ -988,17 +1002,14 @@ async fn an_application_with_a_wrong_callback_is_patched_with_only_the_differenc
             &format!("App {i:03}"),
         ));
     }
-    let mut app = authgate_app("ExistingAuthgateApp0000000000001");
+    let mut app = authgate_app(EXISTING_APP_ID);
     app["callbacks"] = json!(["https://old.example.com/oauth/callback"]);
     let mut spa = authgate_app("SpaNamedAuthgate0000000000000001");
     spa["app_type"] = json!("spa");
-    let mut tenant = tenant.with_client(app).with_client(spa.clone());
-    for c in &mut tenant.connections {
-        if c.name == "google-oauth2" {
-            c.enabled.push("ExistingAuthgateApp0000000000001".into());
-            c.is_domain_connection = true;
-        }
-    }
+    let tenant = tenant
+        .with_client(app)
+        .with_client(spa.clone())
+        .google_done_for(EXISTING_APP_ID);
     let (stand, result, out) = run_on(tenant).await;
     let report = result.unwrap();
 
@@ -1097,14 +1108,12 @@ async fn dry_run_sends_no_write_and_prints_the_requests() {
 
 #[tokio::test]
 async fn dry_run_of_an_update_prints_only_the_patch() {
-    let mut app = authgate_app("ExistingAuthgateApp0000000000001");
+    let mut app = authgate_app(EXISTING_APP_ID);
     app["web_origins"] = json!([]);
     app["grant_types"] = json!(["authorization_code", "implicit"]);
-    let mut tenant = Tenant::new().with_client(app);
-    for c in &mut tenant.connections {
-        c.enabled.push("ExistingAuthgateApp0000000000001".into());
-        c.is_domain_connection = true;
-    }
+    let tenant = Tenant::new()
+        .with_client(app)
+        .google_done_for(EXISTING_APP_ID);
     let stand = StandIn::start(tenant).await;
     let (result, out) = stand.run(|o| o.dry_run = true).await;
     let report = result.unwrap();
@@ -1272,7 +1281,7 @@ async fn a_missing_connection_is_named_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_connection_answering_404_is_named() {
-    let mut tenant = Tenant::new().with_client(authgate_app("ExistingAuthgateApp0000000000001"));
+    let mut tenant = Tenant::new().with_client(authgate_app(EXISTING_APP_ID));
     tenant.connection_clients_404 = true;
     let (stand, err, _) = fail_on(tenant).await;
     let msg = err.to_string();
@@ -1375,7 +1384,7 @@ async fn secrets_echoed_by_auth0_are_scrubbed_from_errors() {
 #[tokio::test]
 async fn several_applications_of_the_same_name_are_refused() {
     let tenant = Tenant::new()
-        .with_client(authgate_app("ExistingAuthgateApp0000000000001"))
+        .with_client(authgate_app(EXISTING_APP_ID))
         .with_client(authgate_app("ExistingAuthgateApp0000000000002"));
     let (stand, err, _) = fail_on(tenant).await;
     let msg = err.to_string();
