@@ -342,6 +342,10 @@ pub struct Keystore {
 
 fn generate_pkcs8() -> Result<Vec<u8>, KeyError> {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "key pairs come from the crypto library's own generator, not from Random"
+    )]
     let rng = aws_lc_rs::rand::SystemRandom::new();
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| KeyError::Generate)?;

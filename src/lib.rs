@@ -4,12 +4,10 @@
 //! flow's state machines) are pure; `store` persists them; `services` decide and persist without
 //! HTTP types; `http` extracts, parses, calls a service and responds; the CLIs sit beside it.
 
-pub mod admin;
-pub mod auth0;
 pub mod cimd;
+pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod keys;

@@ -27,6 +27,10 @@ pub trait Random: Send + Sync {
 pub struct SystemRandom;
 
 impl Random for SystemRandom {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the one source of randomness, behind the Random trait"
+    )]
     fn fill(&self, buf: &mut [u8]) {
         rand::fill(buf);
     }

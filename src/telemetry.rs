@@ -38,6 +38,19 @@ pub fn init_logs(json: bool) {
     }
 }
 
+/// An error and its sources on one line (`outer: inner: innermost`), for messages that must not
+/// lose the cause a library wraps.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        out.push_str(": ");
+        out.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    out
+}
+
 /// Names of the metrics, in one place.
 pub mod names {
     pub const REGISTRATIONS: &str = "authgate_registrations_total";

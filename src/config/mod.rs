@@ -24,6 +24,7 @@ use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
 
 pub use load::{RawConfig, RawResource};
+pub use validate::parse_public_url;
 pub use values::parse_duration;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -100,7 +100,7 @@ fn public_url(r: &RawSettings, listen: SocketAddr) -> Result<(String, Url, bool)
 
 /// Normalizes the public URL into the issuer string: scheme and host lower case (as `Url` does),
 /// no trailing slash, no query, fragment or user information.
-fn parse_public_url(raw: &str) -> Result<(String, Url), ConfigError> {
+pub fn parse_public_url(raw: &str) -> Result<(String, Url), ConfigError> {
     const VAR: &str = "AUTHGATE_PUBLIC_URL";
     let url = Url::parse(raw).map_err(|_| {
         err(

@@ -3,7 +3,7 @@
 //! in memory, records every request it receives, and answers with the request and response
 //! shapes Auth0 documents, errors included.
 //!
-//! The facts the stand-in (and `src/auth0.rs`) rely on, with the documentation they come from:
+//! The facts the stand-in (and `src/cli/auth0/`) rely on, with the documentation they come from:
 //!
 //! - "Get Management API Access Tokens for Production" (auth0.com/docs/secure/tokens/
 //!   access-tokens/management-api-access-tokens/get-management-api-access-tokens-for-production):
@@ -59,9 +59,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use authgate::auth0::{Auth0Error, SetupArgs, SetupOptions, SetupReport, Step, setup};
+use authgate::cli::auth0::{Auth0Error, SetupArgs, SetupOptions, SetupReport, Step, setup};
+use authgate::clock::{Clock, MockClock};
 use authgate::config::{RawConfig, Settings};
 use axum::Router;
 use axum::body::Bytes;
@@ -73,6 +74,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::helpers::T0;
+
 const DOMAIN: &str = "authgate-test.eu.auth0.com";
 const M2M_ID: &str = "M2mClientIdOfTheTestTenant000001";
 const M2M_SECRET: &str = "m2m-SECRET-never-printed-7f3a9c4e1b";
@@ -80,6 +83,8 @@ const PUBLIC_URL: &str = "https://mcp.example.com";
 const CALLBACK: &str = "https://mcp.example.com/oauth/callback";
 const GOOGLE_ID: &str = "con_G00gle0auth2000001";
 const OTHER_APP_ID: &str = "OtherEnabledApp00000000000000001";
+/// authgate's application when a test starts with one.
+const EXISTING_APP_ID: &str = "ExistingAuthgateApp0000000000001";
 const EXISTING_SECRET: &str = "EXISTING-app-secret-never-printed-51d2";
 
 const ALL_SCOPES: [&str; 5] = [
@@ -131,7 +136,7 @@ struct Throttle {
     path: &'static str,
     count: u32,
     retry_after: Option<u64>,
-    reset_in: u64,
+    reset_in: i64,
 }
 
 #[derive(Debug, Default)]
@@ -153,13 +158,6 @@ struct Tenant {
 }
 
 type Shared = Arc<Mutex<Tenant>>;
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
 
 fn regular_web(id: &str, name: &str) -> Value {
     json!({
@@ -239,7 +237,31 @@ impl Tenant {
         self
     }
 
-    fn throttled(&mut self, method: &Method, path: &str) -> Option<Response> {
+    /// Google already enabled for `client_id` and promoted to domain level.
+    fn google_done_for(mut self, client_id: &str) -> Self {
+        let google = self
+            .connections
+            .iter_mut()
+            .find(|c| c.id == GOOGLE_ID)
+            .unwrap();
+        google.enabled.push(client_id.into());
+        google.is_domain_connection = true;
+        self
+    }
+
+    /// The token claims every scope, but the grant lost `scope` since.
+    fn losing_api_scope(mut self, scope: &str) -> Self {
+        self.api_scopes = Some(
+            ALL_SCOPES
+                .iter()
+                .filter(|s| **s != scope)
+                .map(|s| (*s).to_owned())
+                .collect(),
+        );
+        self
+    }
+
+    fn throttled(&mut self, method: &Method, path: &str, now: i64) -> Option<Response> {
         let t = self
             .throttles
             .iter_mut()
@@ -262,7 +284,7 @@ impl Tenant {
         let h = resp.headers_mut();
         h.insert("x-ratelimit-limit", HeaderValue::from(50));
         h.insert("x-ratelimit-remaining", HeaderValue::from(0));
-        h.insert("x-ratelimit-reset", HeaderValue::from(now() + t.reset_in));
+        h.insert("x-ratelimit-reset", HeaderValue::from(now + t.reset_in));
         if let Some(secs) = t.retry_after {
             h.insert("retry-after", HeaderValue::from(secs));
         }
@@ -637,7 +659,7 @@ fn mgmt_error(status: u16, error: &str, message: &str, code: Option<&str>) -> Re
 }
 
 async fn handle(
-    State(tenant): State<Shared>,
+    State((tenant, clock)): State<(Shared, MockClock)>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -654,7 +676,7 @@ async fn handle(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
-    if let Some(resp) = t.throttled(&method, uri.path()) {
+    if let Some(resp) = t.throttled(&method, uri.path(), clock.now()) {
         return resp;
     }
     let query: HashMap<String, String> =
@@ -668,23 +690,32 @@ async fn handle(
     let h = resp.headers_mut();
     h.insert("x-ratelimit-limit", HeaderValue::from(50));
     h.insert("x-ratelimit-remaining", HeaderValue::from(49));
-    h.insert("x-ratelimit-reset", HeaderValue::from(now() + 1));
+    h.insert("x-ratelimit-reset", HeaderValue::from(clock.now() + 1));
     resp
 }
 
 struct StandIn {
     base: String,
     tenant: Shared,
+    /// The time of both the stand-in (its `x-ratelimit-reset`) and the setup.
+    clock: MockClock,
 }
 
 impl StandIn {
     async fn start(tenant: Tenant) -> StandIn {
         let tenant = Arc::new(Mutex::new(tenant));
+        let clock = MockClock::new(T0);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let router = Router::new().fallback(handle).with_state(tenant.clone());
+        let router = Router::new()
+            .fallback(handle)
+            .with_state((tenant.clone(), clock.clone()));
         tokio::spawn(async move { axum::serve(listener, router).await });
-        StandIn { base, tenant }
+        StandIn {
+            base,
+            tenant,
+            clock,
+        }
     }
 
     fn options(&self) -> SetupOptions {
@@ -700,7 +731,7 @@ impl StandIn {
         let mut opts = self.options();
         configure(&mut opts);
         let mut out: Vec<u8> = Vec::new();
-        let result = setup(&opts, &mut out).await;
+        let result = setup(&opts, &self.clock, &mut out).await;
         let text = String::from_utf8(out).unwrap();
         self.assert_no_secret(&text);
         if let Err(e) = &result {
@@ -776,6 +807,22 @@ impl StandIn {
     }
 }
 
+/// A stand-in of `tenant` and the setup run against it with the default options.
+async fn run_on(tenant: Tenant) -> (StandIn, Result<SetupReport, Auth0Error>, String) {
+    let stand = StandIn::start(tenant).await;
+    let (result, out) = stand.run(|_| {}).await;
+    (stand, result, out)
+}
+
+/// [`run_on`] for a setup that must fail: its error and output.
+async fn fail_on(tenant: Tenant) -> (StandIn, Auth0Error, String) {
+    let (stand, result, out) = run_on(tenant).await;
+    match result {
+        Ok(report) => panic!("expected an error, got {report:?}: {out}"),
+        Err(e) => (stand, e, out),
+    }
+}
+
 fn setting<'a>(out: &'a str, key: &str) -> Option<&'a str> {
     out.lines().find_map(|l| l.strip_prefix(&format!("{key}=")))
 }
@@ -784,8 +831,7 @@ fn setting<'a>(out: &'a str, key: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn first_run_creates_the_application_enables_and_promotes_the_connection() {
-    let stand = StandIn::start(Tenant::new()).await;
-    let (result, out) = stand.run(|_| {}).await;
+    let (stand, result, out) = run_on(Tenant::new()).await;
     let report = result.unwrap();
 
     let apps = stand.apps_named("authgate", "regular_web");
@@ -904,8 +950,7 @@ async fn first_run_creates_the_application_enables_and_promotes_the_connection()
 
 #[tokio::test]
 async fn second_run_changes_nothing_and_says_so() {
-    let stand = StandIn::start(Tenant::new()).await;
-    let (first, _) = stand.run(|_| {}).await;
+    let (stand, first, _) = run_on(Tenant::new()).await;
     let first = first.unwrap();
     let before = stand.state_snapshot();
     stand.clear_requests();
@@ -957,19 +1002,15 @@ async fn an_application_with_a_wrong_callback_is_patched_with_only_the_differenc
             &format!("App {i:03}"),
         ));
     }
-    let mut app = authgate_app("ExistingAuthgateApp0000000000001");
+    let mut app = authgate_app(EXISTING_APP_ID);
     app["callbacks"] = json!(["https://old.example.com/oauth/callback"]);
     let mut spa = authgate_app("SpaNamedAuthgate0000000000000001");
     spa["app_type"] = json!("spa");
-    let mut tenant = tenant.with_client(app).with_client(spa.clone());
-    for c in &mut tenant.connections {
-        if c.name == "google-oauth2" {
-            c.enabled.push("ExistingAuthgateApp0000000000001".into());
-            c.is_domain_connection = true;
-        }
-    }
-    let stand = StandIn::start(tenant).await;
-    let (result, out) = stand.run(|_| {}).await;
+    let tenant = tenant
+        .with_client(app)
+        .with_client(spa.clone())
+        .google_done_for(EXISTING_APP_ID);
+    let (stand, result, out) = run_on(tenant).await;
     let report = result.unwrap();
 
     let writes = stand.writes();
@@ -1067,14 +1108,12 @@ async fn dry_run_sends_no_write_and_prints_the_requests() {
 
 #[tokio::test]
 async fn dry_run_of_an_update_prints_only_the_patch() {
-    let mut app = authgate_app("ExistingAuthgateApp0000000000001");
+    let mut app = authgate_app(EXISTING_APP_ID);
     app["web_origins"] = json!([]);
     app["grant_types"] = json!(["authorization_code", "implicit"]);
-    let mut tenant = Tenant::new().with_client(app);
-    for c in &mut tenant.connections {
-        c.enabled.push("ExistingAuthgateApp0000000000001".into());
-        c.is_domain_connection = true;
-    }
+    let tenant = Tenant::new()
+        .with_client(app)
+        .google_done_for(EXISTING_APP_ID);
     let stand = StandIn::start(tenant).await;
     let (result, out) = stand.run(|o| o.dry_run = true).await;
     let report = result.unwrap();
@@ -1096,9 +1135,7 @@ async fn missing_scopes_are_named_exactly() {
         "update:connections".into(),
         "read:users".into(),
     ];
-    let stand = StandIn::start(tenant).await;
-    let (result, out) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (stand, err, out) = fail_on(tenant).await;
     match &err {
         Auth0Error::MissingScopes { missing } => {
             assert_eq!(missing, &["create:clients", "update:clients"]);
@@ -1120,17 +1157,15 @@ async fn missing_scopes_are_named_exactly() {
 async fn scopes_are_read_from_the_token_when_the_response_does_not_list_them() {
     let mut tenant = Tenant::new();
     tenant.token_omits_scope = true;
-    let stand = StandIn::start(tenant).await;
-    let (result, _) = stand.run(|_| {}).await;
+    let (_, result, _) = run_on(tenant).await;
     assert!(result.unwrap().changed());
 
     let mut tenant = Tenant::new();
     tenant.token_omits_scope = true;
     tenant.scopes.retain(|s| s != "update:connections");
-    let stand = StandIn::start(tenant).await;
-    let (result, _) = stand.run(|_| {}).await;
+    let (_, err, _) = fail_on(tenant).await;
     assert!(
-        matches!(result, Err(Auth0Error::MissingScopes { missing }) if missing == ["update:connections"])
+        matches!(err, Auth0Error::MissingScopes { missing } if missing == ["update:connections"])
     );
 }
 
@@ -1161,9 +1196,7 @@ async fn bad_management_credentials_give_a_clear_error() {
 async fn a_refused_management_token_gives_a_clear_error() {
     let mut tenant = Tenant::new();
     tenant.reject_tokens = true;
-    let stand = StandIn::start(tenant).await;
-    let (result, _) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (_, err, _) = fail_on(tenant).await;
     assert!(matches!(err, Auth0Error::Unauthorized { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -1175,18 +1208,7 @@ async fn a_refused_management_token_gives_a_clear_error() {
 
 #[tokio::test]
 async fn insufficient_scope_at_the_api_gives_a_clear_error_and_writes_nothing_more() {
-    let mut tenant = Tenant::new();
-    // The token claims every scope, but the grant lost create:clients since.
-    tenant.api_scopes = Some(
-        ALL_SCOPES
-            .iter()
-            .filter(|s| **s != "create:clients")
-            .map(|s| (*s).to_owned())
-            .collect(),
-    );
-    let stand = StandIn::start(tenant).await;
-    let (result, out) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (stand, err, out) = fail_on(Tenant::new().losing_api_scope("create:clients")).await;
     assert!(matches!(err, Auth0Error::Forbidden { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(msg.contains("POST /api/v2/clients was refused (403 Forbidden: Insufficient scope, expected any of: create:clients (insufficient_scope))"), "{msg}");
@@ -1197,18 +1219,7 @@ async fn insufficient_scope_at_the_api_gives_a_clear_error_and_writes_nothing_mo
 
 #[tokio::test]
 async fn a_failure_after_creating_the_application_still_prints_its_secret_once() {
-    let mut tenant = Tenant::new();
-    // The grant lost update:connections after the token was issued.
-    tenant.api_scopes = Some(
-        ALL_SCOPES
-            .iter()
-            .filter(|s| **s != "update:connections")
-            .map(|s| (*s).to_owned())
-            .collect(),
-    );
-    let stand = StandIn::start(tenant).await;
-    let (result, out) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (stand, err, out) = fail_on(Tenant::new().losing_api_scope("update:connections")).await;
     assert!(matches!(err, Auth0Error::Forbidden { .. }), "{err:?}");
     let secret = new_app_secret(1);
     assert!(out.contains("created application \"authgate\""), "{out}");
@@ -1241,9 +1252,7 @@ async fn a_failure_after_creating_the_application_still_prints_its_secret_once()
 async fn a_missing_connection_is_named_and_nothing_is_written() {
     let mut tenant = Tenant::new();
     tenant.connections.retain(|c| c.name != "google-oauth2");
-    let stand = StandIn::start(tenant).await;
-    let (result, out) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (stand, err, out) = fail_on(tenant).await;
     assert!(
         matches!(&err, Auth0Error::ConnectionNotFound { name, .. } if name == "google-oauth2"),
         "{err:?}"
@@ -1272,11 +1281,9 @@ async fn a_missing_connection_is_named_and_nothing_is_written() {
 
 #[tokio::test]
 async fn a_connection_answering_404_is_named() {
-    let mut tenant = Tenant::new().with_client(authgate_app("ExistingAuthgateApp0000000000001"));
+    let mut tenant = Tenant::new().with_client(authgate_app(EXISTING_APP_ID));
     tenant.connection_clients_404 = true;
-    let stand = StandIn::start(tenant).await;
-    let (result, _) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (stand, err, _) = fail_on(tenant).await;
     let msg = err.to_string();
     assert!(
         matches!(err, Auth0Error::ConnectionNotFound { .. }),
@@ -1320,8 +1327,7 @@ async fn a_429_without_retry_after_waits_for_the_rate_limit_reset() {
         retry_after: None,
         reset_in: 1,
     });
-    let stand = StandIn::start(tenant).await;
-    let (result, out) = stand.run(|_| {}).await;
+    let (stand, result, out) = run_on(tenant).await;
     assert!(result.unwrap().changed(), "{out}");
     assert_eq!(stand.count("GET", "/api/v2/connections"), 2);
 }
@@ -1336,9 +1342,7 @@ async fn rate_limiting_that_outlasts_the_bounds_fails_clearly() {
         retry_after: Some(0),
         reset_in: 0,
     });
-    let stand = StandIn::start(tenant).await;
-    let (result, _) = stand.run(|_| {}).await;
-    let err = result.unwrap_err();
+    let (stand, err, _) = fail_on(tenant).await;
     assert!(matches!(err, Auth0Error::RateLimited { .. }), "{err:?}");
     assert!(
         err.to_string()
@@ -1356,10 +1360,9 @@ async fn rate_limiting_that_outlasts_the_bounds_fails_clearly() {
         retry_after: Some(60),
         reset_in: 60,
     });
-    let stand = StandIn::start(tenant).await;
     let started = Instant::now();
-    let (result, _) = stand.run(|_| {}).await;
-    let msg = result.unwrap_err().to_string();
+    let (stand, err, _) = fail_on(tenant).await;
+    let msg = err.to_string();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert!(
         msg.contains("POST /oauth/token: Auth0 is rate limiting (429): asked to wait 60 s"),
@@ -1372,29 +1375,26 @@ async fn rate_limiting_that_outlasts_the_bounds_fails_clearly() {
 async fn secrets_echoed_by_auth0_are_scrubbed_from_errors() {
     let mut tenant = Tenant::new();
     tenant.echo_secret_on_token = true;
-    let stand = StandIn::start(tenant).await;
     // `run` asserts that neither the output nor the error holds the secret.
-    let (result, _) = stand.run(|_| {}).await;
-    let msg = result.unwrap_err().to_string();
+    let (_, err, _) = fail_on(tenant).await;
+    let msg = err.to_string();
     assert!(msg.contains("client_secret=[redacted]"), "{msg}");
 }
 
 #[tokio::test]
 async fn several_applications_of_the_same_name_are_refused() {
     let tenant = Tenant::new()
-        .with_client(authgate_app("ExistingAuthgateApp0000000000001"))
+        .with_client(authgate_app(EXISTING_APP_ID))
         .with_client(authgate_app("ExistingAuthgateApp0000000000002"));
-    let stand = StandIn::start(tenant).await;
-    let (result, _) = stand.run(|_| {}).await;
-    let msg = result.unwrap_err().to_string();
+    let (stand, err, _) = fail_on(tenant).await;
+    let msg = err.to_string();
     assert!(msg.contains("several regular web applications are named \"authgate\" (ExistingAuthgateApp0000000000001, ExistingAuthgateApp0000000000002)"), "{msg}");
     assert!(stand.writes().is_empty());
 }
 
 #[tokio::test]
 async fn the_printed_settings_are_accepted_by_authgate() {
-    let stand = StandIn::start(Tenant::new()).await;
-    let (result, out) = stand.run(|_| {}).await;
+    let (_, result, out) = run_on(Tenant::new()).await;
     result.unwrap();
     let mut raw = RawConfig::default();
     raw.set("AUTHGATE_PUBLIC_URL", PUBLIC_URL);

@@ -1,8 +1,8 @@
 //! `authgate doctor` against a correctly configured authgate (every check passes) and against
 //! deliberately broken ones (each failure named).
 
+use authgate::cli::doctor::{Report, run};
 use authgate::clock::{Clock, SystemClock};
-use authgate::doctor::{Report, run};
 
 use crate::both_backends;
 use crate::helpers::{Backend, spawn_app, spawn_app_with, stub_upstream};

@@ -70,7 +70,7 @@ async fn mcp_status(app: &TestApp, token: &str) -> u16 {
 
 /// What `authgate keys rotate` does, on its own connection to the database.
 async fn rotate_like_the_cli(app: &TestApp) -> String {
-    authgate::admin::rotate_keys(
+    authgate::cli::admin::rotate_keys(
         app.store.clone(),
         app.state.settings.access_token_ttl,
         app.state.settings.key_publication_delay,
@@ -97,7 +97,7 @@ async fn a_rotation_is_published_everywhere_after_one_poll_and_signs_only_from_i
     let stages = |now| {
         let store = store.clone();
         async move {
-            authgate::admin::keys(&store, TTL, now)
+            authgate::cli::admin::keys(&store, TTL, now)
                 .await
                 .unwrap()
                 .into_iter()
@@ -213,7 +213,7 @@ async fn the_retired_key_verifies_its_tokens_until_they_expire_then_leaves_the_j
     }
 
     // The clean-up deletes it, and the other instance notices at its next poll.
-    let report = authgate::admin::cleanup(&a.store, 86_400, 86_400, TTL, a.clock_now())
+    let report = authgate::cli::admin::cleanup(&a.store, 86_400, 86_400, TTL, a.clock_now())
         .await
         .unwrap();
     assert_eq!(report.retired_keys_removed, 1);

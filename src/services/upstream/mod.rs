@@ -54,15 +54,3 @@ pub trait Upstream: Send + Sync {
         leg: &UpstreamLeg,
     ) -> Result<UpstreamIdentity, UpstreamError>;
 }
-
-/// One cause per line of a nested error, for logs and the sign-in failure page.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
-}

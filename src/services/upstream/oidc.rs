@@ -13,10 +13,11 @@ use tokio::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::{Upstream, UpstreamError, UpstreamKind, error_chain};
+use super::{Upstream, UpstreamError, UpstreamKind};
 use crate::config::UpstreamConfig;
 use crate::domain::identity::UpstreamIdentity;
 use crate::domain::pending::UpstreamLeg;
+use crate::telemetry::error_chain;
 
 /// How long discovery (and the provider's keys) is reused before being fetched again.
 const DISCOVERY_TTL: Duration = Duration::from_secs(3600);

@@ -1,6 +1,7 @@
 //! `authgate doctor <public url>`: checks a deployment from outside, the way Claude.ai will see
 //! it, one line per check with a fix for each failure.
 
+use std::process::ExitCode;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -8,9 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::header::{ACCESS_CONTROL_ALLOW_ORIGIN, DATE, LOCATION, WWW_AUTHENTICATE};
 use serde::Serialize;
 use serde_json::{Value, json};
+use time::PrimitiveDateTime;
+use time::macros::format_description;
 use url::Url;
 
-use crate::clock::Timestamp;
+use crate::clock::{Clock, Timestamp};
 use crate::oauth::url_rules::is_loopback_host;
 
 #[derive(Debug, Clone, Serialize)]
@@ -124,6 +127,29 @@ fn describe(e: &reqwest::Error) -> String {
 /// A 43-character PKCE challenge (never redeemed: the doctor stops at the consent page).
 fn challenge() -> String {
     URL_SAFE_NO_PAD.encode([7u8; 32])
+}
+
+/// `authgate doctor`: the report as text or JSON; the exit code says whether every check passed.
+pub(super) async fn command(
+    public_url: &str,
+    upstream_issuer: Option<&str>,
+    json: bool,
+    clock: &dyn Clock,
+) -> anyhow::Result<ExitCode> {
+    let report = run(public_url, upstream_issuer, clock.now()).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(if report.failed() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 pub async fn run(public_url: &str, upstream_issuer: Option<&str>, now: Timestamp) -> Report {
@@ -430,31 +456,13 @@ async fn delete_client(p: &Probe, register: &str, body: &Value) -> bool {
 }
 
 /// RFC 9110 IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to epoch seconds.
-fn parse_http_date(s: &str) -> Option<i64> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
-        return None;
-    };
-    let month = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ]
-    .iter()
-    .position(|m| m == mon)? as i64
-        + 1;
-    let (d, y): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
-    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
-    let [h, mi, se] = hms.as_slice() else {
-        return None;
-    };
-    // Days from civil (H. Hinnant).
-    let y2 = if month <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + h * 3600 + mi * 60 + se)
+fn parse_http_date(s: &str) -> Option<Timestamp> {
+    let imf_fixdate = format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    PrimitiveDateTime::parse(s.trim(), &imf_fixdate)
+        .ok()
+        .map(|t| t.assume_utc().unix_timestamp())
 }
 
 #[cfg(test)]
@@ -472,5 +480,6 @@ mod tests {
             Some(1_795_664_720)
         );
         assert_eq!(parse_http_date("yesterday"), None);
+        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 UTC"), None);
     }
 }
