@@ -5,7 +5,7 @@ use authgate::oauth::pkce;
 use serde_json::Value;
 
 use crate::browser::{Browser, form_inputs, location};
-use crate::helpers::TestApp;
+use crate::helpers::Server;
 
 pub struct Pkce {
     pub verifier: String,
@@ -27,9 +27,18 @@ pub struct RegisteredClient {
     pub redirect_uri: String,
 }
 
-pub async fn register_public(app: &TestApp, redirect_uri: &str) -> RegisteredClient {
-    let body: Value = app
-        .register(serde_json::json!({"redirect_uris":[redirect_uri],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"client_name":"Test Client"}))
+/// `POST /register` with a JSON body.
+pub async fn register(app: &impl Server, body: Value) -> reqwest::Response {
+    app.client()
+        .post(app.url("/register"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+pub async fn register_public(app: &impl Server, redirect_uri: &str) -> RegisteredClient {
+    let body: Value = register(app, serde_json::json!({"redirect_uris":[redirect_uri],"token_endpoint_auth_method":"none","grant_types":["authorization_code","refresh_token"],"client_name":"Test Client"}))
         .await
         .json()
         .await
@@ -41,13 +50,15 @@ pub async fn register_public(app: &TestApp, redirect_uri: &str) -> RegisteredCli
     }
 }
 
-pub async fn register_claude(app: &TestApp) -> RegisteredClient {
-    let body: Value = app
-        .register(serde_json::from_str(crate::helpers::CLAUDE_DCR_BODY).unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
+pub async fn register_claude(app: &impl Server) -> RegisteredClient {
+    let body: Value = register(
+        app,
+        serde_json::from_str(crate::helpers::CLAUDE_DCR_BODY).unwrap(),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     RegisteredClient {
         id: body["client_id"].as_str().unwrap().to_owned(),
         secret: Some(body["client_secret"].as_str().unwrap().to_owned()),
@@ -56,7 +67,7 @@ pub async fn register_claude(app: &TestApp) -> RegisteredClient {
 }
 
 pub fn authorize_url(
-    app: &TestApp,
+    app: &impl Server,
     client_id: &str,
     redirect_uri: &str,
     pkce: &Pkce,
@@ -99,7 +110,7 @@ pub async fn open_consent(browser: &Browser, url: &str) -> String {
 
 pub async fn decide(
     browser: &Browser,
-    app: &TestApp,
+    app: &impl Server,
     request: &str,
     decision: &str,
 ) -> reqwest::Response {
@@ -107,7 +118,7 @@ pub async fn decide(
         .post_form(
             &app.url("/authorize/consent"),
             &[("request", request), ("decision", decision)],
-            Some(&app.base),
+            Some(app.public()),
         )
         .await
 }
@@ -116,29 +127,32 @@ pub async fn decide(
 /// Returns the final redirect to the client.
 pub async fn approve_and_dev_login(
     browser: &Browser,
-    app: &TestApp,
+    app: &impl Server,
     request: &str,
     email: &str,
 ) -> reqwest::Response {
     let approved = decide(browser, app, request, "approve").await;
     assert_eq!(approved.status(), 303);
     let login_url = location(&approved);
-    assert!(login_url.starts_with(&app.url("/dev/login")), "{login_url}");
-    let page = browser.get(&login_url).await;
+    assert!(
+        login_url.starts_with(&format!("{}/dev/login", app.public())),
+        "the login page is on the public URL: {login_url}"
+    );
+    let page = browser.get(&app.local(&login_url)).await;
     assert_eq!(page.status(), 200);
     let state = param(&login_url, "state").unwrap();
     browser
         .post_form(
             &app.url("/dev/login"),
             &[("state", &state), ("email", email)],
-            Some(&app.base),
+            Some(app.public()),
         )
         .await
 }
 
 /// The whole browser part with the development login: returns the authorization code.
 pub async fn dev_flow(
-    app: &TestApp,
+    app: &impl Server,
     browser: &Browser,
     client: &RegisteredClient,
     pkce: &Pkce,
@@ -146,17 +160,11 @@ pub async fn dev_flow(
 ) -> String {
     let url = authorize_url(app, &client.id, &client.redirect_uri, pkce, extra);
     let request = open_consent(browser, &url).await;
-    let done = approve_and_dev_login(browser, app, &request, "ann@example.com").await;
-    assert_eq!(done.status(), 303);
-    let back = location(&done);
-    assert!(back.starts_with(&client.redirect_uri), "{back}");
-    assert_eq!(param(&back, "state").as_deref(), Some("st-123"));
-    assert_eq!(param(&back, "iss").as_deref(), Some(app.base.as_str()));
-    param(&back, "code").expect("a code")
+    approve_and_login(app, browser, client, &request).await
 }
 
 pub async fn token_request(
-    app: &TestApp,
+    app: &impl Server,
     client: &RegisteredClient,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
@@ -165,7 +173,7 @@ pub async fn token_request(
     if let Some(s) = &client.secret {
         all.push(("client_secret", s));
     }
-    app.http
+    app.client()
         .post(app.url("/token"))
         .form(&all)
         .send()
@@ -174,7 +182,7 @@ pub async fn token_request(
 }
 
 pub async fn redeem(
-    app: &TestApp,
+    app: &impl Server,
     client: &RegisteredClient,
     code: &str,
     pkce: &Pkce,
@@ -192,7 +200,11 @@ pub async fn redeem(
     .await
 }
 
-pub async fn refresh(app: &TestApp, client: &RegisteredClient, token: &str) -> reqwest::Response {
+pub async fn refresh(
+    app: &impl Server,
+    client: &RegisteredClient,
+    token: &str,
+) -> reqwest::Response {
     token_request(
         app,
         client,
@@ -202,11 +214,59 @@ pub async fn refresh(app: &TestApp, client: &RegisteredClient, token: &str) -> r
 }
 
 /// Register, log in, redeem: a fresh grant's token response.
-pub async fn full_grant(app: &TestApp, client: &RegisteredClient) -> Value {
+pub async fn full_grant(app: &impl Server, client: &RegisteredClient) -> Value {
     let browser = Browser::new();
     let pkce = new_pkce();
     let code = dev_flow(app, &browser, client, &pkce, &[]).await;
     let resp = redeem(app, client, &code, &pkce).await;
-    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.status(), 200, "code redemption at {}", app.base());
     resp.json().await.unwrap()
+}
+
+/// `GET /authorize` for `client`: the consent page's request id.
+pub async fn consent_for(
+    app: &impl Server,
+    browser: &Browser,
+    client: &RegisteredClient,
+    pkce: &Pkce,
+) -> String {
+    let url = authorize_url(app, &client.id, &client.redirect_uri, pkce, &[]);
+    open_consent(browser, &url).await
+}
+
+/// The consent, then the development login as ann@example.com: the code sent to the client.
+pub async fn approve_and_login(
+    app: &impl Server,
+    browser: &Browser,
+    client: &RegisteredClient,
+    request: &str,
+) -> String {
+    let done = approve_and_dev_login(browser, app, request, "ann@example.com").await;
+    assert_eq!(done.status(), 303, "dev login at {}", app.base());
+    let back = location(&done);
+    assert!(back.starts_with(&client.redirect_uri), "{back}");
+    assert_eq!(param(&back, "state").as_deref(), Some("st-123"));
+    assert_eq!(param(&back, "iss").as_deref(), Some(app.public()));
+    param(&back, "code").expect("a code")
+}
+
+/// An MCP `POST` as a load balancer passes it on (`Host` is the public host).
+pub async fn mcp_post(app: &impl Server, token: Option<&str>, body: &str) -> reqwest::Response {
+    let host = url::Url::parse(app.public()).unwrap();
+    let host = match host.port() {
+        Some(p) => format!("{}:{p}", host.host_str().unwrap()),
+        None => host.host_str().unwrap().to_owned(),
+    };
+    let mut req = app
+        .client()
+        .post(app.url("/mcp"))
+        .header("Host", host)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
 }

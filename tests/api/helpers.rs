@@ -90,6 +90,69 @@ pub async fn open_store(backend: Backend, name: &str) -> DynStore {
     }
 }
 
+/// What the flow building blocks (`flow.rs`) talk to: the application in this process, or an
+/// instance reached apart from its public URL (a process, another replica behind the same public
+/// URL). One harness shape for every API test.
+pub trait Server {
+    /// Where requests are sent.
+    fn base(&self) -> &str;
+    /// The public URL authgate advertises: the same as `base` unless a load balancer sits in
+    /// between.
+    fn public(&self) -> &str {
+        self.base()
+    }
+    fn client(&self) -> &reqwest::Client;
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+    /// A URL authgate advertised on its public URL, sent to this instance instead (what the
+    /// load balancer would do).
+    fn local(&self, url: &str) -> String {
+        let rest = url
+            .strip_prefix(self.public())
+            .unwrap_or_else(|| panic!("{url} is not under the public URL {}", self.public()));
+        format!("{}{rest}", self.base())
+    }
+}
+
+impl<T: Server> Server for &T {
+    fn base(&self) -> &str {
+        (**self).base()
+    }
+
+    fn public(&self) -> &str {
+        (**self).public()
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        (**self).client()
+    }
+}
+
+impl<T: Server> Server for std::sync::Arc<T> {
+    fn base(&self) -> &str {
+        (**self).base()
+    }
+
+    fn public(&self) -> &str {
+        (**self).public()
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        (**self).client()
+    }
+}
+
+impl Server for TestApp {
+    fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -105,7 +168,7 @@ pub struct TestApp {
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        Server::url(self, path)
     }
 
     /// Stops the server and starts a new one on the same address, settings and database (reopened),

@@ -19,9 +19,9 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::browser::{Browser, location};
-use crate::flow::{self, Pkce, RegisteredClient, new_pkce, param};
-use crate::helpers::{Backend, CLAUDE_DCR_BODY, T0, open_store, spawn_app_with};
+use crate::browser::Browser;
+use crate::flow::{self, new_pkce};
+use crate::helpers::{Backend, CLAUDE_DCR_BODY, Server, T0, open_store, spawn_app_with};
 
 pub const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
 
@@ -44,171 +44,19 @@ impl Remote {
                 .unwrap(),
         }
     }
+}
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+impl Server for Remote {
+    fn base(&self) -> &str {
+        &self.base
     }
 
-    /// A URL authgate advertised on its public URL, sent to this instance instead (what the
-    /// load balancer would do).
-    pub fn local(&self, url: &str) -> String {
-        let rest = url
-            .strip_prefix(&self.public)
-            .unwrap_or_else(|| panic!("{url} is not under the public URL {}", self.public));
-        format!("{}{rest}", self.base)
+    fn public(&self) -> &str {
+        &self.public
     }
 
-    pub async fn register_claude(&self) -> RegisteredClient {
-        let resp = self
-            .http
-            .post(self.url("/register"))
-            .header("Content-Type", "application/json")
-            .body(CLAUDE_DCR_BODY)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "registration at {}", self.base);
-        let body: Value = resp.json().await.unwrap();
-        RegisteredClient {
-            id: body["client_id"].as_str().unwrap().to_owned(),
-            secret: Some(body["client_secret"].as_str().unwrap().to_owned()),
-            redirect_uri: "https://claude.ai/api/mcp/auth_callback".to_owned(),
-        }
-    }
-
-    pub fn authorize_url(&self, client_id: &str, redirect_uri: &str, pkce: &Pkce) -> String {
-        let mut url = url::Url::parse(&self.url("/authorize")).unwrap();
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", client_id)
-            .append_pair("redirect_uri", redirect_uri)
-            .append_pair("code_challenge", &pkce.challenge)
-            .append_pair("code_challenge_method", "S256")
-            .append_pair("state", "st-ops");
-        url.to_string()
-    }
-
-    /// GET /authorize: the consent page's request id.
-    pub async fn open_consent(
-        &self,
-        browser: &Browser,
-        client: &RegisteredClient,
-        pkce: &Pkce,
-    ) -> String {
-        flow::open_consent(
-            browser,
-            &self.authorize_url(&client.id, &client.redirect_uri, pkce),
-        )
-        .await
-    }
-
-    /// Approves on the consent page and logs in with the development login; returns the code.
-    pub async fn approve_and_login(
-        &self,
-        browser: &Browser,
-        client: &RegisteredClient,
-        request: &str,
-    ) -> String {
-        let approved = browser
-            .post_form(
-                &self.url("/authorize/consent"),
-                &[("request", request), ("decision", "approve")],
-                Some(&self.public),
-            )
-            .await;
-        assert_eq!(approved.status(), 303, "approval at {}", self.base);
-        let login = location(&approved);
-        assert!(
-            login.starts_with(&format!("{}/dev/login?", self.public)),
-            "the login page is on the public URL: {login}"
-        );
-        let page = browser.get(&self.local(&login)).await;
-        assert_eq!(page.status(), 200, "dev login page at {}", self.base);
-        let state = param(&login, "state").unwrap();
-        let done = browser
-            .post_form(
-                &self.url("/dev/login"),
-                &[("state", &state), ("email", "ann@example.com")],
-                Some(&self.public),
-            )
-            .await;
-        assert_eq!(done.status(), 303, "dev login at {}", self.base);
-        let back = location(&done);
-        assert!(back.starts_with(&client.redirect_uri), "{back}");
-        assert_eq!(param(&back, "state").as_deref(), Some("st-ops"));
-        assert_eq!(param(&back, "iss").as_deref(), Some(self.public.as_str()));
-        param(&back, "code").expect("a code")
-    }
-
-    pub async fn token(
-        &self,
-        client: &RegisteredClient,
-        form: &[(&str, &str)],
-    ) -> reqwest::Response {
-        let mut all: Vec<(&str, &str)> = form.to_vec();
-        all.push(("client_id", &client.id));
-        if let Some(s) = &client.secret {
-            all.push(("client_secret", s));
-        }
-        self.http
-            .post(self.url("/token"))
-            .form(&all)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    pub async fn redeem(
-        &self,
-        client: &RegisteredClient,
-        code: &str,
-        pkce: &Pkce,
-    ) -> reqwest::Response {
-        self.token(
-            client,
-            &[
-                ("grant_type", "authorization_code"),
-                ("code", code),
-                ("code_verifier", &pkce.verifier),
-                ("redirect_uri", &client.redirect_uri),
-            ],
-        )
-        .await
-    }
-
-    pub async fn refresh(&self, client: &RegisteredClient, token: &str) -> reqwest::Response {
-        self.token(
-            client,
-            &[("grant_type", "refresh_token"), ("refresh_token", token)],
-        )
-        .await
-    }
-
-    /// Consent, development login and code redemption: a fresh grant's token response.
-    pub async fn full_grant(&self, client: &RegisteredClient) -> Value {
-        let browser = Browser::new();
-        let pkce = new_pkce();
-        let request = self.open_consent(&browser, client, &pkce).await;
-        let code = self.approve_and_login(&browser, client, &request).await;
-        let resp = self.redeem(client, &code, &pkce).await;
-        assert_eq!(resp.status(), 200, "code redemption at {}", self.base);
-        resp.json().await.unwrap()
-    }
-
-    pub async fn mcp(&self, token: Option<&str>, body: &str) -> reqwest::Response {
-        let mut req = self
-            .http
-            .post(self.url("/mcp"))
-            // As a load balancer in front of the instances passes it.
-            .header("Host", self.public.trim_start_matches("http://"))
-            .header("Content-Type", "application/json")
-            .header("Accept", "application/json, text/event-stream")
-            .header("MCP-Protocol-Version", "2025-06-18")
-            .body(body.to_owned());
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        req.send().await.unwrap()
+    fn client(&self) -> &reqwest::Client {
+        &self.http
     }
 }
 
@@ -332,31 +180,37 @@ async fn a_flow_started_on_one_instance_finishes_on_the_other() {
     );
     assert_eq!(meta_a["issuer"], a.public.as_str());
 
-    let client = a.register_claude().await;
+    let client = flow::register_claude(&a).await;
     let browser = Browser::new();
     let pkce = new_pkce();
-    let request = a.open_consent(&browser, &client, &pkce).await;
+    let request = flow::consent_for(&a, &browser, &client, &pkce).await;
     // The load balancer sends the rest of the flow to the other instance.
-    let code = b.approve_and_login(&browser, &client, &request).await;
-    let resp = b.redeem(&client, &code, &pkce).await;
+    let code = flow::approve_and_login(&b, &browser, &client, &request).await;
+    let resp = flow::redeem(&b, &client, &code, &pkce).await;
     assert_eq!(resp.status(), 200);
     let grant: Value = resp.json().await.unwrap();
     let at = grant["access_token"].as_str().unwrap();
-    assert_eq!(a.mcp(Some(at), INIT).await.status(), 200, "accepted by A");
-    assert_eq!(b.mcp(Some(at), INIT).await.status(), 200, "accepted by B");
-    let refreshed = a
-        .refresh(&client, grant["refresh_token"].as_str().unwrap())
-        .await;
+    assert_eq!(
+        flow::mcp_post(&a, Some(at), INIT).await.status(),
+        200,
+        "accepted by A"
+    );
+    assert_eq!(
+        flow::mcp_post(&b, Some(at), INIT).await.status(),
+        200,
+        "accepted by B"
+    );
+    let refreshed = flow::refresh(&a, &client, grant["refresh_token"].as_str().unwrap()).await;
     assert_eq!(refreshed.status(), 200, "B's refresh token works on A");
 
     // The other way round, with a code redeemed on the instance that did not issue it.
     let browser = Browser::new();
     let pkce = new_pkce();
-    let request = b.open_consent(&browser, &client, &pkce).await;
-    let code = a.approve_and_login(&browser, &client, &request).await;
-    assert_eq!(b.redeem(&client, &code, &pkce).await.status(), 200);
+    let request = flow::consent_for(&b, &browser, &client, &pkce).await;
+    let code = flow::approve_and_login(&a, &browser, &client, &request).await;
+    assert_eq!(flow::redeem(&b, &client, &code, &pkce).await.status(), 200);
     assert_eq!(
-        a.redeem(&client, &code, &pkce).await.status(),
+        flow::redeem(&a, &client, &code, &pkce).await.status(),
         400,
         "the code is single-use across instances"
     );
@@ -366,11 +220,11 @@ async fn a_flow_started_on_one_instance_finishes_on_the_other() {
 async fn refresh_races_across_instances_share_one_successor_and_reuse_revokes_everywhere() {
     let c = start_cluster().await;
     let (a, b) = (&c.a.remote, &c.b.remote);
-    let client = Arc::new(a.register_claude().await);
-    let grant = a.full_grant(&client).await;
+    let client = Arc::new(flow::register_claude(&a).await);
+    let grant = flow::full_grant(&a, &client).await;
     let rt0 = grant["refresh_token"].as_str().unwrap().to_owned();
     let at0 = grant["access_token"].as_str().unwrap().to_owned();
-    assert_eq!(b.mcp(Some(&at0), INIT).await.status(), 200);
+    assert_eq!(flow::mcp_post(&b, Some(&at0), INIT).await.status(), 200);
 
     let remotes = [
         Arc::new(Remote::new(a.base.clone(), a.public.clone())),
@@ -380,7 +234,7 @@ async fn refresh_races_across_instances_share_one_successor_and_reuse_revokes_ev
     for i in 0..12 {
         let (remote, client, rt0) = (remotes[i % 2].clone(), client.clone(), rt0.clone());
         tasks.push(tokio::spawn(async move {
-            let resp = remote.refresh(&client, &rt0).await;
+            let resp = flow::refresh(&remote, &client, &rt0).await;
             let status = resp.status().as_u16();
             let body: Value = resp.json().await.unwrap();
             (remote.base.clone(), status, body)
@@ -401,18 +255,18 @@ async fn refresh_races_across_instances_share_one_successor_and_reuse_revokes_ev
     assert_ne!(rt1, rt0);
 
     c.clock.advance(10);
-    let replay = b.refresh(&client, &rt0).await;
+    let replay = flow::refresh(&b, &client, &rt0).await;
     assert_eq!(replay.status(), 200, "inside the grace window");
     let replay: Value = replay.json().await.unwrap();
     assert_eq!(replay["refresh_token"], rt1.as_str());
 
     c.clock.advance(25);
-    let reuse = a.refresh(&client, &rt0).await;
+    let reuse = flow::refresh(&a, &client, &rt0).await;
     assert_eq!(reuse.status(), 400, "after the grace window: reuse");
     let reuse: Value = reuse.json().await.unwrap();
     assert_eq!(reuse["error"], "invalid_grant");
     for (name, r) in [("A", a), ("B", b)] {
-        let resp = r.refresh(&client, &rt1).await;
+        let resp = flow::refresh(&r, &client, &rt1).await;
         assert_eq!(
             resp.status(),
             400,
@@ -421,19 +275,19 @@ async fn refresh_races_across_instances_share_one_successor_and_reuse_revokes_ev
     }
     c.clock.advance(authgate::startup::REVOCATION_CACHE_SECONDS);
     assert_eq!(
-        b.mcp(Some(&at0), INIT).await.status(),
+        flow::mcp_post(&b, Some(&at0), INIT).await.status(),
         401,
         "B's guard refuses the revoked grant's access token once its cache expires"
     );
-    assert_eq!(a.mcp(Some(&at0), INIT).await.status(), 401);
+    assert_eq!(flow::mcp_post(&a, Some(&at0), INIT).await.status(), 401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_rotated_on_one_instance_is_accepted_and_published_by_the_other() {
     let c = start_cluster().await;
     let (a, b) = (&c.a.remote, &c.b.remote);
-    let client = a.register_claude().await;
-    let grant = a.full_grant(&client).await;
+    let client = flow::register_claude(&a).await;
+    let grant = flow::full_grant(&a, &client).await;
     let old_at = grant["access_token"].as_str().unwrap().to_owned();
     let old_kid = kid_of(&old_at);
     assert_eq!(
@@ -466,9 +320,7 @@ async fn a_key_rotated_on_one_instance_is_accepted_and_published_by_the_other() 
         "B has not read the new key yet (so the guard's reload is what is tested)"
     );
 
-    let refreshed = a
-        .refresh(&client, grant["refresh_token"].as_str().unwrap())
-        .await;
+    let refreshed = flow::refresh(&a, &client, grant["refresh_token"].as_str().unwrap()).await;
     assert_eq!(refreshed.status(), 200);
     let refreshed: Value = refreshed.json().await.unwrap();
     let new_at = refreshed["access_token"].as_str().unwrap().to_owned();
@@ -476,7 +328,7 @@ async fn a_key_rotated_on_one_instance_is_accepted_and_published_by_the_other() 
 
     // The guard reloads on an unknown kid at most every few seconds.
     c.clock.advance(6);
-    let resp = b.mcp(Some(&new_at), INIT).await;
+    let resp = flow::mcp_post(&b, Some(&new_at), INIT).await;
     assert_eq!(
         resp.status(),
         200,
@@ -484,7 +336,7 @@ async fn a_key_rotated_on_one_instance_is_accepted_and_published_by_the_other() 
         resp.headers().get("www-authenticate")
     );
     assert_eq!(
-        b.mcp(Some(&old_at), INIT).await.status(),
+        flow::mcp_post(&b, Some(&old_at), INIT).await.status(),
         200,
         "the retired key still verifies its tokens"
     );
@@ -514,9 +366,7 @@ async fn a_key_rotated_on_one_instance_is_accepted_and_published_by_the_other() 
         Some(new_kid.as_str()),
         "B signs with the new key too"
     );
-    let from_b = b
-        .refresh(&client, refreshed["refresh_token"].as_str().unwrap())
-        .await;
+    let from_b = flow::refresh(&b, &client, refreshed["refresh_token"].as_str().unwrap()).await;
     assert_eq!(from_b.status(), 200);
     let from_b: Value = from_b.json().await.unwrap();
     assert_eq!(kid_of(from_b["access_token"].as_str().unwrap()), new_kid);
@@ -578,18 +428,17 @@ async fn metrics_listener_serves_prometheus_text_without_secrets(backend: Backen
     })
     .await;
     let remote = Remote::new(app.base.clone(), app.base.clone());
-    let client = remote.register_claude().await;
-    let grant = remote.full_grant(&client).await;
-    let refreshed: Value = remote
-        .refresh(&client, grant["refresh_token"].as_str().unwrap())
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(remote.mcp(None, INIT).await.status(), 401);
+    let client = flow::register_claude(&remote).await;
+    let grant = flow::full_grant(&remote, &client).await;
+    let refreshed: Value =
+        flow::refresh(&remote, &client, grant["refresh_token"].as_str().unwrap())
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(flow::mcp_post(&remote, None, INIT).await.status(), 401);
     assert_eq!(
-        remote
-            .mcp(grant["access_token"].as_str(), INIT)
+        flow::mcp_post(&remote, grant["access_token"].as_str(), INIT)
             .await
             .status(),
         200

@@ -19,7 +19,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::browser::Browser;
-use crate::flow::{RegisteredClient, new_pkce};
+use crate::flow::{self, RegisteredClient, new_pkce};
+use crate::helpers::Server;
 use crate::ops::{INIT, Remote, free_port};
 
 const LOG_LINES: usize = 400;
@@ -288,8 +289,8 @@ async fn refuses_connections(port: u16) -> bool {
 }
 
 async fn access_token(remote: &Remote) -> String {
-    let client = remote.register_claude().await;
-    let grant = remote.full_grant(&client).await;
+    let client = flow::register_claude(&remote).await;
+    let grant = flow::full_grant(&remote, &client).await;
     grant["access_token"].as_str().unwrap().to_owned()
 }
 
@@ -447,19 +448,17 @@ async fn sigkill_mid_flow_loses_nothing_committed() {
     let env = [sqlite_env(&dir)];
     let mut ag = Authgate::start("authgate (before SIGKILL)", port, &env).await;
     let remote = ag.remote();
-    let client = remote.register_claude().await;
-    let grant = remote.full_grant(&client).await;
+    let client = flow::register_claude(&remote).await;
+    let grant = flow::full_grant(&remote, &client).await;
     let old_at = grant["access_token"].as_str().unwrap().to_owned();
-    let rotated = remote
-        .refresh(&client, grant["refresh_token"].as_str().unwrap())
-        .await;
+    let rotated = flow::refresh(&remote, &client, grant["refresh_token"].as_str().unwrap()).await;
     assert_eq!(rotated.status(), 200);
     let rotated: Value = rotated.json().await.unwrap();
     let rt = rotated["refresh_token"].as_str().unwrap().to_owned();
 
     let browser = Browser::new();
     let pkce = new_pkce();
-    let pending = remote.open_consent(&browser, &client, &pkce).await;
+    let pending = flow::consent_for(&remote, &browser, &client, &pkce).await;
 
     ag.signal("KILL").await;
     let status = ag
@@ -472,24 +471,24 @@ async fn sigkill_mid_flow_loses_nothing_committed() {
     let ag = Authgate::start("authgate (after SIGKILL)", port, &env).await;
     let remote = ag.remote();
     assert_eq!(
-        remote.mcp(Some(&old_at), INIT).await.status(),
+        flow::mcp_post(&remote, Some(&old_at), INIT).await.status(),
         200,
         "the signing key survived: an access token from before is still accepted"
     );
-    let code = remote.approve_and_login(&browser, &client, &pending).await;
-    let redeemed = remote.redeem(&client, &code, &pkce).await;
+    let code = flow::approve_and_login(&remote, &browser, &client, &pending).await;
+    let redeemed = flow::redeem(&remote, &client, &code, &pkce).await;
     assert_eq!(
         redeemed.status(),
         200,
         "the consent pending at the kill completes"
     );
-    let refreshed = remote.refresh(&client, &rt).await;
+    let refreshed = flow::refresh(&remote, &client, &rt).await;
     assert_eq!(
         refreshed.status(),
         200,
         "the refresh token issued before the kill still works"
     );
-    let again = remote.full_grant(&client).await;
+    let again = flow::full_grant(&remote, &client).await;
     assert!(again["access_token"].is_string(), "the client still works");
 }
 
@@ -817,8 +816,8 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     let remote = Arc::new(ag.remote());
     let mut grants = Vec::new();
     for _ in 0..GRANTS {
-        let client = remote.register_claude().await;
-        let grant = remote.full_grant(&client).await;
+        let client = flow::register_claude(&remote).await;
+        let grant = flow::full_grant(&remote, &client).await;
         let rt = grant["refresh_token"].as_str().unwrap().to_owned();
         grants.push((client, Mutex::new(rt)));
     }
@@ -1062,7 +1061,13 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     let pkce = new_pkce();
     let mut unknown = Vec::new();
     for id in &registered {
-        let url = remote.authorize_url(id, "https://claude.ai/api/mcp/auth_callback", &pkce);
+        let url = flow::authorize_url(
+            &remote,
+            id,
+            "https://claude.ai/api/mcp/auth_callback",
+            &pkce,
+            &[],
+        );
         let status = remote.http.get(&url).send().await.unwrap().status();
         if status != 200 {
             unknown.push((id.clone(), status.as_u16()));
@@ -1080,7 +1085,7 @@ async fn postgres_restart_under_load_gives_fast_503s_and_recovers_without_loss()
     );
     for (client, latest) in &load.grants {
         let rt = latest.lock().unwrap().clone();
-        let resp = remote.refresh(client, &rt).await;
+        let resp = flow::refresh(&remote, client, &rt).await;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         check!(
