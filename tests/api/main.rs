@@ -23,6 +23,7 @@ mod mcp;
 mod mcp_sessions;
 mod ops;
 mod pages;
+mod private_key_jwt;
 mod process;
 mod register;
 mod store;
