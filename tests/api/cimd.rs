@@ -55,7 +55,7 @@ pub struct DocHost {
 }
 
 impl DocHost {
-    pub fn set_keys(&self, keys: &[serde_json::Value]) {
+    pub fn set_keys(&self, keys: &[&serde_json::Value]) {
         *self.jwks.lock().unwrap() = json!({ "keys": keys });
     }
 }

@@ -18,6 +18,7 @@ mod faults;
 mod flow;
 mod helpers;
 mod inspector;
+mod issuer;
 mod keys;
 mod mcp;
 mod mcp_sessions;

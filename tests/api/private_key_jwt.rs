@@ -158,7 +158,7 @@ async fn assert_invalid_client(resp: reqwest::Response, assertion: &str, why: &s
 async fn chatgpt_signs_its_token_requests(backend: Backend) {
     let (app, host) = app_with_doc_host(backend).await;
     let key = ClientKey::rsa("chatgpt-1");
-    host.set_keys(&[key.jwk.clone()]);
+    host.set_keys(&[&key.jwk]);
     let pkce = new_pkce();
     let code = code_for(&app, CHATGPT_CIMD, CHATGPT_CALLBACK, &pkce).await;
     let form = redeem_form(&code, &pkce, CHATGPT_CALLBACK);
@@ -279,7 +279,7 @@ async fn chatgpt_signs_its_token_requests(backend: Backend) {
 async fn a_used_assertion_is_refused_by_every_instance(backend: Backend) {
     let (app, host) = app_with_doc_host(backend).await;
     let key = ClientKey::rsa("k1");
-    host.set_keys(&[key.jwk.clone()]);
+    host.set_keys(&[&key.jwk]);
     let other = app.another_instance(|_| {}).await;
     let pkce = new_pkce();
     let code = code_for(&app, CHATGPT_CIMD, CHATGPT_CALLBACK, &pkce).await;
@@ -311,7 +311,7 @@ async fn a_used_assertion_is_refused_by_every_instance(backend: Backend) {
 async fn rotated_keys_are_fetched_again_but_not_in_a_loop(backend: Backend) {
     let (app, host) = app_with_doc_host(backend).await;
     let old = ClientKey::rsa("2026-11");
-    host.set_keys(&[old.jwk.clone()]);
+    host.set_keys(&[&old.jwk]);
     let pkce = new_pkce();
     let code = code_for(&app, CHATGPT_CIMD, CHATGPT_CALLBACK, &pkce).await;
     let form = redeem_form(&code, &pkce, CHATGPT_CALLBACK);
@@ -322,7 +322,7 @@ async fn rotated_keys_are_fetched_again_but_not_in_a_loop(backend: Backend) {
 
     // ChatGPT rotates: the cached set (max-age 3600) lacks the new kid.
     let new = ClientKey::rsa("2026-12");
-    host.set_keys(&[new.jwk.clone()]);
+    host.set_keys(&[&new.jwk]);
     let refresh = [
         ("grant_type", "refresh_token"),
         ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
@@ -374,7 +374,7 @@ async fn registered_clients_may_use_private_key_jwt(backend: Backend) {
     // Keys behind a jwks_uri, fetched through the same guard as metadata documents.
     let app2 = &app;
     let rsa = ClientKey::rsa("agent-2");
-    host.set_keys(&[rsa.jwk.clone()]);
+    host.set_keys(&[&rsa.jwk]);
     let reg: Value = app2
         .register(json!({"redirect_uris":[cb],"token_endpoint_auth_method":"private_key_jwt","jwks_uri":"https://docs.example/jwks.json"}))
         .await
