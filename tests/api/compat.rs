@@ -531,22 +531,23 @@ async fn chatgpt_over_cimd(backend: Backend) {
     host.set_keys(&[&key.jwk]);
     let (prm, meta) = claude_discovery(app).await;
     let method = openai_client_setup(&prm, &meta, &chatgpt_document());
-    assert_eq!(method, "private_key_jwt");
     let resource = prm["resource"].as_str().unwrap().to_owned();
     let (v, c) = verifier();
     let code = browser_to(app, CHATGPT_CIMD, CHATGPT_CALLBACK, &c, Some(&resource)).await;
+    // Each request authenticates by the method ChatGPT chose: a fresh assertion each time.
     let signed = |form: &[(&str, &str)]| {
-        let assertion = key.assertion(app, CHATGPT_CIMD);
         let mut all: Vec<(String, String)> = form
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         all.push(("client_id".into(), CHATGPT_CIMD.into()));
-        all.push((
-            "client_assertion_type".into(),
-            crate::private_key_jwt::JWT_BEARER.into(),
-        ));
-        all.push(("client_assertion".into(), assertion));
+        if method == "private_key_jwt" {
+            all.push((
+                "client_assertion_type".into(),
+                crate::private_key_jwt::JWT_BEARER.into(),
+            ));
+            all.push(("client_assertion".into(), key.assertion(app, CHATGPT_CIMD)));
+        }
         app.http.post(app.url("/token")).form(&all).send()
     };
     let tokens = signed(&[

@@ -409,7 +409,7 @@ async fn registered_clients_may_use_private_key_jwt(backend: Backend) {
         &[("grant_type", "refresh_token"), ("refresh_token", "x")],
     )
     .await;
-    assert_invalid_client(resp, &assertion, "special-use").await;
+    assert_invalid_client(resp, &assertion, "its host is a special-use address").await;
 
     // Without keys, private_key_jwt cannot be registered.
     let resp = app2
