@@ -1,20 +1,26 @@
 //! Client ID Metadata Documents: a `client_id` that is an https URL names a JSON document that
 //! describes the client. This module fetches it safely (no redirects, capped body, no private
-//! addresses after DNS resolution) and caches it as its HTTP headers allow. The rules for the
-//! document itself are in `oauth::client`.
+//! addresses after DNS resolution) and caches it as its HTTP headers allow; the key sets of
+//! clients that sign their assertions (`jwks_uri`) are fetched and cached the same way. When
+//! the live fetch of a well-known host's document fails, its pinned copy ([`pinned`]) may stand
+//! in. The rules for the documents themselves are in `oauth::client`.
+
+pub mod pinned;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jsonwebtoken::jwk::JwkSet;
 use moka::future::Cache;
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_LENGTH};
 
 use crate::clock::Timestamp;
+use crate::oauth::assertion::parse_key_set;
 use crate::oauth::client::{
-    ClientMetadata, parse_metadata_document, validate_metadata_document_url,
+    ClientMetadata, parse_metadata_document, validate_jwks_uri, validate_metadata_document_url,
 };
 use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
@@ -23,31 +29,75 @@ use crate::oauth::{ErrorCode, OAuthError};
 
 /// The draft recommends a 5 KB cap; Claude's document is about 400 bytes.
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
+/// A key set of a few RSA keys is a few KB; twenty keys (the most accepted) fit.
+pub const MAX_KEY_SET_BYTES: usize = 16 * 1024;
 const MAX_CACHE_SECONDS: i64 = 24 * 3600;
 pub const MAX_CACHE_ENTRIES: u64 = 1024;
+/// A cached key set is fetched again for an unknown `kid` (the client rotated its keys), but
+/// not more often than this, so unknown kids cannot turn authgate into a fetch loop.
+pub const MIN_KEY_REFETCH_SECONDS: i64 = 30;
 
-/// Each document carries its own deadline (from its `Cache-Control`), checked against the
-/// injected clock; the cache itself only bounds the count, evicting the least useful entry.
+/// Each entry carries its own deadline (from its `Cache-Control`), checked against the injected
+/// clock; the cache itself only bounds the count, evicting the least useful entry.
 #[derive(Clone)]
-struct Cached {
-    metadata: ClientMetadata,
+struct Cached<T> {
+    value: T,
+    fetched_at: Timestamp,
     expires_at: Timestamp,
 }
 
 pub struct CimdResolver {
     http: reqwest::Client,
-    cache: Cache<String, Cached>,
+    cache: Cache<String, Cached<ClientMetadata>>,
+    key_sets: Cache<String, Cached<JwkSet>>,
     offered_scopes: ScopeSet,
     allowlist: RedirectAllowlist,
+    pinned_fallback: bool,
 }
 
 /// Options for the fetcher. `test_hosts` maps host names to loopback addresses and is the only
 /// way a loopback address is ever reached (for the project's own tests); `extra_ca_pem` adds a
-/// trusted root for those test hosts.
+/// trusted root for those test hosts. `pinned_fallback` lets the pinned copies stand in for
+/// failed fetches of the well-known documents (`AUTHGATE_CIMD_FALLBACK`).
 #[derive(Default, Clone)]
 pub struct FetchOptions {
     pub test_hosts: Vec<(String, SocketAddr)>,
     pub extra_ca_pem: Option<Vec<u8>>,
+    pub pinned_fallback: bool,
+}
+
+/// Where a resolved document came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A live fetch made earlier, still fresh.
+    Cache,
+    Live,
+    /// The pinned copy, because the live fetch failed for this reason.
+    Pinned(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub metadata: ClientMetadata,
+    pub source: Source,
+}
+
+/// A client's keys, and when they were fetched if they came from the cache (an unknown `kid`
+/// may then mean they have rotated since).
+#[derive(Debug, Clone)]
+pub struct ClientKeys {
+    pub keys: JwkSet,
+    pub cached_since: Option<Timestamp>,
+}
+
+/// Why a fetch failed.
+#[derive(Debug)]
+enum FetchFailure {
+    /// No usable answer: no connection, a time-out, or a status other than 200. A pinned copy
+    /// may stand in.
+    Unavailable(String),
+    /// The host answered, and what it said is refused: that is the client's answer.
+    Unacceptable(String),
 }
 
 impl CimdResolver {
@@ -56,6 +106,9 @@ impl CimdResolver {
         allowlist: RedirectAllowlist,
         options: FetchOptions,
     ) -> Result<Self, anyhow::Error> {
+        if options.pinned_fallback {
+            pinned::check_all(&offered_scopes).map_err(anyhow::Error::msg)?;
+        }
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -76,8 +129,10 @@ impl CimdResolver {
         Ok(Self {
             http: builder.build()?,
             cache: Cache::new(MAX_CACHE_ENTRIES),
+            key_sets: Cache::new(MAX_CACHE_ENTRIES),
             offered_scopes,
             allowlist,
+            pinned_fallback: options.pinned_fallback,
         })
     }
 
@@ -95,39 +150,158 @@ impl CimdResolver {
         client_id: &str,
         now: Timestamp,
     ) -> Result<ClientMetadata, OAuthError> {
+        Ok(self.resolve_traced(client_id, now).await?.metadata)
+    }
+
+    /// [`Self::resolve`], saying where the document came from. A failed live fetch of a
+    /// well-known document is answered by its pinned copy (when allowed), never a successful one.
+    pub async fn resolve_traced(
+        &self,
+        client_id: &str,
+        now: Timestamp,
+    ) -> Result<Resolved, OAuthError> {
         if let Some(hit) = self.cache.get(client_id).await
             && hit.expires_at > now
         {
-            return Ok(hit.metadata);
+            return Ok(Resolved {
+                metadata: hit.value,
+                source: Source::Cache,
+            });
         }
         let url = validate_metadata_document_url(client_id)?;
-        if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
-            // IP literals bypass the resolver, so check them here.
-            let ip = url
-                .host_str()
-                .and_then(|h| h.trim_matches(['[', ']']).parse().ok());
-            if ip.is_none_or(is_special_use_ip) {
-                return Err(fetch_error("its host is a special-use address"));
-            }
-        }
-        let (doc, max_age) = self.fetch(url).await?;
+        check_ip_literal(&url).map_err(|why| document_error(&why))?;
+        let (doc, max_age) = match self.fetch(url, MAX_DOCUMENT_BYTES).await {
+            Ok(fetched) => fetched,
+            Err(FetchFailure::Unavailable(why)) => return self.pinned(client_id, why),
+            Err(FetchFailure::Unacceptable(why)) => return Err(document_error(&why)),
+        };
         let metadata =
             parse_metadata_document(client_id, &doc, &self.offered_scopes, &self.allowlist)?;
+        tracing::info!(client.id = %client_id, source = "live", "client metadata document fetched");
         if let Some(max_age) = max_age {
             self.cache
                 .insert(
                     client_id.to_owned(),
                     Cached {
-                        metadata: metadata.clone(),
+                        value: metadata.clone(),
+                        fetched_at: now,
                         expires_at: now + max_age.min(MAX_CACHE_SECONDS),
                     },
                 )
                 .await;
         }
-        Ok(metadata)
+        Ok(Resolved {
+            metadata,
+            source: Source::Live,
+        })
     }
 
-    async fn fetch(&self, url: url::Url) -> Result<(serde_json::Value, Option<i64>), OAuthError> {
+    /// After a failed live fetch: the pinned copy of this exact `client_id`, if there is one and
+    /// the setting allows it. It is not cached, so the next request tries the live one again.
+    fn pinned(&self, client_id: &str, why: String) -> Result<Resolved, OAuthError> {
+        let pinned = self
+            .pinned_fallback
+            .then(|| pinned::resolve(client_id, &self.offered_scopes, &self.allowlist))
+            .flatten();
+        let Some(pinned) = pinned else {
+            return Err(document_error(&why));
+        };
+        let metadata = pinned?;
+        tracing::warn!(
+            client.id = %client_id,
+            source = "pinned",
+            reason = %why,
+            "client metadata document could not be fetched; using the pinned copy"
+        );
+        Ok(Resolved {
+            metadata,
+            source: Source::Pinned(why),
+        })
+    }
+
+    /// The public keys a client's assertions are verified with: its inline `jwks`, or the set
+    /// behind its `jwks_uri`, fetched under the same guard as documents and cached likewise.
+    pub async fn client_keys(
+        &self,
+        metadata: &ClientMetadata,
+        now: Timestamp,
+    ) -> Result<ClientKeys, OAuthError> {
+        if let Some(keys) = &metadata.jwks {
+            return Ok(ClientKeys {
+                keys: keys.clone(),
+                cached_since: None,
+            });
+        }
+        let Some(uri) = metadata.jwks_uri.as_deref() else {
+            return Err(OAuthError::new(
+                ErrorCode::InvalidClient,
+                "the client has no keys (jwks or jwks_uri)",
+            ));
+        };
+        if let Some(hit) = self.key_sets.get(uri).await
+            && hit.expires_at > now
+        {
+            return Ok(ClientKeys {
+                keys: hit.value,
+                cached_since: Some(hit.fetched_at),
+            });
+        }
+        self.fetch_keys(uri, now).await
+    }
+
+    /// The client's key set fetched again, bypassing the cache (an assertion names a `kid` the
+    /// cached set lacks); `None` when it was fetched too recently for that.
+    pub async fn refetch_keys(
+        &self,
+        metadata: &ClientMetadata,
+        cached_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<ClientKeys>, OAuthError> {
+        match metadata.jwks_uri.as_deref() {
+            Some(uri) if now - cached_since >= MIN_KEY_REFETCH_SECONDS => {
+                self.fetch_keys(uri, now).await.map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn fetch_keys(&self, uri: &str, now: Timestamp) -> Result<ClientKeys, OAuthError> {
+        let url = validate_jwks_uri(uri).map_err(|e| keys_error(&e.description))?;
+        check_ip_literal(&url).map_err(|why| keys_error(&why))?;
+        let (doc, max_age) = self.fetch(url, MAX_KEY_SET_BYTES).await.map_err(
+            |(FetchFailure::Unavailable(why) | FetchFailure::Unacceptable(why))| keys_error(&why),
+        )?;
+        let keys = parse_key_set(&doc).map_err(|why| {
+            OAuthError::new(
+                ErrorCode::InvalidClient,
+                format!("the client's jwks_uri: {why}"),
+            )
+        })?;
+        tracing::info!(jwks_uri = %uri, "client key set fetched");
+        if let Some(max_age) = max_age {
+            self.key_sets
+                .insert(
+                    uri.to_owned(),
+                    Cached {
+                        value: keys.clone(),
+                        fetched_at: now,
+                        expires_at: now + max_age.min(MAX_CACHE_SECONDS),
+                    },
+                )
+                .await;
+        }
+        Ok(ClientKeys {
+            keys,
+            cached_since: None,
+        })
+    }
+
+    async fn fetch(
+        &self,
+        url: url::Url,
+        max_bytes: usize,
+    ) -> Result<(serde_json::Value, Option<i64>), FetchFailure> {
+        use FetchFailure::{Unacceptable, Unavailable};
         let mut resp = self
             .http
             .get(url)
@@ -135,27 +309,31 @@ impl CimdResolver {
             .send()
             .await
             .map_err(|e| {
-                if e.is_timeout() {
-                    fetch_error("timed out")
-                } else if e.is_connect() {
-                    fetch_error("could not connect (or its host resolves to a special-use address)")
-                } else {
-                    fetch_error("request failed")
-                }
+                Unavailable(
+                    if e.is_timeout() {
+                        "timed out"
+                    } else if e.is_connect() {
+                        "could not connect (or its host resolves to a special-use address)"
+                    } else {
+                        "request failed"
+                    }
+                    .to_owned(),
+                )
             })?;
         if resp.status() != reqwest::StatusCode::OK {
-            return Err(fetch_error(&format!(
+            return Err(Unavailable(format!(
                 "answered HTTP {} (only 200 is accepted; redirects are not followed)",
                 resp.status().as_u16()
             )));
         }
+        let too_large = || Unacceptable(format!("is larger than {} KB", max_bytes / 1024));
         let declared = resp
             .headers()
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > MAX_DOCUMENT_BYTES) {
-            return Err(fetch_error("is larger than 5 KB"));
+        if declared.is_some_and(|n| n > max_bytes) {
+            return Err(too_large());
         }
         let max_age = cache_lifetime(
             resp.headers()
@@ -163,26 +341,47 @@ impl CimdResolver {
                 .iter()
                 .filter_map(|v| v.to_str().ok()),
         );
-        let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(MAX_DOCUMENT_BYTES));
+        let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(max_bytes));
         while let Some(chunk) = resp
             .chunk()
             .await
-            .map_err(|_| fetch_error("body could not be read"))?
+            .map_err(|_| Unavailable("body could not be read".to_owned()))?
         {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(fetch_error("is larger than 5 KB"));
+            if body.len() + chunk.len() > max_bytes {
+                return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
-        let doc = serde_json::from_slice(&body).map_err(|_| fetch_error("is not JSON"))?;
+        let doc =
+            serde_json::from_slice(&body).map_err(|_| Unacceptable("is not JSON".to_owned()))?;
         Ok((doc, max_age))
     }
 }
 
-fn fetch_error(why: &str) -> OAuthError {
+/// IP literals bypass the resolver, so they are checked here.
+fn check_ip_literal(url: &url::Url) -> Result<(), String> {
+    if let Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) = url.host() {
+        let ip = url
+            .host_str()
+            .and_then(|h| h.trim_matches(['[', ']']).parse().ok());
+        if ip.is_none_or(is_special_use_ip) {
+            return Err("its host is a special-use address".to_owned());
+        }
+    }
+    Ok(())
+}
+
+fn document_error(why: &str) -> OAuthError {
     OAuthError::new(
         ErrorCode::InvalidClient,
         format!("the client metadata document {why}"),
+    )
+}
+
+fn keys_error(why: &str) -> OAuthError {
+    OAuthError::new(
+        ErrorCode::InvalidClient,
+        format!("the client's key set (jwks_uri) {why}"),
     )
 }
 

@@ -53,6 +53,7 @@ impl Application {
             FetchOptions {
                 test_hosts: settings.cimd_test_hosts.clone(),
                 extra_ca_pem,
+                pinned_fallback: settings.cimd_fallback,
             },
         )?;
         let keys = Keystore::load_or_create(

@@ -62,6 +62,7 @@ pub(super) struct RawSettings {
     pub shutdown_timeout: Setting,
     pub request_timeout: Setting,
     pub cimd: Setting,
+    pub cimd_fallback: Setting,
     pub cors: Setting,
     pub key_encryption_key: Setting,
     pub key_publication_delay: Setting,

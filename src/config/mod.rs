@@ -112,6 +112,9 @@ pub struct Settings {
     pub shutdown_timeout: i64,
     /// Client ID Metadata Documents accepted and advertised.
     pub cimd_enabled: bool,
+    /// The pinned copies of the well-known hosts' documents stand in when their live fetch
+    /// fails.
+    pub cimd_fallback: bool,
     /// CORS on the JSON endpoints (off only when a reverse proxy adds it).
     pub cors_enabled: bool,
     /// Encrypts signing keys at rest.

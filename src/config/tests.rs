@@ -18,6 +18,18 @@ fn defaults_are_a_loopback_dev_server() {
     assert_eq!(s.scopes.to_string(), "mcp");
 }
 
+#[test]
+fn the_pinned_document_fallback_is_on_unless_turned_off() {
+    assert!(settings(&[]).unwrap().cimd_fallback);
+    assert!(
+        !settings(&[("AUTHGATE_CIMD_FALLBACK", "false")])
+            .unwrap()
+            .cimd_fallback
+    );
+    let e = settings(&[("AUTHGATE_CIMD_FALLBACK", "sometimes")]).unwrap_err();
+    assert!(e.0.contains("AUTHGATE_CIMD_FALLBACK"), "{e}");
+}
+
 const UPSTREAM: [(&str, &str); 4] = [
     ("AUTHGATE_UPSTREAM_ISSUER", "https://tenant.auth0.example/"),
     ("AUTHGATE_UPSTREAM_CLIENT_ID", "cid"),

@@ -54,6 +54,7 @@ pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
         mcp_session_ttl: duration("AUTHGATE_MCP_SESSION_TTL", &r.mcp_session_ttl, "24h")?,
         shutdown_timeout: duration("AUTHGATE_SHUTDOWN_TIMEOUT", &r.shutdown_timeout, "30s")?,
         cimd_enabled: parse_bool("AUTHGATE_CIMD", &r.cimd, true)?,
+        cimd_fallback: parse_bool("AUTHGATE_CIMD_FALLBACK", &r.cimd_fallback, true)?,
         cors_enabled: parse_bool("AUTHGATE_CORS", &r.cors, true)?,
         request_timeout: duration("AUTHGATE_REQUEST_TIMEOUT", &r.request_timeout, "30s")?,
         key_sealer: key_sealer(r)?,

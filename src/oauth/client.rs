@@ -1,11 +1,13 @@
 //! Client metadata (RFC 7591 §2) as registered by DCR or published in a Client ID Metadata
 //! Document, and the rules both must pass.
 
+use jsonwebtoken::jwk::JwkSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use url::Url;
 
 use super::OAuthError;
+use super::assertion::{SIGNING_ALGS, parse_key_set};
 use super::redirect::{
     ApplicationType, MAX_REDIRECT_URIS, RedirectAllowlist, validate_redirect_uri,
 };
@@ -21,16 +23,21 @@ pub enum TokenAuthMethod {
     None,
     ClientSecretPost,
     ClientSecretBasic,
+    /// A JWT signed with one of the client's published keys (RFC 7523 §2.2).
+    PrivateKeyJwt,
 }
 
 impl TokenAuthMethod {
+    /// Every method authgate verifies, as advertised.
+    pub const ALL: [Self; 4] = [
+        Self::None,
+        Self::ClientSecretPost,
+        Self::ClientSecretBasic,
+        Self::PrivateKeyJwt,
+    ];
+
     pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "none" => Some(Self::None),
-            "client_secret_post" => Some(Self::ClientSecretPost),
-            "client_secret_basic" => Some(Self::ClientSecretBasic),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|m| m.as_str() == raw)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -38,11 +45,13 @@ impl TokenAuthMethod {
             Self::None => "none",
             Self::ClientSecretPost => "client_secret_post",
             Self::ClientSecretBasic => "client_secret_basic",
+            Self::PrivateKeyJwt => "private_key_jwt",
         }
     }
 
+    /// Does the client hold a secret that authgate issued (and stores hashed)?
     pub fn uses_secret(self) -> bool {
-        self != Self::None
+        matches!(self, Self::ClientSecretPost | Self::ClientSecretBasic)
     }
 }
 
@@ -77,6 +86,16 @@ pub struct ClientMetadata {
     pub software_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub software_version: Option<String>,
+    /// Where the client publishes its public keys (`private_key_jwt`): an https URL, fetched as
+    /// metadata documents are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_uri: Option<String>,
+    /// Or the keys themselves, only those a signature may be verified with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwkSet>,
+    /// The one algorithm the client's assertions are signed with, when it names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_signing_alg: Option<String>,
 }
 
 impl ClientMetadata {
@@ -152,25 +171,36 @@ pub fn parse_client_metadata(
             }
         }
     }
-    let token_endpoint_auth_method = match opt_string(obj, "token_endpoint_auth_method")? {
-        // RFC 7591 §2: the default is client_secret_basic. A document cannot hold a shared
-        // secret, so there the only sensible reading of an omitted method is a public client.
-        None if source == MetadataSource::Document => TokenAuthMethod::None,
-        None => TokenAuthMethod::ClientSecretBasic,
-        Some(raw) => match (TokenAuthMethod::parse(raw), source) {
-            (Some(TokenAuthMethod::None), _) => TokenAuthMethod::None,
-            (Some(m), MetadataSource::Registration) => m,
-            (Some(_), MetadataSource::Document) => {
-                return Err(OAuthError::invalid_client_metadata(
-                    "a client metadata document cannot use a shared-secret authentication method; use \"none\"",
-                ));
-            }
-            (None, _) => {
+    let (jwks_uri, jwks) = client_keys(obj)?;
+    let has_keys = jwks_uri.is_some() || jwks.is_some();
+    let singular = opt_string(obj, "token_endpoint_auth_method")?;
+    let token_endpoint_auth_method = match source {
+        MetadataSource::Registration => registered_auth_method(singular, has_keys)?,
+        MetadataSource::Document => {
+            let plural = match obj.get("token_endpoint_auth_methods_supported") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(string_array(
+                    v,
+                    "token_endpoint_auth_methods_supported",
+                    OAuthError::invalid_client_metadata,
+                )?),
+            };
+            document_auth_method(singular, plural.as_deref(), has_keys)?
+        }
+    };
+    let token_endpoint_auth_signing_alg = match opt_string(obj, "token_endpoint_auth_signing_alg")?
+    {
+        Some(alg) if token_endpoint_auth_method == TokenAuthMethod::PrivateKeyJwt => {
+            if !SIGNING_ALGS.contains(&alg) {
                 return Err(OAuthError::invalid_client_metadata(format!(
-                    "token_endpoint_auth_method {raw:?} is not supported; use none, client_secret_post or client_secret_basic"
+                    "token_endpoint_auth_signing_alg must be one of {}",
+                    SIGNING_ALGS.join(", ")
                 )));
             }
-        },
+            Some(alg.to_owned())
+        }
+        // It only matters to private_key_jwt; another method never reads it.
+        _ => None,
     };
 
     let grant_types = match obj.get("grant_types") {
@@ -241,7 +271,123 @@ pub fn parse_client_metadata(
         scope,
         software_id: opt_string(obj, "software_id")?.map(str::to_owned),
         software_version: opt_string(obj, "software_version")?.map(str::to_owned),
+        jwks_uri,
+        jwks,
+        token_endpoint_auth_signing_alg,
     })
+}
+
+/// A registration's method: the RFC 7591 default is `client_secret_basic`; `private_key_jwt`
+/// needs keys to verify with.
+fn registered_auth_method(
+    singular: Option<&str>,
+    has_keys: bool,
+) -> Result<TokenAuthMethod, OAuthError> {
+    let Some(raw) = singular else {
+        return Ok(TokenAuthMethod::ClientSecretBasic);
+    };
+    match TokenAuthMethod::parse(raw) {
+        Some(TokenAuthMethod::PrivateKeyJwt) if !has_keys => {
+            Err(OAuthError::invalid_client_metadata(
+                "private_key_jwt needs the client's public keys: jwks or jwks_uri",
+            ))
+        }
+        Some(m) => Ok(m),
+        None => Err(OAuthError::invalid_client_metadata(format!(
+            "token_endpoint_auth_method {raw:?} is not supported; use none, client_secret_post, client_secret_basic or private_key_jwt"
+        ))),
+    }
+}
+
+/// The methods a metadata-document client can use here: it holds no secret authgate issued, so
+/// `none`, or `private_key_jwt` when the document publishes keys.
+const DOCUMENT_METHODS: [TokenAuthMethod; 2] =
+    [TokenAuthMethod::PrivateKeyJwt, TokenAuthMethod::None];
+
+/// A metadata document's method, from the intersection of the methods it lists and those
+/// authgate can verify for it. The list is the plural `token_endpoint_auth_methods_supported`
+/// (SEP-3149; ChatGPT publishes `["none","private_key_jwt"]`) when present, else the singular
+/// field, else `none`. Of the intersection, the singular field (the client's declared choice)
+/// wins, then the stronger method: accepting `none` from a client that can sign would let a
+/// stolen refresh token be used without its key.
+pub fn document_auth_method(
+    singular: Option<&str>,
+    plural: Option<&[String]>,
+    has_keys: bool,
+) -> Result<TokenAuthMethod, OAuthError> {
+    let listed: Vec<&str> = match (plural, singular) {
+        (Some(all), _) => all.iter().map(String::as_str).collect(),
+        (None, Some(one)) => vec![one],
+        (None, None) => vec![TokenAuthMethod::None.as_str()],
+    };
+    let usable = |m: TokenAuthMethod| {
+        listed.contains(&m.as_str()) && (m != TokenAuthMethod::PrivateKeyJwt || has_keys)
+    };
+    if let Some(m) = singular.and_then(TokenAuthMethod::parse)
+        && DOCUMENT_METHODS.contains(&m)
+        && usable(m)
+    {
+        return Ok(m);
+    }
+    if let Some(m) = DOCUMENT_METHODS.into_iter().find(|m| usable(*m)) {
+        return Ok(m);
+    }
+    if listed.contains(&TokenAuthMethod::PrivateKeyJwt.as_str()) {
+        return Err(OAuthError::invalid_client_metadata(
+            "it lists private_key_jwt but publishes no keys (jwks or jwks_uri), and no other method this server supports",
+        ));
+    }
+    let mut named = listed.join(", ");
+    if named.chars().count() > 200 {
+        named = named.chars().take(200).collect::<String>() + "...";
+    }
+    Err(OAuthError::invalid_client_metadata(format!(
+        "it lists only token endpoint authentication methods this server does not support for metadata-document clients ({named}); use none or private_key_jwt"
+    )))
+}
+
+/// `jwks_uri` (an https URL, fetched later under the same guard as documents) or `jwks` (the
+/// keys inline), never both (RFC 7591 §2).
+fn client_keys(obj: &Map<String, Value>) -> Result<(Option<String>, Option<JwkSet>), OAuthError> {
+    let jwks_uri = match opt_string(obj, "jwks_uri")? {
+        Some(raw) => {
+            validate_jwks_uri(raw)?;
+            Some(raw.to_owned())
+        }
+        None => None,
+    };
+    let jwks = match obj.get("jwks") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            parse_key_set(v)
+                .map_err(|why| OAuthError::invalid_client_metadata(format!("jwks: {why}")))?,
+        ),
+    };
+    if jwks_uri.is_some() && jwks.is_some() {
+        return Err(OAuthError::invalid_client_metadata(
+            "jwks and jwks_uri must not both be present",
+        ));
+    }
+    Ok((jwks_uri, jwks))
+}
+
+/// A `jwks_uri` is fetched like a document: https, a host, no user information or fragment.
+pub fn validate_jwks_uri(raw: &str) -> Result<Url, OAuthError> {
+    let bad = |why: &str| OAuthError::invalid_client_metadata(format!("jwks_uri {why}"));
+    if raw.contains('#') {
+        return Err(bad("must not have a fragment"));
+    }
+    let url = Url::parse(raw).map_err(|_| bad("is not a valid URL"))?;
+    if url.scheme() != "https" {
+        return Err(bad("must use https"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("must not contain user information"));
+    }
+    if url.host().is_none() {
+        return Err(bad("has no host"));
+    }
+    Ok(url)
 }
 
 fn opt_string<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, OAuthError> {
@@ -500,6 +646,146 @@ mod tests {
         let mut post = base.clone();
         post["token_endpoint_auth_method"] = json!("client_secret_post");
         assert!(parse_metadata_document(id, &post, &offered(), &list).is_err());
+    }
+
+    const CHATGPT: &str = "https://chatgpt.com/oauth/client.json";
+
+    fn chatgpt_document() -> Value {
+        json!({"client_id":CHATGPT,"client_uri":"https://chatgpt.com/","redirect_uris":["https://chatgpt.com/connector_platform_oauth_redirect"],"token_endpoint_auth_method":"private_key_jwt","token_endpoint_auth_methods_supported":["none","private_key_jwt"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"ChatGPT","logo_uri":"https://persistent.oaistatic.com/sonic/misc/openai-logo.png","token_endpoint_auth_signing_alg":"RS256","jwks_uri":"https://chatgpt.com/oauth/jwks.json"})
+    }
+
+    fn doc(body: Value) -> Result<ClientMetadata, OAuthError> {
+        let id = body["client_id"].as_str().unwrap_or(CHATGPT).to_owned();
+        parse_metadata_document(&id, &body, &offered(), &RedirectAllowlist::default())
+    }
+
+    #[test]
+    fn chatgpt_document_negotiates_private_key_jwt() {
+        let m = doc(chatgpt_document()).unwrap();
+        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::PrivateKeyJwt);
+        assert_eq!(
+            m.jwks_uri.as_deref(),
+            Some("https://chatgpt.com/oauth/jwks.json")
+        );
+        assert_eq!(m.token_endpoint_auth_signing_alg.as_deref(), Some("RS256"));
+    }
+
+    #[test]
+    fn the_plural_list_decides_with_the_singular_as_preference() {
+        let m = |singular: Option<&str>, plural: Option<&[&str]>, keys: bool| {
+            let plural: Option<Vec<String>> =
+                plural.map(|p| p.iter().map(|s| (*s).to_owned()).collect());
+            document_auth_method(singular, plural.as_deref(), keys)
+        };
+        use TokenAuthMethod::{None as Public, PrivateKeyJwt as Jwt};
+        // The singular field alone, or nothing (a public client).
+        assert_eq!(m(None, None, false), Ok(Public));
+        assert_eq!(m(Some("none"), None, false), Ok(Public));
+        assert_eq!(m(Some("private_key_jwt"), None, true), Ok(Jwt));
+        // ChatGPT: both listed, private_key_jwt declared.
+        assert_eq!(
+            m(
+                Some("private_key_jwt"),
+                Some(&["none", "private_key_jwt"]),
+                true
+            ),
+            Ok(Jwt)
+        );
+        // Declared none among both: the client's choice.
+        assert_eq!(
+            m(Some("none"), Some(&["none", "private_key_jwt"]), true),
+            Ok(Public)
+        );
+        // The plural list alone: the stronger method both sides can do.
+        assert_eq!(m(None, Some(&["none", "private_key_jwt"]), true), Ok(Jwt));
+        // Without keys private_key_jwt is not possible; none still is.
+        assert_eq!(
+            m(
+                Some("private_key_jwt"),
+                Some(&["none", "private_key_jwt"]),
+                false
+            ),
+            Ok(Public)
+        );
+        // A singular method outside the plural list does not override it.
+        assert_eq!(
+            m(
+                Some("client_secret_basic"),
+                Some(&["client_secret_basic", "none"]),
+                false
+            ),
+            Ok(Public)
+        );
+        // Nothing in common: refused, saying why.
+        let only_secret = m(Some("client_secret_post"), None, false).unwrap_err();
+        assert!(
+            only_secret.description.contains("client_secret_post"),
+            "{only_secret}"
+        );
+        let unusable = m(
+            None,
+            Some(&["client_secret_basic", "tls_client_auth"]),
+            true,
+        )
+        .unwrap_err();
+        assert!(
+            unusable.description.contains("tls_client_auth"),
+            "{unusable}"
+        );
+        let keyless = m(Some("private_key_jwt"), None, false).unwrap_err();
+        assert!(keyless.description.contains("no keys"), "{keyless}");
+        assert!(m(None, Some(&[]), true).is_err());
+    }
+
+    #[test]
+    fn documents_that_cannot_authenticate_are_refused_as_invalid_client() {
+        let mut no_keys = chatgpt_document();
+        no_keys.as_object_mut().unwrap().remove("jwks_uri");
+        no_keys["token_endpoint_auth_methods_supported"] = json!(["private_key_jwt"]);
+        let err = doc(no_keys).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClient);
+        assert!(err.description.contains("no keys"), "{err}");
+        let mut tls = chatgpt_document();
+        tls["token_endpoint_auth_methods_supported"] = json!(["tls_client_auth"]);
+        tls["token_endpoint_auth_method"] = json!("tls_client_auth");
+        assert_eq!(doc(tls).unwrap_err().code, ErrorCode::InvalidClient);
+        let mut weak = chatgpt_document();
+        weak["token_endpoint_auth_signing_alg"] = json!("HS256");
+        assert_eq!(doc(weak).unwrap_err().code, ErrorCode::InvalidClient);
+        let mut plain = chatgpt_document();
+        plain["jwks_uri"] = json!("http://chatgpt.com/oauth/jwks.json");
+        assert_eq!(doc(plain).unwrap_err().code, ErrorCode::InvalidClient);
+    }
+
+    #[test]
+    fn registrations_may_use_private_key_jwt_with_their_keys() {
+        let key = crate::oauth::assertion::tests::ec_key("k1");
+        let base = json!({"redirect_uris":["https://a.example/cb"],"token_endpoint_auth_method":"private_key_jwt"});
+        let mut inline = base.clone();
+        inline["jwks"] = json!({ "keys": [key.jwk.clone()] });
+        let m = reg(inline.clone()).unwrap();
+        assert_eq!(m.token_endpoint_auth_method, TokenAuthMethod::PrivateKeyJwt);
+        assert_eq!(m.jwks.as_ref().map(|k| k.keys.len()), Some(1));
+        assert!(!m.token_endpoint_auth_method.uses_secret());
+        let mut by_uri = base.clone();
+        by_uri["jwks_uri"] = json!("https://a.example/jwks.json");
+        by_uri["token_endpoint_auth_signing_alg"] = json!("ES256");
+        let m = reg(by_uri.clone()).unwrap();
+        assert_eq!(m.jwks_uri.as_deref(), Some("https://a.example/jwks.json"));
+        assert_eq!(m.token_endpoint_auth_signing_alg.as_deref(), Some("ES256"));
+        let mut both = inline.clone();
+        both["jwks_uri"] = json!("https://a.example/jwks.json");
+        let mut private = inline.clone();
+        private["jwks"]["keys"][0]["d"] = json!("AAAA");
+        let mut weak = by_uri.clone();
+        weak["token_endpoint_auth_signing_alg"] = json!("none");
+        for bad in [base, both, private, weak] {
+            assert_eq!(
+                reg(bad.clone()).unwrap_err().code,
+                ErrorCode::InvalidClientMetadata,
+                "{bad}"
+            );
+        }
     }
 
     #[test]

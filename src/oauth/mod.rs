@@ -1,6 +1,7 @@
 //! Pure OAuth rules: parsing and deciding, with time and randomness as arguments. No I/O, no
 //! HTTP types, no database types.
 
+pub mod assertion;
 pub mod client;
 pub mod error;
 pub mod pkce;

@@ -435,6 +435,20 @@ mod tests {
             "http://127.0.0.1:3000/callback",
             "http://127.0.0.1:4000/callback"
         ));
+        // Codex: its stable document lists the port-less `http://127.0.0.1/callback`; it
+        // listens on a port of its own, and its per-server callbacks have a longer path.
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:61234/callback"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:61234/callback/3f2a9c"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:61234/callback?x=1"
+        ));
         assert!(!redirect_uri_matches(
             "http://localhost/callback",
             "http://127.0.0.1:54321/callback"

@@ -8,6 +8,7 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
+use super::assertion::{JWT_BEARER, peek_issuer};
 use super::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
 use super::scope::ScopeSet;
 use super::secrets::{Secret, kind};
@@ -158,13 +159,15 @@ impl TokenRequest {
     }
 }
 
-/// How a client says who it is at `/token` and `/revoke` (RFC 6749 §2.3): the method it used
-/// and the secret it presented, not yet checked against anything.
+/// How a client says who it is at `/token` and `/revoke` (RFC 6749 §2.3, RFC 7521 §4.2): the
+/// method it used and the secret or signed assertion it presented, not yet checked against
+/// anything.
 #[derive(Debug)]
 pub struct ClientCredentials {
     pub client_id: String,
     pub method: TokenAuthMethod,
     pub secret: Option<Secret<kind::ClientSecret>>,
+    pub assertion: Option<Secret<kind::ClientAssertion>>,
 }
 
 /// Why credentials could not even be read: the status and challenge differ (400 versus 401).
@@ -192,6 +195,23 @@ impl ClientCredentials {
         let body_secret = params.get("client_secret");
         let body_id = params.get("client_id");
         let request = |why: &str| CredentialsError::Request(OAuthError::invalid_request(why));
+        match (
+            params.get("client_assertion"),
+            params.get("client_assertion_type"),
+        ) {
+            (None, None) => {}
+            (Some(assertion), Some(assertion_type)) => {
+                if basic.is_some() || body_secret.is_some() {
+                    return Err(request("use one client authentication method, not two"));
+                }
+                return Self::from_assertion(assertion, assertion_type, body_id);
+            }
+            _ => {
+                return Err(request(
+                    "client_assertion and client_assertion_type must be sent together",
+                ));
+            }
+        }
         match (basic, body_id, body_secret) {
             (Some(_), _, Some(_)) => Err(request("use one client authentication method, not two")),
             (Some((id, _)), Some(body_id), _) if body_id != id => {
@@ -201,22 +221,57 @@ impl ClientCredentials {
                 client_id: id,
                 method: TokenAuthMethod::ClientSecretBasic,
                 secret: Some(Secret::new(secret)),
+                assertion: None,
             }),
             (None, Some(id), Some(secret)) => Ok(Self {
                 client_id: id.to_owned(),
                 method: TokenAuthMethod::ClientSecretPost,
                 secret: Some(Secret::new(secret)),
+                assertion: None,
             }),
             (None, Some(id), None) => Ok(Self {
                 client_id: id.to_owned(),
                 method: TokenAuthMethod::None,
                 secret: None,
+                assertion: None,
             }),
             (None, None, _) => Err(CredentialsError::Client {
                 description: "client authentication is required".to_owned(),
                 basic: false,
             }),
         }
+    }
+
+    /// A JWT client assertion (RFC 7523 §2.2). The client is the one its `iss` names (checked
+    /// against `client_id` when that is sent too); its signature is verified later, with that
+    /// client's keys.
+    fn from_assertion(
+        assertion: &str,
+        assertion_type: &str,
+        body_id: Option<&str>,
+    ) -> Result<Self, CredentialsError> {
+        let client = |why: &str| CredentialsError::Client {
+            description: why.to_owned(),
+            basic: false,
+        };
+        if assertion_type != JWT_BEARER {
+            return Err(client(&format!(
+                "client_assertion_type must be {JWT_BEARER}"
+            )));
+        }
+        let issuer = peek_issuer(assertion)
+            .ok_or_else(|| client("the client assertion is not a valid JWT"))?;
+        if body_id.is_some_and(|id| id != issuer) {
+            return Err(CredentialsError::Request(OAuthError::invalid_request(
+                "client_id does not match the client assertion's issuer",
+            )));
+        }
+        Ok(Self {
+            client_id: issuer,
+            method: TokenAuthMethod::PrivateKeyJwt,
+            secret: None,
+            assertion: Some(Secret::new(assertion)),
+        })
     }
 
     pub fn used_basic(&self) -> bool {
@@ -323,5 +378,65 @@ mod tests {
         assert_eq!(c.method, TokenAuthMethod::ClientSecretPost);
         let c = ClientCredentials::parse(Some("Bearer x"), &params("client_id=a")).unwrap();
         assert_eq!(c.method, TokenAuthMethod::None);
+    }
+
+    #[test]
+    fn client_assertions() {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwt = |iss: &str| {
+            format!(
+                "{}.{}.c2ln",
+                URL_SAFE_NO_PAD.encode(br#"{"alg":"RS256"}"#),
+                URL_SAFE_NO_PAD.encode(format!(r#"{{"iss":"{iss}"}}"#))
+            )
+        };
+        let form = |extra: &str| {
+            params(&format!(
+                "client_assertion_type={}&client_assertion={}{extra}",
+                JWT_BEARER.replace(':', "%3A"),
+                jwt("https://c.example/doc.json")
+            ))
+        };
+        let c = ClientCredentials::parse(None, &form("")).unwrap();
+        assert_eq!(c.client_id, "https://c.example/doc.json");
+        assert_eq!(c.method, TokenAuthMethod::PrivateKeyJwt);
+        assert!(!format!("{c:?}").contains(&jwt("https://c.example/doc.json")));
+        let with_id = form("&client_id=https%3A%2F%2Fc.example%2Fdoc.json");
+        assert!(ClientCredentials::parse(None, &with_id).is_ok());
+        for (extra, basic) in [
+            ("&client_id=other", None),
+            ("&client_secret=s", None),
+            ("", Some(format!("Basic {}", STANDARD.encode("a:b")))),
+        ] {
+            assert!(
+                matches!(
+                    ClientCredentials::parse(basic.as_deref(), &form(extra)),
+                    Err(CredentialsError::Request(_))
+                ),
+                "{extra}"
+            );
+        }
+        for body in [
+            "client_assertion=x.y.z".to_owned(),
+            format!("client_assertion_type={JWT_BEARER}"),
+        ] {
+            assert!(matches!(
+                ClientCredentials::parse(None, &params(&body.replace(':', "%3A"))),
+                Err(CredentialsError::Request(_))
+            ));
+        }
+        let saml = params(
+            "client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Asaml2-bearer&client_assertion=x",
+        );
+        let not_jwt = params(&format!(
+            "client_assertion_type={}&client_assertion=garbage",
+            JWT_BEARER.replace(':', "%3A")
+        ));
+        for p in [saml, not_jwt] {
+            assert!(matches!(
+                ClientCredentials::parse(None, &p),
+                Err(CredentialsError::Client { basic: false, .. })
+            ));
+        }
     }
 }

@@ -50,6 +50,11 @@ pub mod kind {
         McpSession => b"authgate:mcp-session:",
         /// The account page's form token, derived from the session cookie.
         Csrf => b"authgate:csrf:",
+        /// A client's signed JWT assertion (`private_key_jwt`): a bearer credential until it
+        /// expires, so it is never printed.
+        ClientAssertion => b"authgate:client-assertion:",
+        /// A used client assertion's client and `jti`, remembered so that it is used once.
+        AssertionJti => b"authgate:assertion-jti:",
     }
 }
 

@@ -2,7 +2,8 @@
 //! document fetched from its URL) and checking how it authenticates.
 
 use crate::clock::Timestamp;
-use crate::oauth::client::{ClientMetadata, is_metadata_document_id};
+use crate::oauth::assertion::{self, AssertionError, Expected};
+use crate::oauth::client::{ClientMetadata, TokenAuthMethod, is_metadata_document_id};
 use crate::oauth::request::ClientCredentials;
 use crate::oauth::secrets::{Hashed, kind};
 use crate::oauth::{ErrorCode, OAuthError};
@@ -93,19 +94,78 @@ pub async fn authenticate(app: &App, creds: &ClientCredentials) -> Result<Client
             registered.as_str()
         )));
     }
-    if registered.uses_secret() {
-        let ok = match (&client.secret_hash, &creds.secret) {
-            (Some(hash), Some(s)) => hash.verify(s.expose()),
-            _ => false,
-        };
-        if !ok {
-            return Err(fail("client authentication failed"));
+    match registered {
+        TokenAuthMethod::None => {}
+        TokenAuthMethod::ClientSecretPost | TokenAuthMethod::ClientSecretBasic => {
+            let ok = match (&client.secret_hash, &creds.secret) {
+                (Some(hash), Some(s)) => hash.verify(s.expose()),
+                _ => false,
+            };
+            if !ok {
+                return Err(fail("client authentication failed"));
+            }
+            if client.secret_expires_at != 0 && client.secret_expires_at <= app.clock.now() {
+                return Err(fail("the client secret has expired; register again"));
+            }
         }
-        if client.secret_expires_at != 0 && client.secret_expires_at <= app.clock.now() {
-            return Err(fail("the client secret has expired; register again"));
+        TokenAuthMethod::PrivateKeyJwt => {
+            let Some(signed) = &creds.assertion else {
+                return Err(fail("client authentication failed"));
+            };
+            verify_assertion(app, &client, signed.expose()).await?;
         }
     }
     Ok(client)
+}
+
+/// `private_key_jwt`: the assertion verifies with the client's keys (fetched again once if it
+/// names a `kid` the cached set lacks), then is recorded so that it is accepted once, on any
+/// instance. The record comes last, so a forged assertion cannot use up a real one's `jti`.
+async fn verify_assertion(app: &App, client: &Client, signed: &str) -> Result<(), AuthError> {
+    let refuse = |why: String| AuthError::Client {
+        description: why,
+        basic: false,
+    };
+    let now = app.clock.now();
+    let token_endpoint = app.settings.url("/token");
+    let audiences = [token_endpoint.as_str(), app.settings.issuer.as_str()];
+    let expected = Expected {
+        client_id: &client.id,
+        audiences: &audiences,
+        signing_alg: client.metadata.token_endpoint_auth_signing_alg.as_deref(),
+        now,
+    };
+    let keys = app
+        .cimd
+        .client_keys(&client.metadata, now)
+        .await
+        .map_err(|e| refuse(e.description))?;
+    let mut verified = assertion::verify(signed, &keys.keys, &expected);
+    if verified == Err(AssertionError::UnknownKey)
+        && let Some(since) = keys.cached_since
+        && let Some(fresh) = app
+            .cimd
+            .refetch_keys(&client.metadata, since, now)
+            .await
+            .map_err(|e| refuse(e.description))?
+    {
+        verified = assertion::verify(signed, &fresh.keys, &expected);
+    }
+    let verified = verified.map_err(|e| {
+        tracing::info!(client.id = %client.id, reason = %e, "client assertion refused");
+        refuse(e.to_string())
+    })?;
+    let record = Hashed::<kind::AssertionJti>::of(&format!("{}\n{}", client.id, verified.jti));
+    if !app
+        .store
+        .use_client_assertion(&record, verified.remember_until)
+        .await
+        .map_err(AuthError::Store)?
+    {
+        tracing::warn!(client.id = %client.id, "client assertion replayed");
+        return Err(refuse("the client assertion was already used".to_owned()));
+    }
+    Ok(())
 }
 
 impl Client {

@@ -264,6 +264,14 @@ pub trait Repo: Send + Sync {
     -> Result<(), StoreError>;
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
 
+    /// Records a client assertion as used until `expires_at`; exactly one caller gets `true`,
+    /// however many instances race.
+    async fn use_client_assertion(
+        &self,
+        jti: &Hashed<kind::AssertionJti>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// Stores a key (published from now on, signing from its `activates_at`) and records that
     /// it supersedes the keys activated before it.
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError>;
@@ -277,8 +285,9 @@ pub trait Repo: Send + Sync {
 
     /// Deletes what can no longer be used: expired pending requests, sessions, MCP session
     /// bindings, codes (kept an hour past expiry so a late replay is still recognised),
-    /// revoked-token entries past their expiry, refresh tokens rotated more than `keep_rotated`
-    /// seconds ago or idle-expired, and grants past their absolute end. Returns rows removed.
+    /// revoked-token entries and used client assertions past their expiry, refresh tokens
+    /// rotated more than `keep_rotated` seconds ago or idle-expired, and grants past their
+    /// absolute end. Returns rows removed.
     async fn delete_expired(&self, now: Timestamp, keep_rotated: i64) -> Result<u64, StoreError>;
 }
 

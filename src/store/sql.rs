@@ -94,6 +94,9 @@ pub(super) const ROTATE_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = 
 pub(super) const REVOKE_JTI: &str = "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
 pub(super) const SELECT_JTI: &str = "SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1";
 
+// A conflict means the assertion was used before: no row changes, so the caller learns it.
+pub(super) const USE_ASSERTION: &str = "INSERT INTO client_assertions (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING";
+
 pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_KEYS: &str = "SELECT kid, alg, private_der, created_at, activates_at, retired_at FROM signing_keys ORDER BY activates_at, created_at, kid";
 /// `retired_at` records when a successor takes over, for reading the table by hand; the
@@ -121,6 +124,7 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
         "DELETE FROM revoked_access_tokens WHERE expires_at < $1",
         false,
     ),
+    ("DELETE FROM client_assertions WHERE expires_at < $1", false),
     (
         "DELETE FROM refresh_tokens WHERE (rotated_at IS NOT NULL AND rotated_at < $1 - $2) OR expires_at < $1",
         true,
@@ -175,6 +179,7 @@ macro_rules! repo_operations {
             single rotate_refresh(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Refresh>, now: $crate::clock::Timestamp, sealed_successor: &str) -> bool;
             single revoke_access_token(jti: &str, expires_at: $crate::clock::Timestamp) -> ();
             single is_access_token_revoked(jti: &str) -> bool;
+            single use_client_assertion(jti: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::AssertionJti>, expires_at: $crate::clock::Timestamp) -> bool;
             atomic insert_key(k: &$crate::store::KeyRecord) -> ();
             single list_keys() -> Vec<$crate::store::KeyRecord>;
             single key_version() -> i64;
@@ -622,6 +627,19 @@ macro_rules! queries {
                     .fetch_one(c)
                     .await?;
                 Ok(n > 0)
+            }
+
+            pub async fn use_client_assertion(
+                c: &mut Conn,
+                jti: &Hashed<kind::AssertionJti>,
+                expires_at: Timestamp,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::USE_ASSERTION)
+                    .bind(jti.as_str())
+                    .bind(expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             pub async fn insert_key(c: &mut Conn, k: &KeyRecord) -> R<()> {

@@ -2,10 +2,10 @@
 //! through the documented test setting (`AUTHGATE_CIMD_TEST_HOSTS` + `AUTHGATE_CIMD_TEST_CA_FILE`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use authgate::cimd::{CimdResolver, FetchOptions};
+use authgate::cimd::{CimdResolver, FetchOptions, Source};
 use authgate::oauth::ErrorCode;
 use authgate::oauth::client::TokenAuthMethod;
 use authgate::oauth::redirect::RedirectAllowlist;
@@ -21,6 +21,21 @@ use serde_json::json;
 
 pub const CLAUDE_CIMD: &str = "https://claude.ai/oauth/mcp-oauth-client-metadata";
 pub const CLAUDE_CODE_CIMD: &str = "https://claude.ai/oauth/claude-code-client-metadata";
+pub const CHATGPT_CIMD: &str = "https://chatgpt.com/oauth/client.json";
+pub const CHATGPT_CALLBACK: &str = "https://chatgpt.com/connector_platform_oauth_redirect";
+pub const CHATGPT_JWKS: &str = "https://chatgpt.com/oauth/jwks.json";
+pub const CODEX_CIMD: &str = "https://chatgpt.com/oauth/codex/client.json";
+
+/// ChatGPT's stable document, as published (public fixtures, Sep-Oct 2026).
+pub fn chatgpt_document() -> serde_json::Value {
+    json!({"client_id":CHATGPT_CIMD,"client_uri":"https://chatgpt.com/","redirect_uris":[CHATGPT_CALLBACK],"token_endpoint_auth_method":"private_key_jwt","token_endpoint_auth_methods_supported":["none","private_key_jwt"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"ChatGPT","logo_uri":"https://persistent.oaistatic.com/sonic/misc/openai-logo.png","token_endpoint_auth_signing_alg":"RS256","jwks_uri":CHATGPT_JWKS})
+}
+
+/// Codex's stable document: written from its documented fields (a public native client with
+/// port-less loopback redirects), as authgate's pinned copy is.
+pub fn codex_document() -> serde_json::Value {
+    json!({"client_id":CODEX_CIMD,"client_name":"Codex","client_uri":"https://chatgpt.com/codex","application_type":"native","redirect_uris":["http://127.0.0.1/callback","http://localhost/callback"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"})
+}
 
 pub struct DocHost {
     pub addr: SocketAddr,
@@ -29,6 +44,20 @@ pub struct DocHost {
     pub hits: Arc<AtomicUsize>,
     /// Fetches of `/short` (a shorter lifetime than `/cached`).
     pub short_hits: Arc<AtomicUsize>,
+    /// The key set served at ChatGPT's `jwks_uri` (and `docs.example/jwks.json`); the tests
+    /// that sign assertions put their public keys here.
+    pub jwks: Arc<Mutex<serde_json::Value>>,
+    /// Fetches of the key sets.
+    pub jwks_hits: Arc<AtomicUsize>,
+    /// When not 0, the well-known hosts' documents (Claude, Claude Code, ChatGPT, Codex) answer
+    /// this status instead, as claude.ai's edge answers some datacenter addresses with 403.
+    pub refuse_with: Arc<AtomicU16>,
+}
+
+impl DocHost {
+    pub fn set_keys(&self, keys: &[&serde_json::Value]) {
+        *self.jwks.lock().unwrap() = json!({ "keys": keys });
+    }
 }
 
 fn json_doc(body: serde_json::Value, cache: Option<&'static str>) -> Response {
@@ -54,6 +83,8 @@ pub async fn spawn_doc_host() -> DocHost {
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf_params = rcgen::CertificateParams::new(vec![
         "claude.ai".to_owned(),
+        "chatgpt.com".to_owned(),
+        "vscode.dev".to_owned(),
         "docs.example".to_owned(),
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -67,19 +98,49 @@ pub async fn spawn_doc_host() -> DocHost {
     let counted2 = hits.clone();
     let short_hits = Arc::new(AtomicUsize::new(0));
     let counted_short = short_hits.clone();
+    let jwks = Arc::new(Mutex::new(json!({"keys": []})));
+    let jwks_hits = Arc::new(AtomicUsize::new(0));
+    let refuse_with = Arc::new(AtomicU16::new(0));
+    // A well-known document, unless the host is told to refuse.
+    let known = |refuse: Arc<AtomicU16>, body: serde_json::Value, cache: Option<&'static str>| {
+        get(move || {
+            let (refuse, body) = (refuse.clone(), body.clone());
+            async move {
+                match refuse.load(Ordering::SeqCst) {
+                    0 => json_doc(body, cache),
+                    status => (
+                        StatusCode::from_u16(status).unwrap(),
+                        axum::response::Html("<html>Access denied</html>"),
+                    )
+                        .into_response(),
+                }
+            }
+        })
+    };
+    let key_set = {
+        let (jwks, hits) = (jwks.clone(), jwks_hits.clone());
+        get(move || {
+            let (jwks, hits) = (jwks.clone(), hits.clone());
+            async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                let body = jwks.lock().unwrap().clone();
+                json_doc(body, Some("public, max-age=3600"))
+            }
+        })
+    };
     let app = Router::new()
         .route(
             "/oauth/mcp-oauth-client-metadata",
-            get(|| async {
-                json_doc(json!({"client_id":CLAUDE_CIMD,"client_name":"Claude","client_uri":"https://claude.ai","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:jwt-bearer"],"response_types":["code"],"token_endpoint_auth_method":"none"}), Some("public, max-age=3600"))
-            }),
+            known(refuse_with.clone(), json!({"client_id":CLAUDE_CIMD,"client_name":"Claude","client_uri":"https://claude.ai","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"grant_types":["authorization_code","refresh_token","urn:ietf:params:oauth:grant-type:jwt-bearer"],"response_types":["code"],"token_endpoint_auth_method":"none"}), Some("public, max-age=3600")),
         )
         .route(
             "/oauth/claude-code-client-metadata",
-            get(|| async {
-                json_doc(json!({"client_id":CLAUDE_CODE_CIMD,"client_name":"Claude Code","client_uri":"https://claude.ai","redirect_uris":["http://localhost/callback","http://127.0.0.1/callback"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}), None)
-            }),
+            known(refuse_with.clone(), json!({"client_id":CLAUDE_CODE_CIMD,"client_name":"Claude Code","client_uri":"https://claude.ai","redirect_uris":["http://localhost/callback","http://127.0.0.1/callback"],"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}), None),
         )
+        .route("/oauth/client.json", known(refuse_with.clone(), chatgpt_document(), Some("public, max-age=300")))
+        .route("/oauth/codex/client.json", known(refuse_with.clone(), codex_document(), None))
+        .route("/oauth/jwks.json", key_set.clone())
+        .route("/jwks.json", key_set)
         .route(
             "/cached",
             get(move || async move {
@@ -164,6 +225,9 @@ pub async fn spawn_doc_host() -> DocHost {
         ca_pem: ca_cert.pem(),
         hits,
         short_hits,
+        jwks,
+        jwks_hits,
+        refuse_with,
     }
 }
 
@@ -177,6 +241,7 @@ fn resolver(host: &DocHost) -> CimdResolver {
                 ("docs.example".into(), host.addr),
             ],
             extra_ca_pem: Some(host.ca_pem.clone().into_bytes()),
+            pinned_fallback: false,
         },
     )
     .unwrap()
@@ -316,6 +381,7 @@ async fn private_addresses_are_refused() {
         FetchOptions {
             test_hosts: vec![],
             extra_ca_pem: Some(host.ca_pem.clone().into_bytes()),
+            pinned_fallback: false,
         },
     )
     .unwrap();
@@ -359,7 +425,141 @@ async fn malformed_client_id_urls_are_refused_before_any_fetch() {
     assert_eq!(host.hits.load(Ordering::SeqCst), 0);
 }
 
-mod through_the_app {
+/// A loopback port nothing listens on: fetches to it cannot connect.
+pub fn closed_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// A resolver whose well-known hosts go to `to` (the doc host, or a closed port).
+fn resolver_to(host: &DocHost, to: SocketAddr, pinned_fallback: bool) -> CimdResolver {
+    CimdResolver::new(
+        ScopeSet::parse("mcp"),
+        RedirectAllowlist::default(),
+        FetchOptions {
+            test_hosts: ["claude.ai", "chatgpt.com", "vscode.dev", "docs.example"]
+                .into_iter()
+                .map(|h| (h.to_owned(), to))
+                .collect(),
+            extra_ca_pem: Some(host.ca_pem.clone().into_bytes()),
+            pinned_fallback,
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_live_document_wins_whenever_it_answers() {
+    let host = spawn_doc_host().await;
+    let r = resolver_to(&host, host.addr, true);
+    for id in [CLAUDE_CIMD, CLAUDE_CODE_CIMD, CHATGPT_CIMD, CODEX_CIMD] {
+        let got = r.resolve_traced(id, 0).await.unwrap();
+        assert_eq!(got.source, Source::Live, "{id}");
+    }
+    assert_eq!(
+        r.resolve_traced(CLAUDE_CIMD, 1).await.unwrap().source,
+        Source::Cache,
+        "a live document is cached by its max-age"
+    );
+}
+
+#[tokio::test]
+async fn the_pinned_copy_stands_in_when_the_live_fetch_is_refused_or_fails() {
+    let host = spawn_doc_host().await;
+    host.refuse_with.store(403, Ordering::SeqCst);
+    let r = resolver_to(&host, host.addr, true);
+    let got = r.resolve_traced(CLAUDE_CIMD, 0).await.unwrap();
+    assert!(
+        matches!(&got.source, Source::Pinned(why) if why.contains("HTTP 403")),
+        "{:?}",
+        got.source
+    );
+    assert_eq!(got.metadata.client_name.as_deref(), Some("Claude"));
+    assert_eq!(
+        got.metadata.redirect_uris,
+        ["https://claude.ai/api/mcp/auth_callback"]
+    );
+    let chatgpt = r.resolve_traced(CHATGPT_CIMD, 0).await.unwrap();
+    assert!(matches!(chatgpt.source, Source::Pinned(_)));
+    assert_eq!(
+        chatgpt.metadata.token_endpoint_auth_method,
+        TokenAuthMethod::PrivateKeyJwt
+    );
+    // The pinned copy is not cached: as soon as the host answers again, its document is used.
+    host.refuse_with.store(0, Ordering::SeqCst);
+    assert_eq!(
+        r.resolve_traced(CLAUDE_CIMD, 1).await.unwrap().source,
+        Source::Live
+    );
+    // No connection at all.
+    let unreachable = resolver_to(&host, closed_port(), true);
+    for id in [
+        CLAUDE_CIMD,
+        CLAUDE_CODE_CIMD,
+        CHATGPT_CIMD,
+        CODEX_CIMD,
+        "https://vscode.dev/oauth/client-metadata.json",
+    ] {
+        let got = unreachable.resolve_traced(id, 0).await.unwrap();
+        assert!(
+            matches!(&got.source, Source::Pinned(why) if why.contains("could not connect")),
+            "{id}: {:?}",
+            got.source
+        );
+    }
+}
+
+#[tokio::test]
+async fn without_the_fallback_a_failed_fetch_is_refused() {
+    let host = spawn_doc_host().await;
+    host.refuse_with.store(403, Ordering::SeqCst);
+    let refused = resolver_to(&host, host.addr, false);
+    let err = refused.resolve(CLAUDE_CIMD, 0).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidClient);
+    assert!(err.description.contains("HTTP 403"), "{err}");
+    let unreachable = resolver_to(&host, closed_port(), false);
+    let err = unreachable.resolve(CLAUDE_CODE_CIMD, 0).await.unwrap_err();
+    assert!(err.description.contains("could not connect"), "{err}");
+}
+
+#[tokio::test]
+async fn a_failing_fetch_of_another_client_id_is_still_refused() {
+    let host = spawn_doc_host().await;
+    host.refuse_with.store(403, Ordering::SeqCst);
+    let r = resolver_to(&host, host.addr, true);
+    // Pinned documents are found by their exact id only.
+    for id in [
+        "https://docs.example/missing",
+        "https://claude.ai/oauth/another-client",
+        "https://chatgpt.com/oauth/3f2a9c/client.json",
+        "https://claude.ai/oauth/mcp-oauth-client-metadata?v=2",
+    ] {
+        let err = r.resolve(id, 0).await.unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidClient, "{id}");
+    }
+    let unreachable = resolver_to(&host, closed_port(), true);
+    assert!(
+        unreachable
+            .resolve("https://docs.example/cached", 0)
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn an_unacceptable_answer_is_not_replaced_by_the_pinned_copy() {
+    // The host answered 200 with something that is no document: that is its answer, and a
+    // pinned copy stands in only for documents that could not be fetched.
+    let host = spawn_doc_host().await;
+    host.refuse_with.store(200, Ordering::SeqCst);
+    let r = resolver_to(&host, host.addr, true);
+    let err = r.resolve(CLAUDE_CIMD, 0).await.unwrap_err();
+    assert!(err.description.contains("not JSON"), "{err}");
+}
+
+pub mod through_the_app {
     use super::*;
     use crate::both_backends;
     use crate::browser::{Browser, location};
@@ -367,6 +567,14 @@ mod through_the_app {
     use crate::helpers::{Backend, spawn_app_with};
 
     pub async fn app_with_doc_host(backend: Backend) -> (crate::helpers::TestApp, DocHost) {
+        app_with_doc_host_and(backend, |_| {}).await
+    }
+
+    /// The app with its metadata-document hosts on the doc host; `configure` may set more.
+    pub async fn app_with_doc_host_and(
+        backend: Backend,
+        configure: impl FnOnce(&mut authgate::config::RawConfig),
+    ) -> (crate::helpers::TestApp, DocHost) {
         let host = spawn_doc_host().await;
         let ca =
             std::env::temp_dir().join(format!("authgate-ca-{}.pem", uuid::Uuid::new_v4().simple()));
@@ -375,9 +583,12 @@ mod through_the_app {
         let app = spawn_app_with(backend, move |raw| {
             raw.set(
                 "AUTHGATE_CIMD_TEST_HOSTS",
-                format!("claude.ai={addr},docs.example={addr}"),
+                format!(
+                    "claude.ai={addr},chatgpt.com={addr},vscode.dev={addr},docs.example={addr}"
+                ),
             );
             raw.set("AUTHGATE_CIMD_TEST_CA_FILE", ca.display().to_string());
+            configure(raw);
         })
         .await;
         (app, host)
@@ -482,8 +693,51 @@ mod through_the_app {
         assert!(grant["refresh_token"].is_string());
     }
 
+    async fn claude_connects_with_the_pinned_document_when_claude_ai_refuses(backend: Backend) {
+        let (app, host) = app_with_doc_host(backend).await;
+        host.refuse_with.store(403, Ordering::SeqCst);
+        let claude = RegisteredClient {
+            id: CLAUDE_CIMD.to_owned(),
+            secret: None,
+            redirect_uri: "https://claude.ai/api/mcp/auth_callback".to_owned(),
+        };
+        // The consent page, the code and the refresh all resolve the client by the pinned copy.
+        let grant = flow::full_grant(&app, &claude).await;
+        let refreshed = refresh(&app, &claude, grant["refresh_token"].as_str().unwrap()).await;
+        assert_eq!(refreshed.status(), 200);
+    }
+
+    async fn with_the_fallback_off_a_refused_document_is_refused(backend: Backend) {
+        let (app, host) =
+            app_with_doc_host_and(backend, |raw| raw.set("AUTHGATE_CIMD_FALLBACK", "false")).await;
+        host.refuse_with.store(403, Ordering::SeqCst);
+        let page = Browser::new()
+            .get(&flow::authorize_url(
+                &app,
+                CLAUDE_CIMD,
+                "https://claude.ai/api/mcp/auth_callback",
+                &new_pkce(),
+                &[],
+            ))
+            .await;
+        assert_eq!(page.status(), 400);
+        assert!(page.headers().get("location").is_none());
+        assert!(page.text().await.unwrap().contains("HTTP 403"));
+        let claude = RegisteredClient {
+            id: CLAUDE_CIMD.to_owned(),
+            secret: None,
+            redirect_uri: "https://claude.ai/api/mcp/auth_callback".to_owned(),
+        };
+        let resp = refresh(&app, &claude, "x").await;
+        assert_eq!(resp.status(), 401);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_client");
+    }
+
     both_backends!(
         claude_code_over_cimd_with_an_ephemeral_port,
         cimd_clients_are_public_and_redirects_must_match,
+        claude_connects_with_the_pinned_document_when_claude_ai_refuses,
+        with_the_fallback_off_a_refused_document_is_refused,
     );
 }

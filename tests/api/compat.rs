@@ -6,7 +6,10 @@ use authgate::oauth::pkce;
 use serde_json::{Value, json};
 
 use crate::browser::Browser;
-use crate::cimd::{CLAUDE_CIMD, CLAUDE_CODE_CIMD, DocHost, spawn_doc_host};
+use crate::cimd::{
+    CHATGPT_CALLBACK, CHATGPT_CIMD, CLAUDE_CIMD, CLAUDE_CODE_CIMD, CODEX_CIMD, DocHost,
+    chatgpt_document, codex_document, spawn_doc_host,
+};
 use crate::clients::run_client;
 use crate::helpers::{Backend, TestApp, record_compat};
 use crate::upstream::{Setup, setup, walk};
@@ -35,7 +38,10 @@ async fn with_doc_host(backend: Backend) -> (Setup, DocHost) {
     std::fs::write(&ca, &host.ca_pem).unwrap();
     let addr = host.addr;
     let s = setup(backend, "client_secret_post", true, move |raw| {
-        raw.set("AUTHGATE_CIMD_TEST_HOSTS", format!("claude.ai={addr}"));
+        raw.set(
+            "AUTHGATE_CIMD_TEST_HOSTS",
+            format!("claude.ai={addr},chatgpt.com={addr}"),
+        );
         raw.set("AUTHGATE_CIMD_TEST_CA_FILE", ca.display().to_string());
     })
     .await;
@@ -391,6 +397,11 @@ async fn host_over_dcr(
         .unwrap();
     assert_eq!(reg.status(), 201, "{client}: {}", reg.text().await.unwrap());
     let reg: Value = reg.json().await.unwrap();
+    let asked: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(
+        reg["token_endpoint_auth_method"], asked["token_endpoint_auth_method"],
+        "{client}: the method asked for is the one registered and echoed"
+    );
     let id = reg["client_id"].as_str().unwrap().to_owned();
     let secret = reg["client_secret"].as_str().map(str::to_owned);
     let basic = reg["token_endpoint_auth_method"] == "client_secret_basic";
@@ -477,6 +488,155 @@ async fn copilot_studio_over_dcr(backend: Backend) {
     .await;
 }
 
+/// What ChatGPT (and Codex) require of the server's metadata before they use their stable
+/// client id and callback (developers.openai.com/plugins/build/auth): one exact issuer, `iss` on
+/// every authorization response, S256, metadata documents; and the method, which they take from
+/// the intersection of the server's list and their document's (`private_key_jwt` preferred, as
+/// their document's singular field says).
+fn openai_client_setup(prm: &Value, meta: &Value, document: &Value) -> &'static str {
+    assert_eq!(meta["issuer"], prm["authorization_servers"][0]);
+    assert_eq!(
+        meta["authorization_response_iss_parameter_supported"], true,
+        "without it ChatGPT falls back to a per-connector client id and callback"
+    );
+    assert!(
+        meta["code_challenge_methods_supported"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("S256"))
+    );
+    assert_eq!(meta["client_id_metadata_document_supported"], true);
+    let server = meta["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .unwrap();
+    let ours = document["token_endpoint_auth_methods_supported"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| vec![document["token_endpoint_auth_method"].clone()]);
+    let both: Vec<&Value> = ours.iter().filter(|m| server.contains(m)).collect();
+    if both.contains(&&json!("private_key_jwt")) {
+        "private_key_jwt"
+    } else if both.contains(&&json!("none")) {
+        "none"
+    } else {
+        panic!("no authentication method in common: {server:?} and {ours:?}")
+    }
+}
+
+async fn chatgpt_over_cimd(backend: Backend) {
+    let (s, host) = with_doc_host(backend).await;
+    let app = &s.app;
+    // ChatGPT signs with a key it publishes at https://chatgpt.com/oauth/jwks.json.
+    let key = crate::private_key_jwt::ClientKey::rsa("chatgpt-2026-12");
+    host.set_keys(&[&key.jwk]);
+    let (prm, meta) = claude_discovery(app).await;
+    let method = openai_client_setup(&prm, &meta, &chatgpt_document());
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    let (v, c) = verifier();
+    let code = browser_to(app, CHATGPT_CIMD, CHATGPT_CALLBACK, &c, Some(&resource)).await;
+    // Each request authenticates by the method ChatGPT chose: a fresh assertion each time.
+    let signed = |form: &[(&str, &str)]| {
+        let mut all: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        all.push(("client_id".into(), CHATGPT_CIMD.into()));
+        if method == "private_key_jwt" {
+            all.push((
+                "client_assertion_type".into(),
+                crate::private_key_jwt::JWT_BEARER.into(),
+            ));
+            all.push(("client_assertion".into(), key.assertion(app, CHATGPT_CIMD)));
+        }
+        app.http.post(app.url("/token")).form(&all).send()
+    };
+    let tokens = signed(&[
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+        ("code_verifier", &v),
+        ("redirect_uri", CHATGPT_CALLBACK),
+        ("resource", &resource),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+    let refreshed = signed(&[
+        ("grant_type", "refresh_token"),
+        ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+        ("resource", &resource),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    tool_call_and_list(app, refreshed["access_token"].as_str().unwrap()).await;
+    record_compat("ChatGPT", "CIMD, private_key_jwt", backend);
+}
+
+/// ChatGPT's registration when the server offers no metadata documents it can use: written from
+/// the documented fields (the stable callback, a client secret it keeps, `client_secret_post`
+/// which it expects to see echoed), not a capture.
+const CHATGPT_DCR: &str = r#"{"redirect_uris":["https://chatgpt.com/connector_platform_oauth_redirect"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"ChatGPT"}"#;
+
+async fn chatgpt_over_dcr(backend: Backend) {
+    host_over_dcr(
+        backend,
+        "ChatGPT",
+        "DCR, client_secret_post",
+        CHATGPT_DCR,
+        CHATGPT_CALLBACK,
+    )
+    .await;
+}
+
+async fn codex_over_cimd(backend: Backend) {
+    let (s, _host) = with_doc_host(backend).await;
+    let app = &s.app;
+    let (prm, meta) = claude_discovery(app).await;
+    assert_eq!(openai_client_setup(&prm, &meta, &codex_document()), "none");
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    // The document lists the port-less http://127.0.0.1/callback; Codex listens on a port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/callback");
+    let (v, c) = verifier();
+    let code = browser_to(app, CODEX_CIMD, &redirect, &c, Some(&resource)).await;
+    let tokens = token_call(
+        app,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code_verifier", &v),
+            ("redirect_uri", &redirect),
+            ("resource", &resource),
+            ("client_id", CODEX_CIMD),
+        ],
+    )
+    .await;
+    assert_eq!(tokens.status(), 200);
+    let tokens: Value = tokens.json().await.unwrap();
+    tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+    let refreshed = token_call(
+        app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("resource", &resource),
+            ("client_id", CODEX_CIMD),
+        ],
+    )
+    .await;
+    assert_eq!(refreshed.status(), 200);
+    let refreshed: Value = refreshed.json().await.unwrap();
+    tool_call_and_list(app, refreshed["access_token"].as_str().unwrap()).await;
+    record_compat("Codex", "CIMD, port-less loopback redirect", backend);
+}
+
 crate::both_backends!(
     claude_ai_over_dcr,
     claude_ai_over_cimd,
@@ -484,5 +644,8 @@ crate::both_backends!(
     mcp_remote_over_stdio,
     cursor_over_dcr,
     vscode_over_dcr,
-    copilot_studio_over_dcr
+    copilot_studio_over_dcr,
+    chatgpt_over_cimd,
+    chatgpt_over_dcr,
+    codex_over_cimd,
 );

@@ -25,9 +25,22 @@ async fn as_metadata_is_complete(backend: Backend) {
         m["code_challenge_methods_supported"],
         serde_json::json!(["S256"])
     );
+    let methods = serde_json::json!([
+        "none",
+        "client_secret_post",
+        "client_secret_basic",
+        "private_key_jwt"
+    ]);
+    assert_eq!(m["token_endpoint_auth_methods_supported"], methods);
+    assert_eq!(m["revocation_endpoint_auth_methods_supported"], methods);
+    // Asymmetric algorithms only: never HS256 or none for a client's assertion.
+    let algs = serde_json::json!([
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"
+    ]);
+    assert_eq!(m["token_endpoint_auth_signing_alg_values_supported"], algs);
     assert_eq!(
-        m["token_endpoint_auth_methods_supported"],
-        serde_json::json!(["none", "client_secret_post", "client_secret_basic"])
+        m["revocation_endpoint_auth_signing_alg_values_supported"],
+        algs
     );
     assert_eq!(m["client_id_metadata_document_supported"], true);
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);

@@ -32,6 +32,9 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
             scope: Some(String::new()),
             software_id: None,
             software_version: None,
+            jwks_uri: None,
+            jwks: None,
+            token_endpoint_auth_signing_alg: None,
         },
         created_at,
         last_used_at: None,
@@ -647,4 +650,37 @@ mod exactly_once {
         a_pending_request_completes_once_under_races,
         units_of_work_commit_all_or_nothing,
     );
+}
+
+/// A client assertion is accepted once however many requests race with it, stays refused until
+/// it has expired, and is then cleaned up.
+async fn client_assertions_are_used_once(backend: Backend) {
+    let store = fresh_store(backend).await;
+    let jti = Hashed::<kind::AssertionJti>::of("https://c.example/doc.json\nj-1");
+    let attempts = (0..8).map(|_| {
+        let store = store.clone();
+        let jti = jti.clone();
+        tokio::spawn(async move { store.use_client_assertion(&jti, T0 + 100).await.unwrap() })
+    });
+    let mut won = 0;
+    for attempt in attempts {
+        won += usize::from(attempt.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one of the racing uses is accepted");
+    let other = Hashed::<kind::AssertionJti>::of("https://c.example/doc.json\nj-2");
+    assert!(store.use_client_assertion(&other, T0 + 300).await.unwrap());
+    assert_eq!(store.delete_expired(T0 + 200, 60).await.unwrap(), 1);
+    assert!(
+        !store.use_client_assertion(&other, T0 + 300).await.unwrap(),
+        "kept until its own expiry"
+    );
+    assert!(
+        store.use_client_assertion(&jti, T0 + 400).await.unwrap(),
+        "an expired record is gone"
+    );
+}
+
+mod client_assertions {
+    use super::*;
+    both_backends!(client_assertions_are_used_once);
 }

@@ -8,11 +8,14 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::config::{ResourceConfig, Settings};
+use crate::oauth::assertion::SIGNING_ALGS;
+use crate::oauth::client::TokenAuthMethod;
 use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/jwks.json";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
+    let auth_methods: Vec<&str> = TokenAuthMethod::ALL.iter().map(|m| m.as_str()).collect();
     json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.url("/authorize"),
@@ -24,8 +27,10 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
-        "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
         "client_id_metadata_document_supported": settings.cimd_enabled,
         "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
