@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod error;
+pub mod oidc;
 pub mod pkce;
 pub mod redirect;
 pub mod request;

@@ -89,6 +89,9 @@ pub struct SessionRecord {
     pub id: Hashed<kind::Session>,
     pub subject: String,
     pub email: Option<String>,
+    /// Whether the upstream provider vouched for `email` (`None`: it did not say).
+    pub email_verified: Option<bool>,
+    /// When the person logged in: an ID token's `auth_time`.
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }

@@ -21,6 +21,7 @@ mod inspector;
 mod keys;
 mod mcp;
 mod mcp_sessions;
+mod oidc;
 mod ops;
 mod pages;
 mod process;
