@@ -1,7 +1,7 @@
 //! Signing keys for access tokens (RFC 9068 JWTs, ES256) and, for OpenID clients, ID tokens.
-//! Keys live in the database so that restarts and several instances share them. Rotation is staged: a new key is published first
-//! and signs only from its activation time, when the previous one retires; a retired key stays
-//! published until the tokens it signed have expired.
+//! Keys live in the database so that restarts and several instances share them. Rotation is
+//! staged: a new key is published first and signs only from its activation time, when the
+//! previous one retires; a retired key stays published until the tokens it signed have expired.
 
 use std::sync::RwLock;
 
