@@ -1,7 +1,7 @@
-//! Signing keys for access tokens (RFC 9068 JWTs, ES256). Keys live in the database so that
-//! restarts and several instances share them. Rotation is staged: a new key is published first
-//! and signs only from its activation time, when the previous one retires; a retired key stays
-//! published until the tokens it signed have expired.
+//! Signing keys for access tokens (RFC 9068 JWTs, ES256) and, for OpenID clients, ID tokens.
+//! Keys live in the database so that restarts and several instances share them. Rotation is
+//! staged: a new key is published first and signs only from its activation time, when the
+//! previous one retires; a retired key stays published until the tokens it signed have expired.
 
 use std::sync::RwLock;
 
@@ -20,6 +20,8 @@ const ALG: &str = "ES256";
 /// Marks a private key stored sealed with `AUTHGATE_KEY_ENCRYPTION_KEY`.
 const SEALED_PREFIX: &str = "sealed1:";
 const TOKEN_TYPE: &str = "at+jwt";
+/// ID tokens carry the plain JWT type, so neither kind can pass for the other.
+const ID_TOKEN_TYPE: &str = "JWT";
 
 /// The claims of an authgate access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,6 +38,28 @@ pub struct AccessClaims {
     pub sid: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub email: Option<String>,
+}
+
+/// The claims of an authgate ID token (OIDC Core §2), for a client that asked for `openid`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdClaims {
+    pub iss: String,
+    pub sub: String,
+    /// The client the token was issued to.
+    pub aud: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// When the person logged in at the upstream provider.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -544,13 +568,20 @@ impl Keystore {
     /// Signs with the key current at the token's `iat`, so every instance switches keys at the
     /// same moment.
     pub fn sign(&self, claims: &AccessClaims) -> Result<String, KeyError> {
+        self.sign_jwt(claims, claims.iat, TOKEN_TYPE)
+    }
+
+    /// An ID token, with the same keys as the access tokens (one JWKS for both).
+    pub fn sign_id_token(&self, claims: &IdClaims) -> Result<String, KeyError> {
+        self.sign_jwt(claims, claims.iat, ID_TOKEN_TYPE)
+    }
+
+    fn sign_jwt<T: Serialize>(&self, claims: &T, iat: i64, typ: &str) -> Result<String, KeyError> {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        let key = loaded
-            .signing_at(claims.iat)
-            .ok_or(KeyError::NoSigningKey)?;
+        let key = loaded.signing_at(iat).ok_or(KeyError::NoSigningKey)?;
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.schedule.kid.clone());
-        header.typ = Some(TOKEN_TYPE.to_owned());
+        header.typ = Some(typ.to_owned());
         Ok(jsonwebtoken::encode(&header, claims, &key.signing)?)
     }
 
@@ -563,11 +594,23 @@ impl Keystore {
         audience: &str,
         now: Timestamp,
     ) -> Result<AccessClaims, TokenRejection> {
+        self.verify_for_any(token, issuer, std::slice::from_ref(&audience), now)
+    }
+
+    /// The same, for a token that may be meant for any of `audiences` (the UserInfo endpoint
+    /// serves every resource's tokens).
+    pub fn verify_for_any(
+        &self,
+        token: &str,
+        issuer: &str,
+        audiences: &[&str],
+        now: Timestamp,
+    ) -> Result<AccessClaims, TokenRejection> {
         let claims = self.verify_signature(token)?;
         if claims.iss != issuer {
             return Err(TokenRejection::WrongIssuer);
         }
-        if claims.aud != audience {
+        if !audiences.contains(&claims.aud.as_str()) {
             return Err(TokenRejection::WrongAudience);
         }
         if now >= claims.exp {
@@ -578,8 +621,31 @@ impl Keystore {
 
     /// Signature and type only: for revocation, where an expired token is still recognised.
     pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenRejection> {
+        self.decode(token, TOKEN_TYPE)
+    }
+
+    /// An ID token this issuer signed, presented back as `id_token_hint`: signature, type and
+    /// issuer. Its expiry is not checked: a client re-authorizing holds an ID token that expired
+    /// long ago, and the hint only names the person it expects.
+    pub fn verify_id_token_hint(
+        &self,
+        token: &str,
+        issuer: &str,
+    ) -> Result<IdClaims, TokenRejection> {
+        let claims: IdClaims = self.decode(token, ID_TOKEN_TYPE)?;
+        if claims.iss != issuer {
+            return Err(TokenRejection::WrongIssuer);
+        }
+        Ok(claims)
+    }
+
+    fn decode<T: serde::de::DeserializeOwned>(
+        &self,
+        token: &str,
+        typ: &str,
+    ) -> Result<T, TokenRejection> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenRejection::Malformed)?;
-        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(TOKEN_TYPE) {
+        if header.alg != Algorithm::ES256 || header.typ.as_deref() != Some(typ) {
             return Err(TokenRejection::Malformed);
         }
         let kid = header.kid.ok_or(TokenRejection::UnknownKey)?;
@@ -595,7 +661,7 @@ impl Keystore {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims.clear();
-        jsonwebtoken::decode::<AccessClaims>(token, key, &validation)
+        jsonwebtoken::decode::<T>(token, key, &validation)
             .map(|d| d.claims)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenRejection::BadSignature,

@@ -48,7 +48,7 @@ impl Application {
             None => None,
         };
         let cimd = CimdResolver::new(
-            settings.scopes.clone(),
+            settings.offered_scopes(),
             settings.allowed_redirects.clone(),
             FetchOptions {
                 test_hosts: settings.cimd_test_hosts.clone(),
@@ -72,6 +72,7 @@ impl Application {
             keys,
             upstream,
             as_metadata: discovery::serialize(&discovery::authorization_server_metadata(&settings)),
+            openid_metadata: discovery::serialize(&discovery::openid_configuration(&settings)),
             resource_metadata: settings
                 .resources
                 .iter()

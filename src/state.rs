@@ -28,6 +28,8 @@ pub struct App {
     pub upstream: Box<dyn Upstream>,
     /// Discovery documents never change while running: serialized once.
     pub as_metadata: Bytes,
+    /// The OpenID Connect Discovery document, likewise.
+    pub openid_metadata: Bytes,
     /// One serialized metadata document per protected resource, in settings order.
     pub resource_metadata: Vec<Bytes>,
     pub revocations: RevocationCache,

@@ -81,6 +81,8 @@ pub struct Settings {
     pub dev_mode: bool,
     pub listen: SocketAddr,
     pub database_url: SecretString,
+    /// Every resource's scopes. OpenID clients may ask for the identity scopes on top
+    /// ([`Settings::offered_scopes`]).
     pub scopes: ScopeSet,
     pub allowed_redirects: RedirectAllowlist,
     pub rate_limits: RateLimits,
@@ -172,6 +174,11 @@ impl Settings {
     /// `<issuer><path>`: every advertised URL is built here, from the configured public URL.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.issuer, path)
+    }
+
+    /// Every scope a client may ask for: the resources' and OpenID Connect's.
+    pub fn offered_scopes(&self) -> ScopeSet {
+        crate::oauth::oidc::offered_scopes(&self.scopes)
     }
 
     /// The path of the issuer (`""` for a host-only issuer), for path-inserted well-known URLs.

@@ -94,6 +94,7 @@ fn bad_settings_name_the_variable() {
             vec![("AUTHGATE_SCOPES", "mcp offline_access")],
             "AUTHGATE_SCOPES",
         ),
+        (vec![("AUTHGATE_SCOPES", "mcp openid")], "AUTHGATE_SCOPES"),
         (
             vec![("AUTHGATE_CIMD_TEST_HOSTS", "claude.ai=10.0.0.1:443")],
             "AUTHGATE_CIMD_TEST_HOSTS",
@@ -239,6 +240,8 @@ fn resources_from_env_and_file() {
     for bad in [
         "[[resource]]\nupstream = \"http://x/mcp\"\n",
         "[[resource]]\npath = \"/token\"\n",
+        "[[resource]]\npath = \"/userinfo\"\n",
+        "[[resource]]\npath = \"/a\"\nscopes = [\"openid\"]\n",
         "[[resource]]\npath = \"/mcp\"\n",
         "[[resource]]\npath = \"nopath\"\n",
         "[[resource]]\npath = \"/a\"\nupstream = \"ftp://x\"\n",

@@ -14,6 +14,7 @@ use super::{
     ConfigError, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, RateLimits, ResourceConfig, Settings, err,
 };
 use crate::domain::identity::LoginPolicy;
+use crate::oauth::oidc;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
@@ -144,6 +145,10 @@ fn database_url(r: &RawSettings) -> Result<SecretString, ConfigError> {
     Ok(SecretString::from(url.to_owned()))
 }
 
+/// `openid` asks for an ID token; as a resource's scope it would hand one to every client.
+const OPENID_IS_NOT_A_RESOURCE_SCOPE: &str =
+    "openid is OpenID Connect's scope (offered to every client), not a resource scope";
+
 /// The scopes of the default `/mcp` resource (and of `[[resource]]` tables that list none).
 fn default_scopes(r: &RawSettings) -> Result<ScopeSet, ConfigError> {
     let scopes = ScopeSet::parse(&r.scopes.get().unwrap_or("mcp").replace(',', " "));
@@ -155,6 +160,9 @@ fn default_scopes(r: &RawSettings) -> Result<ScopeSet, ConfigError> {
             "AUTHGATE_SCOPES",
             "must not contain offline_access: refresh tokens are issued without it",
         ));
+    }
+    if scopes.contains(oidc::OPENID) {
+        return Err(err("AUTHGATE_SCOPES", OPENID_IS_NOT_A_RESOURCE_SCOPE));
     }
     Ok(scopes)
 }
@@ -423,6 +431,7 @@ const RESERVED_PATHS: &[&str] = &[
     "/register",
     "/revoke",
     "/jwks.json",
+    "/userinfo",
     "/oauth",
     "/dev",
     "/.well-known",
@@ -463,6 +472,9 @@ fn resource(
     }
     if scopes.contains("offline_access") {
         return Err(err(var, "offline_access is not a resource scope"));
+    }
+    if scopes.contains(oidc::OPENID) {
+        return Err(err(var, OPENID_IS_NOT_A_RESOURCE_SCOPE));
     }
     Ok(ResourceConfig {
         path: path.to_owned(),

@@ -28,8 +28,13 @@ pub struct Grant {
     pub client_id: String,
     pub subject: String,
     pub email: Option<String>,
+    /// Whether the upstream provider vouched for `email` (`None`: it did not say).
+    pub email_verified: Option<bool>,
     pub scope: ScopeSet,
     pub resource: String,
+    /// When the person logged in (the login session's start); `None` for grants stored before
+    /// authgate recorded it.
+    pub auth_time: Option<Timestamp>,
     pub created_at: Timestamp,
     /// Absolute end of the grant.
     pub expires_at: Timestamp,
@@ -56,6 +61,8 @@ pub struct AuthorizationCode {
     pub client_id: String,
     pub redirect_uri: String,
     pub challenge: CodeChallenge,
+    /// The `nonce` of the OpenID request, echoed in the ID token the code yields.
+    pub nonce: Option<String>,
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub state: CodeState,
@@ -90,6 +97,7 @@ impl AuthorizationCode {
             client_id: request.client_id.clone(),
             redirect_uri: request.redirect_uri.clone(),
             challenge: request.code_challenge.clone(),
+            nonce: request.nonce.clone(),
             created_at: now,
             expires_at: now + CODE_TTL,
             state: CodeState::Issued,
@@ -286,6 +294,7 @@ mod tests {
             client_id: "c".into(),
             redirect_uri: "https://a/cb".into(),
             challenge: CodeChallenge::from_stored(challenge.to_owned()),
+            nonce: None,
             created_at: NOW,
             expires_at: NOW + 100,
             state,

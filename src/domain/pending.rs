@@ -24,6 +24,33 @@ pub struct ClientAuthorization {
     pub code_challenge: CodeChallenge,
     pub scope: ScopeSet,
     pub resource: String,
+    /// An OpenID request's `nonce`, for its ID token.
+    pub nonce: Option<String>,
+    pub login: LoginConstraint,
+}
+
+/// Which login may answer a request. Any session can, unless an OpenID request asked for a
+/// recent login (`max_age`, `prompt=login`) or for one person (`id_token_hint`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LoginConstraint {
+    /// Logins older than this do not count.
+    pub not_before: Option<Timestamp>,
+    /// authgate's subject for the only person who may answer.
+    pub subject: Option<String>,
+}
+
+impl LoginConstraint {
+    /// May a login of `subject` at `logged_in_at` answer the request?
+    pub fn admits(&self, subject: &str, logged_in_at: Timestamp) -> bool {
+        self.not_before.is_none_or(|t| logged_in_at >= t)
+            && self.subject.as_deref().is_none_or(|s| s == subject)
+    }
+
+    /// Must the person authenticate again at the provider, rather than be let through by its
+    /// own session there?
+    pub fn wants_fresh_login(&self) -> bool {
+        self.not_before.is_some()
+    }
 }
 
 /// Why a browser is logging in.
@@ -224,9 +251,33 @@ mod tests {
                 code_challenge: CodeChallenge::from_stored("c".repeat(43)),
                 scope: ScopeSet::parse("mcp"),
                 resource: "https://mcp.example.com/mcp".into(),
+                nonce: None,
+                login: LoginConstraint::default(),
             },
             NOW,
         )
+    }
+
+    #[test]
+    fn login_constraints() {
+        assert!(LoginConstraint::default().admits("ag_a", 0));
+        let recent = LoginConstraint {
+            not_before: Some(NOW),
+            subject: None,
+        };
+        assert!(recent.admits("ag_a", NOW));
+        assert!(
+            !recent.admits("ag_a", NOW - 1),
+            "an older login does not count"
+        );
+        assert!(recent.wants_fresh_login());
+        let person = LoginConstraint {
+            not_before: None,
+            subject: Some("ag_a".into()),
+        };
+        assert!(person.admits("ag_a", 0));
+        assert!(!person.admits("ag_b", NOW), "another person does not count");
+        assert!(!person.wants_fresh_login());
     }
 
     #[test]

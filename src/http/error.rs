@@ -3,7 +3,8 @@
 //! - [`PageError`]: the browser pages, until a redirect URI is trusted (an HTML page, never a
 //!   redirect);
 //! - [`McpError`]: the protected MCP endpoints (bearer challenges, RFC 6750 and RFC 9728, and
-//!   the gateway's own refusals).
+//!   the gateway's own refusals);
+//! - [`BearerError`]: the UserInfo endpoint (RFC 6750 challenges, OIDC Core §5.3.3).
 //!
 //! Internal causes are logged here, never sent.
 
@@ -20,6 +21,7 @@ use crate::services::clients::AuthError;
 use crate::services::grants::RevokeError;
 use crate::services::tokens::TokenError;
 use crate::services::upstream::UpstreamError;
+use crate::services::userinfo::UserinfoError;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -483,5 +485,99 @@ impl IntoResponse for McpError {
                 "the request body is larger than this endpoint accepts",
             ),
         }
+    }
+}
+
+/// Why the UserInfo endpoint did not answer with claims.
+#[derive(Debug)]
+pub enum BearerError {
+    /// 401 with a bare challenge: no token, or another scheme (RFC 6750 §3.1: no error code,
+    /// the client may simply not know a token is needed).
+    NoToken,
+    /// 400 `invalid_request`: several `Authorization` headers, or one that cannot be read.
+    Malformed,
+    /// 401 `invalid_token`.
+    InvalidToken,
+    /// 403 `insufficient_scope`: the token lacks `openid`.
+    InsufficientScope,
+    /// 503: the revocation check could not be made; retryable.
+    Unavailable(StoreError),
+    /// 500: nobody's input is at fault; the cause goes to the log.
+    Internal(String),
+}
+
+impl From<UserinfoError> for BearerError {
+    fn from(e: UserinfoError) -> Self {
+        match e {
+            UserinfoError::InvalidToken => Self::InvalidToken,
+            UserinfoError::InsufficientScope => Self::InsufficientScope,
+            UserinfoError::Store(e @ StoreError::Unavailable(_)) => Self::Unavailable(e),
+            UserinfoError::Store(e) => Self::Internal(format!("storage error: {e}")),
+        }
+    }
+}
+
+impl IntoResponse for BearerError {
+    fn into_response(self) -> Response {
+        // (status, the challenge's error code, the body's, the description)
+        let (status, challenge_error, error, description) = match &self {
+            // Like the MCP guard: the body names the problem even where the challenge must not.
+            Self::NoToken => (
+                StatusCode::UNAUTHORIZED,
+                None,
+                "invalid_token",
+                "an access token is required in the Authorization header",
+            ),
+            Self::Malformed => (
+                StatusCode::BAD_REQUEST,
+                Some("invalid_request"),
+                "invalid_request",
+                "send one Authorization header with a Bearer token",
+            ),
+            Self::InvalidToken => (
+                StatusCode::UNAUTHORIZED,
+                Some("invalid_token"),
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+            ),
+            Self::InsufficientScope => (
+                StatusCode::FORBIDDEN,
+                Some("insufficient_scope"),
+                "insufficient_scope",
+                "the access token was not granted the openid scope",
+            ),
+            Self::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                return oauth_error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::TemporarilyUnavailable,
+                    "the service is temporarily unavailable",
+                );
+            }
+            Self::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                return oauth_error_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::ServerError,
+                    "internal error; the X-Request-Id header identifies this request in the logs",
+                );
+            }
+        };
+        let mut challenge = "Bearer realm=\"authgate\"".to_owned();
+        if let Some(code) = challenge_error {
+            challenge.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{description}\""
+            ));
+        }
+        if matches!(self, Self::InsufficientScope) {
+            challenge.push_str(&format!(", scope=\"{}\"", crate::oauth::oidc::OPENID));
+        }
+        let body = json!({"error": error, "error_description": description});
+        let mut resp = (status, axum::Json(body)).into_response();
+        if let Ok(v) = HeaderValue::from_str(&challenge) {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        no_store(&mut resp);
+        resp
     }
 }

@@ -1,5 +1,6 @@
 //! What handlers take from a request before deciding anything: a form body as OAuth
-//! parameters, a client's credentials, and whether a form post comes from our own pages.
+//! parameters, a client's credentials, a bearer token, and whether a form post comes from our own
+//! pages.
 
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -82,4 +83,42 @@ pub fn same_origin(settings: &Settings, headers: &HeaderMap) -> Result<(), PageE
     } else {
         Err(PageError::cross_site())
     }
+}
+
+/// How a request presents a bearer token (RFC 6750 §2.1). Only the `Authorization` header is
+/// read, never the query string or a form body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bearer<'a> {
+    Absent,
+    Token(&'a str),
+    /// Another authentication scheme (`Basic ...`).
+    OtherScheme,
+    /// Several `Authorization` headers, or one that cannot be read as a bearer token.
+    Malformed,
+}
+
+const MAX_BEARER_LEN: usize = 4096;
+
+pub fn bearer(headers: &HeaderMap) -> Bearer<'_> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let Some(first) = values.next() else {
+        return Bearer::Absent;
+    };
+    if values.next().is_some() {
+        return Bearer::Malformed;
+    }
+    let Ok(text) = first.to_str() else {
+        return Bearer::Malformed;
+    };
+    let Some((scheme, token)) = text.split_once(' ') else {
+        return Bearer::OtherScheme;
+    };
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Bearer::OtherScheme;
+    }
+    let token = token.trim();
+    if token.is_empty() || token.len() > MAX_BEARER_LEN {
+        return Bearer::Malformed;
+    }
+    Bearer::Token(token)
 }

@@ -23,14 +23,16 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use self::oauth::{authorize, callback, consent, dev_login, discovery, register, revoke, token};
+use self::oauth::{
+    authorize, callback, consent, dev_login, discovery, register, revoke, token, userinfo,
+};
 use crate::ratelimit::Limited;
 use crate::services::upstream::UpstreamKind;
 use crate::services::upstream::dev::DEV_LOGIN_PATH;
 use crate::state::AppState;
 
 /// CORS for the endpoints browser-based MCP clients call directly (discovery, `/register`,
-/// `/token`, `/revoke`): any origin, never credentials, since these authenticate with explicit
+/// `/token`, `/revoke`, `/userinfo`): any origin, never credentials, since these authenticate with explicit
 /// parameters, not cookies. `/authorize` and the pages never get it.
 fn open_cors() -> CorsLayer {
     CorsLayer::new()
@@ -41,7 +43,7 @@ fn open_cors() -> CorsLayer {
         .max_age(Duration::from_secs(86_400))
 }
 
-/// Discovery, registration, tokens and revocation: the JSON endpoints.
+/// Discovery, registration, tokens, revocation and UserInfo: the JSON endpoints.
 fn json_endpoints(app: &AppState) -> Router {
     let limited = |which: Limited| from_fn_with_state((app.clone(), which), limits::rate_limit);
     // `/register` enforces the same 16 KiB itself, answering with RFC 7591's error code.
@@ -61,9 +63,16 @@ fn json_endpoints(app: &AppState) -> Router {
             "/revoke",
             post(revoke::revoke).route_layer(limited(Limited::Revoke)),
         )
-        .route(discovery::JWKS_PATH, get(discovery::jwks));
+        .route(discovery::JWKS_PATH, get(discovery::jwks))
+        .route(
+            discovery::USERINFO_PATH,
+            get(userinfo::userinfo).post(userinfo::userinfo),
+        );
     for path in discovery::as_metadata_paths(&app.settings) {
         routes = routes.route(&path, get(discovery::as_metadata));
+    }
+    for path in discovery::openid_configuration_paths(&app.settings) {
+        routes = routes.route(&path, get(discovery::openid_metadata));
     }
     let mut routes: Router = routes.with_state(app.clone());
     for (index, resource) in app.settings.resources.iter().enumerate() {

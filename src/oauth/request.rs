@@ -65,6 +65,11 @@ impl Params {
         self.get(name).map(str::to_owned)
     }
 
+    /// A parameter with a value: an empty one counts as absent.
+    fn present(&self, name: &str) -> Option<String> {
+        self.owned(name).filter(|v| !v.is_empty())
+    }
+
     fn required(&self, name: &str) -> Result<String, OAuthError> {
         self.owned(name)
             .ok_or_else(|| OAuthError::invalid_request(format!("{name} is required")))
@@ -84,6 +89,10 @@ pub struct AuthorizationRequest {
     pub scope: ScopeSet,
     pub resource: Option<String>,
     pub prompt: ScopeSet,
+    /// OpenID Connect's parameters (OIDC Core §3.1.2.1), read only for an `openid` request.
+    pub nonce: Option<String>,
+    pub max_age: Option<String>,
+    pub id_token_hint: Option<String>,
 }
 
 impl AuthorizationRequest {
@@ -98,8 +107,11 @@ impl AuthorizationRequest {
             code_challenge: params.owned("code_challenge"),
             code_challenge_method: params.owned("code_challenge_method"),
             scope: ScopeSet::parse(params.get("scope").unwrap_or("")),
-            resource: params.owned("resource").filter(|r| !r.is_empty()),
+            resource: params.present("resource"),
             prompt: ScopeSet::parse(params.get("prompt").unwrap_or("")),
+            nonce: params.present("nonce"),
+            max_age: params.present("max_age"),
+            id_token_hint: params.present("id_token_hint"),
         })
     }
 }

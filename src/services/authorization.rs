@@ -7,8 +7,11 @@ use crate::clock::Timestamp;
 use crate::domain::grant::{AuthorizationCode, Grant};
 use crate::domain::identity::{UpstreamIdentity, derive_subject};
 use crate::domain::pending::{
-    ClientAuthorization, PendingAuthorization, Purpose, Stage, Unusable, UpstreamLeg,
+    ClientAuthorization, LoginConstraint, PendingAuthorization, Purpose, Stage, Unusable,
+    UpstreamLeg,
 };
+use crate::keys::TokenRejection;
+use crate::oauth::oidc::{self, OpenIdRequest};
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::redirect::find_matching;
 use crate::oauth::request::AuthorizationRequest;
@@ -111,6 +114,17 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
             result: Err(e),
         })
     };
+    // `state` is stored with the request and sent back verbatim: control characters (a NUL
+    // cannot even be stored in PostgreSQL) have no place in it.
+    if req
+        .state
+        .as_deref()
+        .is_some_and(|s| s.chars().any(char::is_control))
+    {
+        return Err(refuse(OAuthError::invalid_request(
+            "state must not contain control characters",
+        )));
+    }
     if req.response_type.as_deref() != Some("code") {
         return Err(refuse(OAuthError::new(
             ErrorCode::UnsupportedResponseType,
@@ -151,11 +165,13 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
             "unknown resource",
         )));
     };
-    let requested = req.scope.narrow_to(offered);
-    let scope = if requested.is_empty() {
-        offered.clone()
+    let scope = oidc::granted_scope(&req.scope, offered);
+    let (nonce, login) = if scope.contains(oidc::OPENID) {
+        openid_request(app, &req, &client.id)
+            .await
+            .map_err(&refuse)?
     } else {
-        requested
+        (None, LoginConstraint::default())
     };
     Ok(Accepted {
         request: ClientAuthorization {
@@ -165,10 +181,69 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
             code_challenge: challenge,
             scope,
             resource,
+            nonce,
+            login,
         },
         client,
         prompt: req.prompt,
     })
+}
+
+/// An OpenID request's `nonce`, and which login may answer it: `max_age` and `prompt=login` ask
+/// for a recent one, `id_token_hint` for the person it names.
+async fn openid_request(
+    app: &App,
+    req: &AuthorizationRequest,
+    client_id: &str,
+) -> Result<(Option<String>, LoginConstraint), OAuthError> {
+    let now = app.clock.now();
+    let openid = OpenIdRequest::parse(
+        req.nonce.as_deref(),
+        req.max_age.as_deref(),
+        req.prompt.contains("login"),
+        now,
+    )?;
+    let mut login = LoginConstraint {
+        not_before: openid.login_not_before,
+        subject: None,
+    };
+    if let Some(hint) = &req.id_token_hint {
+        match hinted_subject(app, hint, client_id, now).await? {
+            Some(subject) => login.subject = Some(subject),
+            None => login.not_before = Some(now),
+        }
+    }
+    Ok((openid.nonce, login))
+}
+
+/// Who an `id_token_hint` names. A hint that is not an ID token this server issued to this
+/// client is refused (OIDC Core leaves it open; guessing past a forged or misdirected hint could
+/// hand the client someone else's code). One signed by a key since dropped from the JWKS cannot
+/// be checked, genuine or not: `None`, and the person must log in again.
+async fn hinted_subject(
+    app: &App,
+    hint: &str,
+    client_id: &str,
+    now: Timestamp,
+) -> Result<Option<String>, OAuthError> {
+    let issuer = &app.settings.issuer;
+    let verified = match app.keys.verify_id_token_hint(hint, issuer) {
+        // Another instance may have rotated the keys since this one loaded them.
+        Err(TokenRejection::UnknownKey) if app.keys.reload_if_stale(now).await => {
+            app.keys.verify_id_token_hint(hint, issuer)
+        }
+        other => other,
+    };
+    match verified {
+        Ok(claims) if claims.aud == client_id => Ok(Some(claims.sub)),
+        Ok(_) => Err(OAuthError::invalid_request(
+            "id_token_hint was issued to another client",
+        )),
+        Err(TokenRejection::UnknownKey) => Ok(None),
+        Err(_) => Err(OAuthError::invalid_request(
+            "id_token_hint is not an ID token issued by this server",
+        )),
+    }
 }
 
 /// Where an accepted request goes next.
@@ -176,11 +251,13 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
 pub enum Started {
     /// Answered without asking: approved before, or `prompt=none` with nothing approved.
     Answered(ClientAnswer),
-    /// The consent page, for the pending request `id` (its id in the clear, for the form).
+    /// The consent page, for the pending request `id` (its id in the clear, for the form), and
+    /// the browser's session if it may answer the request.
     Consent {
         id: Secret<kind::Pending>,
         pending: Box<PendingAuthorization>,
         client: Box<Client>,
+        session: Option<SessionRecord>,
     },
 }
 
@@ -196,6 +273,7 @@ pub async fn start(
         prompt,
     } = accepted;
     let asks_again = prompt.contains("consent") || prompt.contains("login");
+    let session = session.filter(|s| request.login.admits(&s.subject, s.created_at));
     if let Some(session) = session
         && !asks_again
         && let Some(c) = app.store.get_consent(&session.subject, &client.id).await?
@@ -223,6 +301,7 @@ pub async fn start(
         id,
         pending: Box::new(pending),
         client: Box::new(client),
+        session: session.cloned(),
     })
 }
 
@@ -301,8 +380,18 @@ pub async fn consent(
             let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
             Ok(Next::ToClient(ClientAnswer::to(client_request, Err(error))))
         }
-        (Decision::Approve, Some(session)) => finish(app, &pending, session, false).await,
-        (Decision::Approve, None) => to_upstream(app, &pending).await,
+        (Decision::Approve, Some(session))
+            if client_request
+                .login
+                .admits(&session.subject, session.created_at) =>
+        {
+            finish(app, &pending, session, false).await
+        }
+        // Too old a login, or someone other than the client named: the provider must ask.
+        (Decision::Approve, Some(_)) => to_upstream(app, &pending, true).await,
+        (Decision::Approve, None) => {
+            to_upstream(app, &pending, client_request.login.wants_fresh_login()).await
+        }
     }
 }
 
@@ -317,9 +406,14 @@ fn new_leg(app: &App) -> (String, UpstreamLeg) {
     (state, leg)
 }
 
-/// Approved without a session: off to log in. A double submit replaces the leg, so the
-/// browser's last navigation is the one that works.
-async fn to_upstream(app: &App, pending: &PendingAuthorization) -> Result<Next, FlowError> {
+/// Approved without a session that may answer: off to log in (`fresh`: the provider must ask
+/// for credentials again, not recognise its own session). A double submit replaces the leg, so
+/// the browser's last navigation is the one that works.
+async fn to_upstream(
+    app: &App,
+    pending: &PendingAuthorization,
+    fresh: bool,
+) -> Result<Next, FlowError> {
     let (state, leg) = new_leg(app);
     pending
         .to_upstream(leg.clone())
@@ -328,7 +422,7 @@ async fn to_upstream(app: &App, pending: &PendingAuthorization) -> Result<Next, 
         return Err(FlowError::Unusable(Unusable::AlreadyDone));
     }
     Ok(Next::ToUpstream(
-        app.upstream.login_url(&state, &leg).await?,
+        app.upstream.login_url(&state, &leg, fresh).await?,
     ))
 }
 
@@ -343,7 +437,7 @@ pub async fn start_account_login(
     let pending =
         PendingAuthorization::account_login(id, browser, return_to, leg.clone(), app.clock.now());
     app.store.insert_pending(&pending).await?;
-    Ok(app.upstream.login_url(&state, &leg).await?)
+    Ok(app.upstream.login_url(&state, &leg, false).await?)
 }
 
 /// The pending request a login leg's `state` belongs to, if this browser may finish it now.
@@ -448,6 +542,7 @@ async fn log_in(
         id: value.hash(),
         subject: derive_subject(&identity.issuer, &identity.subject),
         email: identity.email,
+        email_verified: identity.email_verified,
         created_at: now,
         expires_at: now + app.settings.session_ttl,
     };
@@ -480,6 +575,18 @@ async fn finish(
     }
     let next = match &pending.purpose {
         Purpose::AccountLogin { return_to } => Next::ToAccount(return_to.clone()),
+        Purpose::Authorize(request)
+            if !request.login.admits(&session.subject, session.created_at) =>
+        {
+            // Someone else logged in than the person the client's id_token_hint named: the
+            // session stays (they did log in), the client gets no code (OIDC Core §3.1.2.1).
+            metrics::counter!(names::AUTHORIZATIONS, "outcome" => "other_user").increment(1);
+            let error = OAuthError::new(
+                ErrorCode::LoginRequired,
+                "the user who signed in is not the one id_token_hint names",
+            );
+            Next::ToClient(ClientAnswer::to(request, Err(error)))
+        }
         Purpose::Authorize(request) => {
             let code = issue_code(app, &*tx, request, session).await?;
             Next::ToClient(ClientAnswer::to(request, Ok(code)))
@@ -512,8 +619,10 @@ async fn issue_code<R: Repo + ?Sized>(
         client_id: request.client_id.clone(),
         subject: session.subject.clone(),
         email: session.email.clone(),
+        email_verified: session.email_verified,
         scope: request.scope.clone(),
         resource: request.resource.clone(),
+        auth_time: Some(session.created_at),
         created_at: now,
         expires_at: now + app.settings.refresh_ttl,
         last_used_at: now,

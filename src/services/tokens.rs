@@ -1,5 +1,6 @@
-//! The token exchanges: a code for tokens, a refresh token for the next one. Each exchange
-//! checks first, signs the access token (pure CPU, so nothing can fail after the commit), then
+//! The token exchanges: a code for tokens (with an ID token when the grant includes `openid`), a
+//! refresh token for the next one. Each exchange checks first, signs the tokens (pure CPU, so
+//! nothing can fail after the commit), then
 //! persists in one transaction: if any step fails, nothing of it happened, and the client's
 //! retry is not mistaken for a replay.
 
@@ -8,8 +9,9 @@ use crate::domain::grant::{
     CodeError, CodeRedemption, Grant, RefreshOutcome, RefreshToken, seal_successor,
     unseal_successor,
 };
-use crate::keys::AccessClaims;
+use crate::keys::{AccessClaims, IdClaims};
 use crate::oauth::client::GRANT_REFRESH_TOKEN;
+use crate::oauth::oidc;
 use crate::oauth::request::TokenRequest;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::{Secret, kind};
@@ -26,6 +28,7 @@ pub struct Issued {
     pub expires_in: i64,
     pub refresh_token: Option<Secret<kind::Refresh>>,
     pub scope: ScopeSet,
+    pub id_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +106,11 @@ async fn redeem_code(
         .metadata
         .allows_grant(GRANT_REFRESH_TOKEN)
         .then(|| Secret::<kind::Refresh>::new(app.random.token()));
-    let issued = sign(app, client, &grant, grant.scope.clone(), refresh, now)?;
+    let mut issued = sign(app, client, &grant, grant.scope.clone(), refresh, now)?;
+    if grant.scope.contains(oidc::OPENID) {
+        let id_token = sign_id_token(app, client, &grant, code.nonce, &issued.access_token, now)?;
+        issued.id_token = Some(id_token);
+    }
 
     let tx = app.store.begin().await?;
     if !tx.use_code(&hash, now).await? {
@@ -292,5 +299,40 @@ fn sign(
         expires_in: ttl,
         refresh_token,
         scope,
+        id_token: None,
     })
+}
+
+/// The ID token (OIDC Core §3.1.3.3) issued with a code's access token, for the client, with the
+/// request's `nonce`. Refreshes carry none (§12.2 allows either): what it asserts, one login,
+/// does not change when the access token does.
+fn sign_id_token(
+    app: &App,
+    client: &Client,
+    grant: &Grant,
+    nonce: Option<String>,
+    access_token: &str,
+    now: Timestamp,
+) -> Result<String, TokenError> {
+    let user = oidc::user_claims(
+        &grant.subject,
+        grant.email.as_deref(),
+        grant.email_verified,
+        &grant.scope,
+    );
+    let claims = IdClaims {
+        iss: app.settings.issuer.clone(),
+        sub: user.sub,
+        aud: client.id.clone(),
+        iat: now,
+        exp: now + app.settings.access_token_ttl,
+        auth_time: grant.auth_time,
+        nonce,
+        at_hash: Some(oidc::at_hash(access_token)),
+        email: user.email,
+        email_verified: user.email_verified,
+    };
+    app.keys
+        .sign_id_token(&claims)
+        .map_err(|e| TokenError::Internal(format!("cannot sign an ID token: {e}")))
 }

@@ -47,7 +47,9 @@ fn is_transient(code: &str) -> bool {
         || code == "53300"
         || code == "40001"
         || code == "40P01"
-        || code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6))
+        // SQLite's codes are at most four digits; PostgreSQL's SQLSTATEs are always five
+        // characters, some all digits (22021), which must not be read as SQLite codes.
+        || (code.len() < 5 && code.parse::<i64>().is_ok_and(|n| matches!(n & 0xff, 5 | 6)))
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -89,6 +91,9 @@ pub struct SessionRecord {
     pub id: Hashed<kind::Session>,
     pub subject: String,
     pub email: Option<String>,
+    /// Whether the upstream provider vouched for `email` (`None`: it did not say).
+    pub email_verified: Option<bool>,
+    /// When the person logged in: an ID token's `auth_time`.
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
 }
@@ -339,7 +344,7 @@ mod tests {
         ] {
             assert!(is_transient(code), "{code}");
         }
-        for code in ["23505", "42P01", "19", "2067", "1"] {
+        for code in ["23505", "42P01", "22021", "19", "2067", "1"] {
             assert!(!is_transient(code), "{code}");
         }
         use super::StoreError;

@@ -3,7 +3,7 @@
 
 use crate::domain::grant::{AuthorizationCode, CodeState, Grant, RefreshState, RefreshToken};
 use crate::domain::pending::{
-    ClientAuthorization, PendingAuthorization, Purpose, Stage, UpstreamLeg,
+    ClientAuthorization, LoginConstraint, PendingAuthorization, Purpose, Stage, UpstreamLeg,
 };
 use crate::oauth::client::ClientMetadata;
 use crate::oauth::pkce::CodeChallenge;
@@ -65,6 +65,9 @@ pub(super) struct PendingRow {
     pub upstream_verifier: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
+    pub nonce: Option<String>,
+    pub login_not_before: Option<i64>,
+    pub login_subject: Option<String>,
 }
 
 impl TryFrom<PendingRow> for PendingAuthorization {
@@ -79,10 +82,21 @@ impl TryFrom<PendingRow> for PendingAuthorization {
                 code_challenge: CodeChallenge::from_stored(row.code_challenge),
                 scope: ScopeSet::parse(&row.scope),
                 resource: row.resource,
+                nonce: row.nonce,
+                login: LoginConstraint {
+                    not_before: row.login_not_before,
+                    subject: row.login_subject,
+                },
             }),
-            "account" => Purpose::AccountLogin {
-                return_to: row.redirect_uri,
-            },
+            "account"
+                if row.nonce.is_none()
+                    && row.login_not_before.is_none()
+                    && row.login_subject.is_none() =>
+            {
+                Purpose::AccountLogin {
+                    return_to: row.redirect_uri,
+                }
+            }
             _ => return Err(corrupt("pending authorization purpose")),
         };
         let stage = match (
@@ -126,6 +140,9 @@ pub(super) struct PendingColumns<'a> {
     pub scope: String,
     pub resource: &'a str,
     pub leg: Option<&'a UpstreamLeg>,
+    pub nonce: Option<&'a str>,
+    pub login_not_before: Option<i64>,
+    pub login_subject: Option<&'a str>,
 }
 
 impl<'a> From<&'a PendingAuthorization> for PendingColumns<'a> {
@@ -141,6 +158,9 @@ impl<'a> From<&'a PendingAuthorization> for PendingColumns<'a> {
                 scope: r.scope.to_string(),
                 resource: &r.resource,
                 leg,
+                nonce: r.nonce.as_deref(),
+                login_not_before: r.login.not_before,
+                login_subject: r.login.subject.as_deref(),
             },
             Purpose::AccountLogin { return_to } => Self {
                 purpose: "account",
@@ -151,6 +171,9 @@ impl<'a> From<&'a PendingAuthorization> for PendingColumns<'a> {
                 scope: String::new(),
                 resource: "",
                 leg,
+                nonce: None,
+                login_not_before: None,
+                login_subject: None,
             },
         }
     }
@@ -161,6 +184,7 @@ pub(super) struct SessionRow {
     pub id_hash: String,
     pub subject: String,
     pub email: Option<String>,
+    pub email_verified: Option<bool>,
     pub created_at: i64,
     pub expires_at: i64,
 }
@@ -171,6 +195,7 @@ impl From<SessionRow> for SessionRecord {
             id: Hashed::from_stored(r.id_hash),
             subject: r.subject,
             email: r.email,
+            email_verified: r.email_verified,
             created_at: r.created_at,
             expires_at: r.expires_at,
         }
@@ -210,8 +235,10 @@ pub(super) struct GrantRow {
     pub grant_client_id: String,
     pub grant_subject: String,
     pub grant_email: Option<String>,
+    pub grant_email_verified: Option<bool>,
     pub grant_scope: String,
     pub grant_resource: String,
+    pub grant_auth_time: Option<i64>,
     pub grant_created_at: i64,
     pub grant_expires_at: i64,
     pub grant_last_used_at: i64,
@@ -225,8 +252,10 @@ impl From<GrantRow> for Grant {
             client_id: r.grant_client_id,
             subject: r.grant_subject,
             email: r.grant_email,
+            email_verified: r.grant_email_verified,
             scope: ScopeSet::parse(&r.grant_scope),
             resource: r.grant_resource,
+            auth_time: r.grant_auth_time,
             created_at: r.grant_created_at,
             expires_at: r.grant_expires_at,
             last_used_at: r.grant_last_used_at,
@@ -242,6 +271,7 @@ pub(super) struct CodeRow {
     pub client_id: String,
     pub redirect_uri: String,
     pub code_challenge: String,
+    pub nonce: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub used_at: Option<i64>,
@@ -257,6 +287,7 @@ impl From<CodeRow> for (AuthorizationCode, Grant) {
             client_id: r.client_id,
             redirect_uri: r.redirect_uri,
             challenge: CodeChallenge::from_stored(r.code_challenge),
+            nonce: r.nonce,
             created_at: r.created_at,
             expires_at: r.expires_at,
             state: match r.used_at {
@@ -324,6 +355,9 @@ mod tests {
             upstream_verifier: leg.then(|| "v".into()),
             created_at: 0,
             expires_at: 600,
+            nonce: None,
+            login_not_before: None,
+            login_subject: None,
         }
     }
 
@@ -345,5 +379,13 @@ mod tests {
                 "{purpose} {status} {leg}"
             );
         }
+        let account_with_nonce = PendingRow {
+            nonce: Some("n".into()),
+            ..row("account", "upstream", true)
+        };
+        assert!(
+            PendingAuthorization::try_from(account_with_nonce).is_err(),
+            "an account login has no OpenID request"
+        );
     }
 }

@@ -13,13 +13,13 @@ pub(super) const DELETE_IDLE_CLIENTS: &str =
 
 macro_rules! pending_columns {
     () => {
-        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, created_at, expires_at"
+        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, created_at, expires_at, nonce, login_not_before, login_subject"
     };
 }
 pub(super) const INSERT_PENDING: &str = concat!(
     "INSERT INTO pending_authorizations (",
     pending_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
 );
 pub(super) const SELECT_PENDING: &str = concat!(
     "SELECT ",
@@ -34,9 +34,8 @@ pub(super) const SELECT_PENDING_BY_STATE: &str = concat!(
 pub(super) const SET_PENDING_UPSTREAM: &str = "UPDATE pending_authorizations SET status = 'upstream', upstream_state_hash = $2, upstream_nonce = $3, upstream_verifier = $4 WHERE id_hash = $1 AND status IN ('consent', 'upstream')";
 pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL WHERE id_hash = $1 AND status <> 'done'";
 
-pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, subject, email, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)";
-pub(super) const SELECT_SESSION: &str =
-    "SELECT id_hash, subject, email, created_at, expires_at FROM sessions WHERE id_hash = $1";
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, subject, email, email_verified, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
+pub(super) const SELECT_SESSION: &str = "SELECT id_hash, subject, email, email_verified, created_at, expires_at FROM sessions WHERE id_hash = $1";
 pub(super) const DELETE_SESSION: &str = "DELETE FROM sessions WHERE id_hash = $1";
 
 // Binding again for the same caller only pushes the expiry out; another caller's binding is never
@@ -55,10 +54,10 @@ pub(super) const DELETE_CONSENTS: &str = "DELETE FROM consents WHERE ($1 IS NULL
 /// A grant's columns under the `grant_*` names of [`super::rows::GrantRow`].
 macro_rules! grant_columns {
     () => {
-        "g.id AS grant_id, g.client_id AS grant_client_id, g.subject AS grant_subject, g.email AS grant_email, g.scope AS grant_scope, g.resource AS grant_resource, g.created_at AS grant_created_at, g.expires_at AS grant_expires_at, g.last_used_at AS grant_last_used_at, g.revoked_at AS grant_revoked_at"
+        "g.id AS grant_id, g.client_id AS grant_client_id, g.subject AS grant_subject, g.email AS grant_email, g.email_verified AS grant_email_verified, g.scope AS grant_scope, g.resource AS grant_resource, g.auth_time AS grant_auth_time, g.created_at AS grant_created_at, g.expires_at AS grant_expires_at, g.last_used_at AS grant_last_used_at, g.revoked_at AS grant_revoked_at"
     };
 }
-pub(super) const INSERT_GRANT: &str = "INSERT INTO grant_families (id, client_id, subject, email, scope, resource, created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub(super) const INSERT_GRANT: &str = "INSERT INTO grant_families (id, client_id, subject, email, email_verified, scope, resource, auth_time, created_at, expires_at, last_used_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 pub(super) const SELECT_GRANT: &str = concat!(
     "SELECT ",
     grant_columns!(),
@@ -74,9 +73,9 @@ pub(super) const REVOKE_GRANT: &str =
 pub(super) const TOUCH_GRANT: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
 pub(super) const REVOKE_GRANTS: &str = "UPDATE grant_families SET revoked_at = $3 WHERE revoked_at IS NULL AND ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2)";
 
-pub(super) const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, family_id, client_id, redirect_uri, code_challenge, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+pub(super) const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, family_id, client_id, redirect_uri, code_challenge, nonce, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 pub(super) const SELECT_CODE: &str = concat!(
-    "SELECT c.hash, c.family_id, c.client_id, c.redirect_uri, c.code_challenge, c.created_at, c.expires_at, c.used_at, ",
+    "SELECT c.hash, c.family_id, c.client_id, c.redirect_uri, c.code_challenge, c.nonce, c.created_at, c.expires_at, c.used_at, ",
     grant_columns!(),
     " FROM authorization_codes c JOIN grant_families g ON g.id = c.family_id WHERE c.hash = $1"
 );
@@ -273,6 +272,9 @@ macro_rules! queries {
                     .bind(cols.leg.map(|l| l.verifier.as_str()))
                     .bind(p.created_at)
                     .bind(p.expires_at)
+                    .bind(cols.nonce)
+                    .bind(cols.login_not_before)
+                    .bind(cols.login_subject)
                     .execute(c)
                     .await?;
                 Ok(())
@@ -330,6 +332,7 @@ macro_rules! queries {
                     .bind(s.id.as_str())
                     .bind(&s.subject)
                     .bind(&s.email)
+                    .bind(s.email_verified)
                     .bind(s.created_at)
                     .bind(s.expires_at)
                     .execute(c)
@@ -450,8 +453,10 @@ macro_rules! queries {
                     .bind(&g.client_id)
                     .bind(&g.subject)
                     .bind(&g.email)
+                    .bind(g.email_verified)
                     .bind(g.scope.to_string())
                     .bind(&g.resource)
+                    .bind(g.auth_time)
                     .bind(g.created_at)
                     .bind(g.expires_at)
                     .bind(g.last_used_at)
@@ -468,6 +473,7 @@ macro_rules! queries {
                     .bind(&code.client_id)
                     .bind(&code.redirect_uri)
                     .bind(code.challenge.as_str())
+                    .bind(code.nonce.as_deref())
                     .bind(code.created_at)
                     .bind(code.expires_at)
                     .bind(used_at)

@@ -382,15 +382,40 @@ async fn lenient_resource_spellings_are_accepted(backend: Backend) {
     let host_only = format!("{}/", app.base);
     for resource in [app.url("/mcp"), upper, host_only, app.base.clone()] {
         let browser = Browser::new();
-        let url = authorize_url(
-            &app,
-            &client.id,
-            CB,
-            &new_pkce(),
-            &[("resource", &resource)],
+        let pkce = new_pkce();
+        let code = flow::dev_flow(&app, &browser, &client, &pkce, &[("resource", &resource)]).await;
+        let body: serde_json::Value = flow::redeem(&app, &client, &code, &pkce)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let claims = app
+            .state
+            .keys
+            .verify_signature(body["access_token"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            claims.aud,
+            app.url("/mcp"),
+            "{resource} means the MCP resource"
         );
-        assert_eq!(browser.get(&url).await.status(), 200, "{resource}");
     }
+}
+
+async fn control_characters_in_state_are_refused_and_nothing_stored(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let client = register_public(&app, CB).await;
+    let url = authorize_url(&app, &client.id, CB, &new_pkce(), &[]).replace("st-123", "a%00b");
+    let resp = Browser::new().get(&url).await;
+    assert_eq!(resp.status(), 302);
+    let back = location(&resp);
+    assert!(back.starts_with(CB), "{back}");
+    assert_eq!(param(&back, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(
+        app.count_rows("SELECT COUNT(*) FROM pending_authorizations")
+            .await,
+        0
+    );
 }
 
 both_backends!(
@@ -405,6 +430,7 @@ both_backends!(
     unlisted_emails_are_refused,
     missing_scope_gets_the_default_and_unknown_scopes_narrow,
     lenient_resource_spellings_are_accepted,
+    control_characters_in_state_are_refused_and_nothing_stored,
 );
 
 async fn pages_post_back_under_the_public_path_prefix(backend: Backend) {

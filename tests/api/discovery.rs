@@ -44,7 +44,11 @@ async fn as_metadata_is_complete(backend: Backend) {
     );
     assert_eq!(m["client_id_metadata_document_supported"], true);
     assert_eq!(m["authorization_response_iss_parameter_supported"], true);
-    assert_eq!(m["scopes_supported"], serde_json::json!(["mcp"]));
+    assert_eq!(
+        m["scopes_supported"],
+        serde_json::json!(["email", "mcp", "openid"]),
+        "the resource's scope and OpenID Connect's"
+    );
     let grants = m["grant_types_supported"].as_array().unwrap();
     assert!(grants.contains(&"authorization_code".into()));
     assert!(!m.as_object().unwrap().values().any(Value::is_null));
@@ -134,17 +138,6 @@ async fn issuer_with_a_path_gets_path_inserted_documents(backend: Backend) {
     assert_eq!(resp.status(), 200);
     let prm: Value = resp.json().await.unwrap();
     assert_eq!(prm["resource"], "https://example.com/gate/mcp");
-}
-
-async fn openid_configuration_is_absent(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let resp = app
-        .http
-        .get(app.url("/.well-known/openid-configuration"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
 }
 
 async fn cors_on_discovery_and_register(backend: Backend) {
@@ -247,6 +240,5 @@ both_backends!(
     resource_metadata_at_both_locations,
     issuer_is_the_configured_public_url_not_the_host_header,
     issuer_with_a_path_gets_path_inserted_documents,
-    openid_configuration_is_absent,
     cors_on_discovery_and_register,
 );

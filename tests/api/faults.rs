@@ -544,7 +544,55 @@ async fn revocation_is_all_or_nothing(backend: Backend) {
     );
 }
 
+/// UserInfo checks revocation in the database: while it cannot, the answer is 503 (fail closed,
+/// retryable), never the claims and never a 401 that would send the client to log in again.
+async fn userinfo_fails_closed_while_the_database_is_down(backend: Backend) {
+    let (app, faults) = faulty_app(backend).await;
+    let app = Arc::new(app);
+    let client = Arc::new(register_claude(&app).await);
+    let pkce = new_pkce();
+    let scope = [("scope", "openid email mcp")];
+    let code = dev_flow(&app, &Browser::new(), &client, &pkce, &scope).await;
+    let tokens: Value = redeem(&app, &client, &code, &pkce)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let steps = each_step_fails(
+        &faults,
+        || {
+            let access = access.clone();
+            async move { serde_json::json!({ "access": access }) }
+        },
+        |input| {
+            let app = app.clone();
+            async move {
+                let resp = app
+                    .http
+                    .get(app.url("/userinfo"))
+                    .bearer_auth(input["access"].as_str().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = resp.status().as_u16();
+                if status != 200 {
+                    assert_eq!(status, 503);
+                    let body: Value = resp.json().await.unwrap();
+                    assert_eq!(body["error"], "temporarily_unavailable");
+                }
+                (status, Value::Null)
+            }
+        },
+        |_| async {},
+        |_, status| async move { status == 200 },
+    )
+    .await;
+    assert_eq!(steps, 2, "the token's revocation, then its grant");
+}
+
 both_backends!(
+    userinfo_fails_closed_while_the_database_is_down,
     code_redemption_is_all_or_nothing,
     refresh_rotation_is_all_or_nothing,
     consent_completion_is_all_or_nothing,

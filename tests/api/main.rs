@@ -22,6 +22,7 @@ mod issuer;
 mod keys;
 mod mcp;
 mod mcp_sessions;
+mod oidc;
 mod ops;
 mod pages;
 mod private_key_jwt;

@@ -1,7 +1,9 @@
 //! The storage contract, run against both backends.
 
 use authgate::domain::grant::{AuthorizationCode, CodeState, Grant, RefreshState, RefreshToken};
-use authgate::domain::pending::{ClientAuthorization, PendingAuthorization, Stage, UpstreamLeg};
+use authgate::domain::pending::{
+    ClientAuthorization, LoginConstraint, PendingAuthorization, Stage, UpstreamLeg,
+};
 use authgate::oauth::client::{ClientMetadata, TokenAuthMethod};
 use authgate::oauth::pkce::{self, CodeChallenge};
 use authgate::oauth::redirect::ApplicationType;
@@ -106,8 +108,10 @@ fn grant(id: &str, expires_at: i64) -> Grant {
         client_id: "c".into(),
         subject: "s".into(),
         email: None,
+        email_verified: None,
         scope: ScopeSet::parse("mcp"),
         resource: "https://x/mcp".into(),
+        auth_time: None,
         created_at: T0,
         expires_at,
         last_used_at: T0,
@@ -122,6 +126,7 @@ fn code(value: &str, grant_id: &str, expires_at: i64) -> AuthorizationCode {
         client_id: "c".into(),
         redirect_uri: "https://x/cb".into(),
         challenge: CodeChallenge::from_stored(pkce::s256("verifier")),
+        nonce: None,
         created_at: T0,
         expires_at,
         state: CodeState::Issued,
@@ -149,9 +154,90 @@ fn session(value: &str, expires_at: i64) -> SessionRecord {
         id: Hashed::of(value),
         subject: "s".into(),
         email: None,
+        email_verified: None,
         created_at: T0,
         expires_at,
     }
+}
+
+/// What an ID token needs survives the database: the request's nonce and login constraint, the
+/// session's and grant's verified email and login time, the code's nonce.
+async fn openid_fields_round_trip(backend: Backend) {
+    let store = fresh_store(backend).await;
+    let request = ClientAuthorization {
+        client_id: "c".into(),
+        redirect_uri: "https://x/cb".into(),
+        state: None,
+        code_challenge: CodeChallenge::from_stored(pkce::s256("verifier")),
+        scope: ScopeSet::parse("mcp openid email"),
+        resource: "https://x/mcp".into(),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        login: LoginConstraint {
+            not_before: Some(T0 - 300),
+            subject: Some("ag_ann".into()),
+        },
+    };
+    let pending =
+        PendingAuthorization::authorize(Hashed::of("p"), Hashed::of("b"), request.clone(), T0);
+    store.insert_pending(&pending).await.unwrap();
+    let read = store.get_pending(&Hashed::of("p")).await.unwrap().unwrap();
+    assert_eq!(read.client_request(), Some(&request));
+
+    let session = SessionRecord {
+        email: Some("ann@example.com".into()),
+        email_verified: Some(true),
+        ..session("sess", T0 + 100)
+    };
+    store.insert_session(&session).await.unwrap();
+    let read = store.get_session(&session.id).await.unwrap().unwrap();
+    assert_eq!(read.email_verified, Some(true));
+
+    let g = Grant {
+        email: Some("ann@example.com".into()),
+        email_verified: Some(false),
+        auth_time: Some(T0 - 5),
+        ..grant("g", T0 + 10_000)
+    };
+    let c = AuthorizationCode::issue(Hashed::of("code"), "g", &request, T0);
+    store.insert_grant(&g, &c).await.unwrap();
+    let (code, grant) = store.get_code(&Hashed::of("code")).await.unwrap().unwrap();
+    assert_eq!(code.nonce.as_deref(), Some("n-0S6_WzA2Mj"));
+    assert_eq!(grant, g);
+    assert_eq!(store.get_grant("g").await.unwrap().unwrap(), g);
+}
+
+async fn openid_columns_refuse_impossible_rows(backend: Backend) {
+    let store = fresh_store(backend).await;
+    // The database holds the model's rules too: no email_verified without an email, no nonce
+    // longer than a request may send.
+    let unverifiable = Grant {
+        email_verified: Some(true),
+        ..grant("g1", T0 + 10_000)
+    };
+    assert!(
+        store
+            .insert_grant(&unverifiable, &code("c1", "g1", T0 + 60))
+            .await
+            .is_err()
+    );
+    let long_nonce = AuthorizationCode {
+        nonce: Some("n".repeat(513)),
+        ..code("c2", "g2", T0 + 60)
+    };
+    assert!(
+        store
+            .insert_grant(&grant("g2", T0 + 10_000), &long_nonce)
+            .await
+            .is_err()
+    );
+}
+
+mod openid {
+    use super::*;
+    both_backends!(
+        openid_fields_round_trip,
+        openid_columns_refuse_impossible_rows
+    );
 }
 
 async fn expired_data_is_cleaned_up(backend: Backend) {
@@ -534,6 +620,8 @@ fn pending(id: &str) -> PendingAuthorization {
             code_challenge: CodeChallenge::from_stored(pkce::s256("verifier")),
             scope: ScopeSet::parse("mcp"),
             resource: "https://x/mcp".into(),
+            nonce: None,
+            login: LoginConstraint::default(),
         },
         T0,
     )

@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use super::{Caller, host};
 use crate::config::ResourceConfig;
 use crate::http::error::{Challenge, McpError};
+use crate::http::extract::{Bearer, bearer};
 use crate::keys::TokenRejection;
 use crate::oauth::scope::ScopeSet;
 use crate::state::{App, AppState};
@@ -133,27 +134,6 @@ pub async fn authenticate(
     }
 }
 
-/// The bearer token from the one `Authorization` header; never from the query string or body.
-fn bearer(headers: &HeaderMap) -> Result<Option<&str>, ()> {
-    let mut values = headers.get_all(header::AUTHORIZATION).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(());
-    }
-    let text = first.to_str().map_err(|_| ())?;
-    let (scheme, token) = text.split_once(' ').ok_or(())?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(());
-    }
-    let token = token.trim();
-    if token.is_empty() || token.len() > 4096 {
-        return Err(());
-    }
-    Ok(Some(token))
-}
-
 /// Who is calling: a valid, unrevoked token for this resource with its scopes.
 async fn caller(
     app: &App,
@@ -161,9 +141,11 @@ async fn caller(
     headers: &HeaderMap,
 ) -> Result<Caller, Refusal> {
     let token = match bearer(headers) {
-        Ok(Some(t)) => t,
-        Ok(None) => return Err(Refusal::NoToken),
-        Err(()) => return Err(Refusal::BadToken(TokenRejection::Malformed)),
+        Bearer::Token(t) => t,
+        Bearer::Absent => return Err(Refusal::NoToken),
+        Bearer::OtherScheme | Bearer::Malformed => {
+            return Err(Refusal::BadToken(TokenRejection::Malformed));
+        }
     };
     let now = app.clock.now();
     let claims = match app

@@ -39,6 +39,7 @@ pub async fn authorize(
             id,
             pending,
             client,
+            session,
         } => {
             let mut resp = consent_page(&app, &client, &pending, &id, session.as_ref());
             browser.set_on(&app.settings, &mut resp);

@@ -13,6 +13,7 @@ use crate::http::cookies;
 use crate::http::error::PageError;
 use crate::http::extract::same_origin;
 use crate::http::pages::{self, ConsentPage};
+use crate::oauth::oidc;
 use crate::oauth::redirect::redirect_target;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::{Secret, kind};
@@ -29,6 +30,8 @@ fn scope_descriptions(scope: &ScopeSet) -> Vec<String> {
         .iter()
         .map(|s| match s {
             "mcp" => "use this server's tools and data on your behalf".to_owned(),
+            oidc::OPENID => "know who you are (an identifier for your account)".to_owned(),
+            oidc::EMAIL => "see your email address".to_owned(),
             other => format!("use the “{other}” permission"),
         })
         .collect()

@@ -1,5 +1,6 @@
-//! Discovery documents: RFC 8414 authorization-server metadata and RFC 9728 protected-resource
-//! metadata, built from the configured public URL only (never from `Host` or `X-Forwarded-*`).
+//! Discovery documents: RFC 8414 authorization-server metadata, OpenID Connect Discovery (the
+//! same document with the OpenID provider's fields) and RFC 9728 protected-resource metadata,
+//! built from the configured public URL only (never from `Host` or `X-Forwarded-*`).
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
@@ -10,9 +11,11 @@ use serde_json::json;
 use crate::config::{ResourceConfig, Settings};
 use crate::oauth::assertion::SIGNING_ALGS;
 use crate::oauth::client::TokenAuthMethod;
+use crate::oauth::oidc;
 use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/jwks.json";
+pub const USERINFO_PATH: &str = "/userinfo";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     let auth_methods: Vec<&str> = TokenAuthMethod::ALL.iter().map(|m| m.as_str()).collect();
@@ -32,9 +35,35 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
         "client_id_metadata_document_supported": settings.cimd_enabled,
-        "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
+        "scopes_supported": settings.offered_scopes().iter().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
     })
+}
+
+/// OpenID Connect Discovery 1.0 §3: the authorization-server metadata, so the two documents never
+/// disagree, plus what an OpenID provider must say. ID tokens are signed with the access tokens'
+/// ES256 keys; RS256, which the specification lists as mandatory, would need a second kind of
+/// key. Request objects are not supported, which must be said (their default is "supported").
+pub fn openid_configuration(settings: &Settings) -> serde_json::Value {
+    let mut doc = authorization_server_metadata(settings);
+    let provider = [
+        ("userinfo_endpoint", json!(settings.url(USERINFO_PATH))),
+        ("subject_types_supported", json!(["public"])),
+        ("id_token_signing_alg_values_supported", json!(["ES256"])),
+        ("claims_supported", json!(oidc::CLAIMS_SUPPORTED)),
+        ("claim_types_supported", json!(["normal"])),
+        ("claims_parameter_supported", json!(false)),
+        ("request_parameter_supported", json!(false)),
+        ("request_uri_parameter_supported", json!(false)),
+        (
+            "prompt_values_supported",
+            json!(["none", "login", "consent"]),
+        ),
+    ];
+    if let Some(fields) = doc.as_object_mut() {
+        fields.extend(provider.map(|(k, v)| (k.to_owned(), v)));
+    }
+    doc
 }
 
 pub fn protected_resource_metadata(
@@ -72,6 +101,10 @@ pub async fn as_metadata(State(state): State<AppState>) -> Response {
     json_document(state.as_metadata.clone())
 }
 
+pub async fn openid_metadata(State(state): State<AppState>) -> Response {
+    json_document(state.openid_metadata.clone())
+}
+
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let mut resp = json_document(state.keys.jwks(state.clock.now()));
     resp.headers_mut().insert(
@@ -89,12 +122,21 @@ pub async fn resource_metadata(State(doc): State<Bytes>) -> Response {
 /// The well-known paths served, root forms first; path-inserted forms follow when the issuer or
 /// resource has a path (RFC 8414 §3.1, RFC 9728 §3.1).
 pub fn as_metadata_paths(settings: &Settings) -> Vec<String> {
-    let mut paths = vec!["/.well-known/oauth-authorization-server".to_owned()];
+    well_known_paths(settings, "oauth-authorization-server")
+}
+
+/// The OpenID document at the root, which is also where `<issuer>/.well-known/openid-configuration`
+/// (OpenID Connect Discovery §4) arrives once a reverse proxy has stripped the issuer's path, and
+/// path-inserted as RFC 8414 clients (the MCP SDKs) look for it.
+pub fn openid_configuration_paths(settings: &Settings) -> Vec<String> {
+    well_known_paths(settings, "openid-configuration")
+}
+
+fn well_known_paths(settings: &Settings, name: &str) -> Vec<String> {
+    let mut paths = vec![format!("/.well-known/{name}")];
     let issuer_path = settings.issuer_path();
     if !issuer_path.is_empty() {
-        paths.push(format!(
-            "/.well-known/oauth-authorization-server{issuer_path}"
-        ));
+        paths.push(format!("/.well-known/{name}{issuer_path}"));
     }
     paths
 }

@@ -1,6 +1,6 @@
 //! The authorization server's endpoints: discovery, registration, the authorization request and
-//! its consent page, the upstream login's return (or the development login), tokens and
-//! revocation.
+//! its consent page, the upstream login's return (or the development login), tokens,
+//! revocation, and OpenID Connect's UserInfo.
 
 pub mod authorize;
 pub mod callback;
@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod register;
 pub mod revoke;
 pub mod token;
+pub mod userinfo;
 
 use axum::http::StatusCode;
 use axum::response::Response;

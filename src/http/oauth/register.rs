@@ -75,7 +75,7 @@ async fn metadata_of(
     Ok(parse_client_metadata(
         &value,
         MetadataSource::Registration,
-        &app.settings.scopes,
+        &app.settings.offered_scopes(),
         &app.settings.allowed_redirects,
     )?)
 }

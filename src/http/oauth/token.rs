@@ -1,5 +1,5 @@
-//! `POST /token`: the authorization code grant (with PKCE) and refresh-token rotation
-//! (`services::tokens` does the exchanges).
+//! `POST /token`: the authorization code grant (with PKCE, and an ID token for OpenID clients)
+//! and refresh-token rotation (`services::tokens` does the exchanges).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -21,6 +21,8 @@ struct TokenResponse<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     refresh_token: Option<&'a str>,
     scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
 }
 
 pub async fn token(State(app): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
@@ -37,6 +39,7 @@ pub async fn token(State(app): State<AppState>, form: OAuthForm) -> Result<Respo
         expires_in: issued.expires_in,
         refresh_token: issued.refresh_token.as_ref().map(|r| r.expose()),
         scope: issued.scope.to_string(),
+        id_token: issued.id_token.as_deref(),
     };
     let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
     no_store(&mut resp);

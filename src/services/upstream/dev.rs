@@ -34,7 +34,13 @@ impl Upstream for DevLogin {
         DEV_ISSUER
     }
 
-    async fn login_url(&self, state: &str, _: &UpstreamLeg) -> Result<String, UpstreamError> {
+    /// The form always asks, so every login through it is fresh.
+    async fn login_url(
+        &self,
+        state: &str,
+        _: &UpstreamLeg,
+        _fresh: bool,
+    ) -> Result<String, UpstreamError> {
         let mut url = self.form_url.clone();
         url.query_pairs_mut().append_pair("state", state);
         Ok(url.into())

@@ -43,8 +43,14 @@ pub trait Upstream: Send + Sync {
     fn issuer(&self) -> &str;
 
     /// Where the browser goes for this leg. `state` is the leg's state in the clear (it travels
-    /// in the URL; the leg holds only its hash).
-    async fn login_url(&self, state: &str, leg: &UpstreamLeg) -> Result<String, UpstreamError>;
+    /// in the URL; the leg holds only its hash). `fresh`: the person must enter credentials
+    /// again, whatever session they have at the provider.
+    async fn login_url(
+        &self,
+        state: &str,
+        leg: &UpstreamLeg,
+        fresh: bool,
+    ) -> Result<String, UpstreamError>;
 
     /// Verifies what the browser brought back (the provider's code, or the address typed into
     /// the development login) and returns who logged in.

@@ -97,12 +97,14 @@ impl OidcUpstream {
     }
 
     /// The URL that sends the browser to the upstream login, with authgate's own state, nonce
-    /// and PKCE challenge. The MCP client's `resource` is never forwarded.
+    /// and PKCE challenge (and `prompt=login` for a `fresh` login). The MCP client's `resource`
+    /// is never forwarded.
     async fn authorize_url(
         &self,
         state: &str,
         nonce: &str,
         pkce_verifier: &str,
+        fresh: bool,
     ) -> Result<String, UpstreamError> {
         let client = self.client(self.metadata(false).await?)?;
         let challenge = PkceCodeChallenge::from_code_verifier_sha256(&PkceCodeVerifier::new(
@@ -124,6 +126,16 @@ impl OidcUpstream {
         }
         for (k, v) in &self.config.authorize_params {
             req = req.add_extra_param(k.clone(), v.clone());
+        }
+        // The operator's own `prompt` wins: a parameter sent twice is an invalid request.
+        if fresh
+            && !self
+                .config
+                .authorize_params
+                .iter()
+                .any(|(k, _)| k == "prompt")
+        {
+            req = req.add_prompt(openidconnect::core::CoreAuthPrompt::Login);
         }
         let (url, _, _) = req.url();
         Ok(url.to_string())
@@ -179,8 +191,14 @@ impl Upstream for OidcUpstream {
         &self.config.issuer
     }
 
-    async fn login_url(&self, state: &str, leg: &UpstreamLeg) -> Result<String, UpstreamError> {
-        self.authorize_url(state, &leg.nonce, &leg.verifier).await
+    async fn login_url(
+        &self,
+        state: &str,
+        leg: &UpstreamLeg,
+        fresh: bool,
+    ) -> Result<String, UpstreamError> {
+        self.authorize_url(state, &leg.nonce, &leg.verifier, fresh)
+            .await
     }
 
     async fn identify(
