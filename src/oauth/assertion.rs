@@ -376,6 +376,10 @@ pub(crate) mod tests {
         }
     }
 
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "a throw-away test key pair, generated as keys.rs generates real ones"
+    )]
     pub(crate) fn ec_key(kid: &str) -> TestKey {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
