@@ -1,4 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests drive real processes and real providers on the wall clock, and make throw-away keys"
+)]
 //! One integration binary: every module here boots the real application (real HTTP, real
 //! database) and runs against both storage backends.
 
