@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD;
 use super::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
 use super::scope::ScopeSet;
 use super::secrets::{Secret, kind};
+use super::token_exchange::{GRANT_TOKEN_EXCHANGE, TokenExchangeRequest};
 use super::{ErrorCode, OAuthError};
 
 /// Why parameters could not be read.
@@ -117,6 +118,8 @@ pub enum TokenRequest {
         scope: Option<ScopeSet>,
         resource: Option<String>,
     },
+    /// RFC 8693: an authgate access token for the user's upstream one.
+    TokenExchange(TokenExchangeRequest),
 }
 
 impl TokenRequest {
@@ -134,6 +137,7 @@ impl TokenRequest {
                 scope: params.get("scope").map(ScopeSet::parse),
                 resource: params.owned("resource"),
             }),
+            GRANT_TOKEN_EXCHANGE => Ok(Self::TokenExchange(TokenExchangeRequest::parse(params)?)),
             _ => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "grant_type must be authorization_code or refresh_token",
@@ -146,6 +150,7 @@ impl TokenRequest {
         match self {
             Self::AuthorizationCode { .. } => GRANT_AUTHORIZATION_CODE,
             Self::RefreshToken { .. } => GRANT_REFRESH_TOKEN,
+            Self::TokenExchange(_) => GRANT_TOKEN_EXCHANGE,
         }
     }
 
@@ -154,6 +159,7 @@ impl TokenRequest {
             Self::AuthorizationCode { resource, .. } | Self::RefreshToken { resource, .. } => {
                 resource.as_deref()
             }
+            Self::TokenExchange(_) => None,
         }
     }
 }

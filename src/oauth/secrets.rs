@@ -50,6 +50,13 @@ pub mod kind {
         McpSession => b"authgate:mcp-session:",
         /// The account page's form token, derived from the session cookie.
         Csrf => b"authgate:csrf:",
+        /// The upstream provider's access token for a user (kept sealed, handed to the MCP
+        /// server behind authgate).
+        UpstreamAccess => b"authgate:upstream-access:",
+        /// The upstream provider's refresh token for a user (kept sealed).
+        UpstreamRefresh => b"authgate:upstream-refresh:",
+        /// An authgate access token presented as an RFC 8693 subject token.
+        SubjectToken => b"authgate:subject-token:",
     }
 }
 

@@ -8,11 +8,16 @@ use bytes::Bytes;
 use serde_json::json;
 
 use crate::config::{ResourceConfig, Settings};
+use crate::oauth::token_exchange::GRANT_TOKEN_EXCHANGE;
 use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/jwks.json";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
+    let mut grant_types = vec!["authorization_code", "refresh_token"];
+    if !settings.token_exchange_clients.is_empty() {
+        grant_types.push(GRANT_TOKEN_EXCHANGE);
+    }
     json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.url("/authorize"),
@@ -22,7 +27,7 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "jwks_uri": settings.url(JWKS_PATH),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": grant_types,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
         "revocation_endpoint_auth_methods_supported": ["none", "client_secret_post", "client_secret_basic"],
