@@ -104,10 +104,15 @@ mod tests {
     #[test]
     fn sealed_values_open_only_with_their_key_and_context() {
         let sealer = TokenSealer::derive(&[7u8; 32]).unwrap();
-        let sealed = sealer.seal("grant-1:access", "ya29.token", &SystemRandom).unwrap();
+        let sealed = sealer
+            .seal("grant-1:access", "ya29.token", &SystemRandom)
+            .unwrap();
         assert!(sealed.starts_with(PREFIX));
         assert!(!sealed.contains("ya29"));
-        assert_eq!(sealer.open("grant-1:access", &sealed).unwrap(), "ya29.token");
+        assert_eq!(
+            sealer.open("grant-1:access", &sealed).unwrap(),
+            "ya29.token"
+        );
         assert_eq!(
             sealer.open("grant-2:access", &sealed),
             Err(SealError::Open),
@@ -118,12 +123,23 @@ mod tests {
         let mut damaged = sealed.clone();
         damaged.pop();
         damaged.push('A');
-        assert_eq!(sealer.open("grant-1:access", &damaged), Err(SealError::Open));
-        assert_eq!(sealer.open("grant-1:access", "ya29.token"), Err(SealError::Open));
-        assert_eq!(sealer.open("grant-1:access", "sealed1:AAAA"), Err(SealError::Open));
+        assert_eq!(
+            sealer.open("grant-1:access", &damaged),
+            Err(SealError::Open)
+        );
+        assert_eq!(
+            sealer.open("grant-1:access", "ya29.token"),
+            Err(SealError::Open)
+        );
+        assert_eq!(
+            sealer.open("grant-1:access", "sealed1:AAAA"),
+            Err(SealError::Open)
+        );
         assert_ne!(
             sealed,
-            sealer.seal("grant-1:access", "ya29.token", &SystemRandom).unwrap(),
+            sealer
+                .seal("grant-1:access", "ya29.token", &SystemRandom)
+                .unwrap(),
             "a fresh nonce each time"
         );
         assert!(!format!("{sealer:?}").contains('7'));

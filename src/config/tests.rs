@@ -446,7 +446,10 @@ const KEEPS_TOKENS: [(&str, &str); 3] = [
     ("AUTHGATE_KEY_ENCRYPTION_KEY", KEK),
 ];
 
-fn without(pairs: &[(&'static str, &'static str)], name: &str) -> Vec<(&'static str, &'static str)> {
+fn without(
+    pairs: &[(&'static str, &'static str)],
+    name: &str,
+) -> Vec<(&'static str, &'static str)> {
     pairs.iter().copied().filter(|(k, _)| *k != name).collect()
 }
 
@@ -467,9 +470,14 @@ fn upstream_tokens_need_an_mcp_server_a_provider_and_the_key() {
     assert!(!none.keeps_upstream_tokens());
 
     let refused = |pairs: Vec<(&'static str, &'static str)>, var: &str| {
-        let e = settings(&pairs).err().unwrap_or_else(|| panic!("{var}: accepted"));
+        let e = settings(&pairs)
+            .err()
+            .unwrap_or_else(|| panic!("{var}: accepted"));
         assert!(e.0.contains(var), "{var}: {e}");
-        assert!(!e.0.contains(KEK) && !e.0.contains("upstream-s3cret"), "{e}");
+        assert!(
+            !e.0.contains(KEK) && !e.0.contains("upstream-s3cret"),
+            "{e}"
+        );
         assert_eq!(e.0.lines().count(), 1, "{e}");
     };
     refused(
@@ -507,7 +515,10 @@ fn a_resource_table_opts_in_by_itself() {
         .iter()
         .map(|r| (r.path.as_str(), r.upstream_token))
         .collect();
-    assert_eq!(keeps, [("/mcp", false), ("/github/mcp", true), ("/plain", false)]);
+    assert_eq!(
+        keeps,
+        [("/mcp", false), ("/github/mcp", true), ("/plain", false)]
+    );
 
     let mut builtin = RawConfig::from_env(
         with_upstream(&[("AUTHGATE_KEY_ENCRYPTION_KEY", KEK)])
@@ -515,7 +526,10 @@ fn a_resource_table_opts_in_by_itself() {
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
     );
     builtin
-        .overlay_toml("[[resource]]\npath = \"/x\"\nupstream_token = \"header\"\n", "g.toml")
+        .overlay_toml(
+            "[[resource]]\npath = \"/x\"\nupstream_token = \"header\"\n",
+            "g.toml",
+        )
         .unwrap();
     let e = Settings::from_raw(&builtin).err().unwrap();
     assert!(e.0.contains("[[resource]]") && e.0.contains("/x"), "{e}");
@@ -536,5 +550,10 @@ fn token_exchange_clients_need_a_resource_that_keeps_tokens() {
     .err()
     .unwrap();
     assert!(e.0.contains("AUTHGATE_TOKEN_EXCHANGE_CLIENTS"), "{e}");
-    assert!(settings(&with_upstream(&[])).unwrap().token_exchange_clients.is_empty());
+    assert!(
+        settings(&with_upstream(&[]))
+            .unwrap()
+            .token_exchange_clients
+            .is_empty()
+    );
 }

@@ -93,7 +93,11 @@ pub fn plan(
     }
     let expired = lifetime.expired(now);
     if !can_refresh {
-        return if expired { Plan::Reauthorize } else { Plan::Use };
+        return if expired {
+            Plan::Reauthorize
+        } else {
+            Plan::Use
+        };
     }
     let leased = lease_until.is_some_and(|until| until > now);
     match (leased, expired) {

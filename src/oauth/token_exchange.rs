@@ -88,7 +88,10 @@ mod tests {
             "{OK}&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"
         );
         assert!(parse(&with_type).is_ok());
-        assert!(parse(&format!("{OK}&scope=&resource=")).is_ok(), "empty is absent");
+        assert!(
+            parse(&format!("{OK}&scope=&resource=")).is_ok(),
+            "empty is absent"
+        );
         assert!(!format!("{r:?}").contains("eyJ"));
     }
 
@@ -105,12 +108,16 @@ mod tests {
                 ErrorCode::InvalidRequest,
             ),
             (
-                &format!("{OK}&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Arefresh_token"),
+                &format!(
+                    "{OK}&requested_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Arefresh_token"
+                ),
                 ErrorCode::InvalidRequest,
             ),
             (&format!("{OK}&actor_token=y"), ErrorCode::InvalidRequest),
             (
-                &format!("{OK}&actor_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"),
+                &format!(
+                    "{OK}&actor_token_type=urn%3Aietf%3Aparams%3Aoauth%3Atoken-type%3Aaccess_token"
+                ),
                 ErrorCode::InvalidRequest,
             ),
             (

@@ -9,6 +9,7 @@ use crate::domain::identity::derive_subject;
 use crate::domain::pending::{
     ClientAuthorization, PendingAuthorization, Purpose, Stage, Unusable, UpstreamLeg,
 };
+use crate::domain::upstream_token::UpstreamTokens;
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::redirect::find_matching;
 use crate::oauth::request::AuthorizationRequest;
@@ -17,7 +18,6 @@ use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::url_rules::is_loopback_url;
 use crate::oauth::{ErrorCode, OAuthError, resource};
 use crate::services::clients::{self, Client, ResolveError};
-use crate::domain::upstream_token::UpstreamTokens;
 use crate::services::upstream::{UpstreamError, UpstreamLogin};
 use crate::services::upstream_tokens;
 use crate::state::App;

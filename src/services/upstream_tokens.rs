@@ -118,7 +118,8 @@ fn lifetime(record: &UpstreamTokenRecord) -> Lifetime {
 /// refreshes; the others keep using the old token while it has not expired, or wait for the new
 /// one.
 pub async fn current(app: &App, grant_id: &str) -> Result<Fresh, UpstreamTokenError> {
-    let sealer = sealer(app).map_err(|_| UpstreamTokenError::Unavailable("no sealing key".into()))?;
+    let sealer =
+        sealer(app).map_err(|_| UpstreamTokenError::Unavailable("no sealing key".into()))?;
     for _ in 0..WAIT_ROUNDS {
         let Some(record) = app.store.get_upstream_tokens(grant_id).await? else {
             return Err(UpstreamTokenError::Reauthorize);
@@ -185,8 +186,7 @@ async fn refresh(
     let tokens = match answered {
         Ok(tokens) => tokens,
         Err(RefreshError::Refused) => {
-            metrics::counter!(names::UPSTREAM_TOKEN_REFRESHES, "outcome" => "refused")
-                .increment(1);
+            metrics::counter!(names::UPSTREAM_TOKEN_REFRESHES, "outcome" => "refused").increment(1);
             return Err(give_up(app, grant_id, "the provider refused the refresh token").await);
         }
         Err(RefreshError::Failed(why)) => {
@@ -305,7 +305,9 @@ async fn subject_grant(app: &App, token: &str) -> Result<String, TokenError> {
         .await?
         .is_some_and(|g| g.is_live(now));
     if !live {
-        return Err(invalid("the subject token's grant was revoked or has ended"));
+        return Err(invalid(
+            "the subject token's grant was revoked or has ended",
+        ));
     }
     Ok(claims.sid)
 }
@@ -316,7 +318,9 @@ async fn subject_grant(app: &App, token: &str) -> Result<String, TokenError> {
 pub async fn prepare_exchange_clients(app: &App) -> Result<(), StoreError> {
     for id in &app.settings.token_exchange_clients {
         match app.store.get_client(id).await? {
-            None => tracing::warn!(client.id = %id, "AUTHGATE_TOKEN_EXCHANGE_CLIENTS names a client that is not registered"),
+            None => {
+                tracing::warn!(client.id = %id, "AUTHGATE_TOKEN_EXCHANGE_CLIENTS names a client that is not registered")
+            }
             Some(c) if !c.metadata.token_endpoint_auth_method.uses_secret() => tracing::warn!(
                 client.id = %id,
                 "AUTHGATE_TOKEN_EXCHANGE_CLIENTS names a public client; only confidential clients may exchange tokens"

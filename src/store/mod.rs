@@ -313,8 +313,7 @@ pub trait Repo: Send + Sync {
         from_version: i64,
     ) -> Result<bool, StoreError>;
     /// Gives the lease up without a refresh (the provider could not be reached).
-    async fn release_upstream_lease(&self, grant_id: &str, version: i64)
-    -> Result<(), StoreError>;
+    async fn release_upstream_lease(&self, grant_id: &str, version: i64) -> Result<(), StoreError>;
 
     async fn revoke_access_token(&self, jti: &str, expires_at: Timestamp)
     -> Result<(), StoreError>;

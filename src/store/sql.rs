@@ -227,8 +227,8 @@ macro_rules! queries {
             use $crate::store::rows::{self, PendingColumns};
             use $crate::store::sql;
             use $crate::store::{
-                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord, StoreError,
-                UpstreamTokenRecord,
+                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord,
+                StoreError, UpstreamTokenRecord,
             };
 
             type Conn = $conn;

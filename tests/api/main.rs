@@ -28,3 +28,4 @@ mod register;
 mod store;
 mod token;
 mod upstream;
+mod upstream_tokens;

@@ -110,9 +110,9 @@ async fn upstream_token(
         Err(UpstreamTokenError::Reauthorize) => {
             metrics::counter!(names::GUARD_REJECTIONS, "reason" => "upstream_token").increment(1);
             Err(McpError::Challenge {
-            kind: Challenge::InvalidToken,
-            resource_metadata: resource_metadata_url(app, resource),
-            scope: resource.scopes.to_string(),
+                kind: Challenge::InvalidToken,
+                resource_metadata: resource_metadata_url(app, resource),
+                scope: resource.scopes.to_string(),
             })
         }
         Err(UpstreamTokenError::Store(e)) => {

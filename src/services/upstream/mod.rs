@@ -70,8 +70,11 @@ pub trait Upstream: Send + Sync {
 
     /// Verifies what the browser brought back (the provider's code, or the address typed into
     /// the development login) and returns who logged in, with the provider's tokens.
-    async fn identify(&self, answer: &str, leg: &UpstreamLeg)
-    -> Result<UpstreamLogin, UpstreamError>;
+    async fn identify(
+        &self,
+        answer: &str,
+        leg: &UpstreamLeg,
+    ) -> Result<UpstreamLogin, UpstreamError>;
 
     /// New tokens for a refresh token from a login.
     async fn refresh(

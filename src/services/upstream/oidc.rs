@@ -247,7 +247,11 @@ impl Upstream for OidcUpstream {
         self.authorize_url(state, &leg.nonce, &leg.verifier).await
     }
 
-    async fn identify(&self, code: &str, leg: &UpstreamLeg) -> Result<UpstreamLogin, UpstreamError> {
+    async fn identify(
+        &self,
+        code: &str,
+        leg: &UpstreamLeg,
+    ) -> Result<UpstreamLogin, UpstreamError> {
         self.exchange(code, &leg.verifier, &leg.nonce).await
     }
 
