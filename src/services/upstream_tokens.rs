@@ -122,7 +122,9 @@ pub async fn current(app: &App, grant_id: &str) -> Result<Fresh, UpstreamTokenEr
         sealer(app).map_err(|_| UpstreamTokenError::Unavailable("no sealing key".into()))?;
     for _ in 0..WAIT_ROUNDS {
         let Some(record) = app.store.get_upstream_tokens(grant_id).await? else {
-            return Err(UpstreamTokenError::Reauthorize);
+            // Revoked meanwhile, or granted before its resource kept upstream tokens: either
+            // way only a new authorization helps, and the grant must not stay usable.
+            return Err(give_up(app, grant_id, "the grant has no upstream tokens").await);
         };
         let now = app.clock.now();
         let can_refresh = record.refresh_sealed.is_some();

@@ -305,6 +305,20 @@ async fn upstream_tokens_are_kept_sealed_and_sent_to_the_mcp_server(backend: Bac
     );
     assert_eq!(g.mcp.seen().last(), Some(&None));
     assert_eq!(token_rows(app).await, 1);
+
+    // Turned on later, the grants from before have no upstream tokens: they are revoked, so
+    // their clients authorize again (and that login brings tokens).
+    let on = app
+        .another_instance(|s| s.resources[1].upstream_token = true)
+        .await;
+    let forwarded = g.mcp.seen().len();
+    assert_eq!(
+        call(&on, "/plain/mcp", access_token(&plain)).await.status(),
+        401
+    );
+    assert_eq!(g.mcp.seen().len(), forwarded);
+    let refresh = flow::refresh(app, &client, plain["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refresh.status(), 400);
 }
 
 async fn returning_users_log_in_at_the_provider_again(backend: Backend) {
@@ -686,8 +700,16 @@ async fn token_exchange_refusals(backend: Backend) {
     let unlisted = register_mcp_server(a).await;
     let public = flow::register_public(a, "http://127.0.0.1/cb").await;
     let listed = vec![server.id.clone(), public.id.clone()];
+    let also_listed = listed.clone();
     let b = a
         .another_instance(move |s| s.token_exchange_clients = listed)
+        .await;
+    // An instance where `/mcp` no longer keeps upstream tokens (the setting was turned off).
+    let off = a
+        .another_instance(move |s| {
+            s.token_exchange_clients = also_listed;
+            s.resources[0].upstream_token = false;
+        })
         .await;
     let client = register_claude(a).await;
     let tokens = login(a, &client, &Browser::new(), "/mcp").await;
@@ -757,6 +779,13 @@ async fn token_exchange_refusals(backend: Backend) {
         )
         .await;
     }
+    refused(
+        exchange(&off, &server, &secret, &subject(at)).await,
+        400,
+        "invalid_request",
+        "a token for a resource that no longer keeps upstream tokens",
+    )
+    .await;
     let mut wrong_type = subject(at);
     wrong_type[1].1 = "urn:ietf:params:oauth:token-type:id_token";
     refused(
