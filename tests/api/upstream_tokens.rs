@@ -319,6 +319,22 @@ async fn upstream_tokens_are_kept_sealed_and_sent_to_the_mcp_server(backend: Bac
     assert_eq!(g.mcp.seen().len(), forwarded);
     let refresh = flow::refresh(app, &client, plain["refresh_token"].as_str().unwrap()).await;
     assert_eq!(refresh.status(), 400);
+
+    // Under another key-encryption key the stored tokens do not open: the grant is revoked, so
+    // its client authorizes again.
+    let rekeyed = app
+        .another_instance(|s| {
+            s.upstream_token_sealer =
+                Some(authgate::sealing::TokenSealer::derive(&[1u8; 32]).unwrap());
+        })
+        .await;
+    assert_eq!(
+        call(&rekeyed, "/mcp", access_token(&tokens)).await.status(),
+        401
+    );
+    assert_eq!(token_rows(app).await, 0);
+    let refresh = flow::refresh(app, &client, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refresh.status(), 400);
 }
 
 async fn returning_users_log_in_at_the_provider_again(backend: Backend) {

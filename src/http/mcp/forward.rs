@@ -53,11 +53,7 @@ pub async fn forward(
         return Ok(StatusCode::UNAUTHORIZED.into_response());
     };
     let (parts, body) = req.into_parts();
-    let upstream_token = if resource.upstream_token {
-        Some(upstream_token(&state, &resource, &caller).await?)
-    } else {
-        None
-    };
+    let upstream_token = upstream_token(&state, &resource, &caller).await?;
     let session = session::before(
         &state,
         &caller,
@@ -75,7 +71,7 @@ pub async fn forward(
     {
         return Err(gateway_error(
             StatusCode::BAD_GATEWAY,
-            "the upstream token cannot be passed on",
+            "invalid upstream token",
         ));
     }
     let request = state.mcp_http.request(parts.method, url).headers(headers);
@@ -98,15 +94,19 @@ pub async fn forward(
         .map_err(|_| gateway_error(StatusCode::BAD_GATEWAY, "invalid upstream response"))
 }
 
-/// The caller's upstream access token, fresh. When it cannot be renewed, the client gets the
-/// same challenge as for a revoked token (its grant was revoked), so it authorizes again.
+/// The caller's upstream access token, fresh, for a resource that keeps them. When it cannot be
+/// renewed, the client gets the same challenge as for a revoked token (its grant was revoked),
+/// so it authorizes again.
 async fn upstream_token(
     app: &App,
     resource: &ResourceConfig,
     caller: &Caller,
-) -> Result<upstream_tokens::Fresh, McpError> {
+) -> Result<Option<upstream_tokens::Fresh>, McpError> {
+    if !resource.upstream_token {
+        return Ok(None);
+    }
     match upstream_tokens::current(app, &caller.grant_id).await {
-        Ok(fresh) => Ok(fresh),
+        Ok(fresh) => Ok(Some(fresh)),
         Err(UpstreamTokenError::Reauthorize) => {
             metrics::counter!(names::GUARD_REJECTIONS, "reason" => "upstream_token").increment(1);
             Err(McpError::Challenge {
