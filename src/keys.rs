@@ -291,12 +291,7 @@ impl KeySealer {
 
     /// Parses the setting: 32 bytes in base64 (standard or URL-safe, padding optional).
     pub fn from_setting(text: &str) -> Result<Self, KeyError> {
-        let t = text.trim().trim_end_matches('=');
-        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
-            .decode(t)
-            .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t))
-            .map_err(|_| KeyError::BadSealingKey)?;
-        Self::new(&bytes)
+        Self::new(&decode_encryption_key(text)?)
     }
 
     fn seal(&self, kid: &str, der: &[u8], random: &dyn Random) -> Result<String, KeyError> {
@@ -339,6 +334,20 @@ impl KeySealer {
             .map_err(|_| KeyError::Sealed(kid.to_owned()))?;
         Ok(plain.to_vec())
     }
+}
+
+/// The bytes of `AUTHGATE_KEY_ENCRYPTION_KEY`: 32 bytes in base64 (standard or URL-safe,
+/// padding optional).
+pub fn decode_encryption_key(text: &str) -> Result<Vec<u8>, KeyError> {
+    let t = text.trim().trim_end_matches('=');
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(t)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t))
+        .map_err(|_| KeyError::BadSealingKey)?;
+    if bytes.len() != 32 {
+        return Err(KeyError::BadSealingKey);
+    }
+    Ok(bytes)
 }
 
 /// The DER of a stored private key: sealed ones need the sealer; plain ones (stored before

@@ -14,6 +14,7 @@ pub mod keys;
 pub mod oauth;
 pub mod random;
 pub mod ratelimit;
+pub mod sealing;
 pub mod services;
 pub mod startup;
 pub mod state;

@@ -17,6 +17,7 @@ use crate::services::revocation::RevocationCache;
 use crate::services::upstream::Upstream;
 use crate::services::upstream::dev::DevLogin;
 use crate::services::upstream::oidc::OidcUpstream;
+use crate::services::upstream_tokens;
 use crate::state::{App, AppState};
 use crate::store::DynStore;
 
@@ -92,6 +93,15 @@ impl Application {
             clock,
             random,
         };
+        if let Some(upstream) = &app.settings.upstream
+            && app.settings.keeps_upstream_tokens()
+            && !upstream_tokens::asks_for_refresh_tokens(upstream)
+        {
+            tracing::warn!(
+                "a resource keeps upstream tokens, but AUTHGATE_UPSTREAM_SCOPES has no offline_access (nor AUTHGATE_UPSTREAM_AUTHORIZE_PARAMS access_type=offline): without refresh tokens, users must authorize again whenever their upstream token expires"
+            );
+        }
+        upstream_tokens::prepare_exchange_clients(&app).await?;
         Ok(Self {
             listener,
             state: AppState(Arc::new(app)),

@@ -67,4 +67,6 @@ pub mod names {
     pub const RATE_LIMITED: &str = "authgate_rate_limited_total";
     /// Database queries of the MCP guard's revocation check (its cache misses), by operation.
     pub const DB_QUERIES: &str = "authgate_db_queries_total";
+    /// Refreshes of users' upstream tokens, by outcome (`refreshed`, `refused`, `failed`).
+    pub const UPSTREAM_TOKEN_REFRESHES: &str = "authgate_upstream_token_refreshes_total";
 }

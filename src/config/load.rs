@@ -52,6 +52,7 @@ pub(super) struct RawSettings {
     pub session_ttl: Setting,
     pub mcp_upstream: Setting,
     pub mcp_upstream_timeout: Setting,
+    pub mcp_upstream_token: Setting,
     pub mcp_session_ttl: Setting,
     pub mcp_max_body: Setting,
     pub allowed_hosts: Setting,
@@ -66,6 +67,7 @@ pub(super) struct RawSettings {
     pub cors: Setting,
     pub key_encryption_key: Setting,
     pub key_publication_delay: Setting,
+    pub token_exchange_clients: Setting,
     /// `[[resource]]` tables: protected MCP resources besides `/mcp`.
     pub resource: Vec<RawResource>,
 }
@@ -77,6 +79,8 @@ pub struct RawResource {
     pub path: Option<String>,
     pub upstream: Option<String>,
     pub scopes: Vec<String>,
+    /// `"header"`: the MCP server receives the user's upstream access token.
+    pub upstream_token: Option<String>,
 }
 
 /// The text of one scalar setting. The environment only has strings; the file may also give a

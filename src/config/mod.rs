@@ -52,6 +52,9 @@ pub struct ResourceConfig {
     /// `None`: the built-in MCP server answers.
     pub upstream: Option<Url>,
     pub scopes: ScopeSet,
+    /// The MCP server receives the user's upstream access token in `X-Authgate-Upstream-Token`
+    /// (and may exchange a token for it at `/token`).
+    pub upstream_token: bool,
 }
 
 /// A rate of `burst` events refilled over `per_seconds`.
@@ -121,6 +124,11 @@ pub struct Settings {
     pub cors_enabled: bool,
     /// Encrypts signing keys at rest.
     pub key_sealer: Option<crate::keys::KeySealer>,
+    /// Encrypts the users' upstream tokens at rest; set whenever a resource receives them.
+    pub upstream_token_sealer: Option<crate::sealing::TokenSealer>,
+    /// Confidential clients (MCP servers) allowed to exchange an access token for the user's
+    /// upstream one (RFC 8693).
+    pub token_exchange_clients: Vec<String>,
     /// `Host` values the MCP endpoints answer besides the public URL's own, lower case:
     /// `name` (any port) or `name:port`.
     pub allowed_hosts: Vec<String>,
@@ -150,6 +158,7 @@ impl fmt::Debug for Settings {
             .field("login_policy", &self.login_policy)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("key_publication_delay", &self.key_publication_delay)
+            .field("token_exchange_clients", &self.token_exchange_clients)
             .finish_non_exhaustive()
     }
 }
@@ -158,6 +167,18 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://authgate.db";
 
 impl Settings {
+    /// Does any resource hand the user's upstream token to its MCP server?
+    pub fn keeps_upstream_tokens(&self) -> bool {
+        self.resources.iter().any(|r| r.upstream_token)
+    }
+
+    /// The resource a token's audience names, if it receives upstream tokens.
+    pub fn upstream_token_resource(&self, audience: &str) -> Option<&ResourceConfig> {
+        self.resources
+            .iter()
+            .find(|r| r.upstream_token && r.uri == audience)
+    }
+
     pub fn from_raw(raw: &RawConfig) -> Result<Self, ConfigError> {
         validate::settings(&raw.settings()?)
     }

@@ -444,9 +444,131 @@ fn files_add_up_like_one_document() {
         path: Some("/c".into()),
         upstream: None,
         scopes: vec!["c".into()],
+        upstream_token: None,
     });
     let s = Settings::from_raw(&raw).unwrap();
     assert_eq!(s.listen.port(), 2);
     let paths: Vec<_> = s.resources.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/mcp", "/a", "/b", "/c"]);
+}
+
+/// 32 bytes (0, 1, ..., 31) in base64.
+const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+const KEEPS_TOKENS: [(&str, &str); 3] = [
+    ("AUTHGATE_MCP_UPSTREAM", "http://127.0.0.1:9000/mcp"),
+    ("AUTHGATE_MCP_UPSTREAM_TOKEN", "header"),
+    ("AUTHGATE_KEY_ENCRYPTION_KEY", KEK),
+];
+
+fn without(
+    pairs: &[(&'static str, &'static str)],
+    name: &str,
+) -> Vec<(&'static str, &'static str)> {
+    pairs.iter().copied().filter(|(k, _)| *k != name).collect()
+}
+
+#[test]
+fn upstream_tokens_need_an_mcp_server_a_provider_and_the_key() {
+    let s = settings(&with_upstream(&KEEPS_TOKENS)).unwrap();
+    assert!(s.resources[0].upstream_token);
+    assert!(s.keeps_upstream_tokens());
+    assert!(s.upstream_token_sealer.is_some());
+    assert!(
+        s.upstream_token_resource(&format!("{}/mcp", s.issuer))
+            .is_some()
+    );
+
+    let off = settings(&with_upstream(&[])).unwrap();
+    assert!(!off.keeps_upstream_tokens() && off.upstream_token_sealer.is_none());
+    let none = settings(&with_upstream(&[("AUTHGATE_MCP_UPSTREAM_TOKEN", "none")])).unwrap();
+    assert!(!none.keeps_upstream_tokens());
+
+    let refused = |pairs: Vec<(&'static str, &'static str)>, var: &str| {
+        let e = settings(&pairs)
+            .err()
+            .unwrap_or_else(|| panic!("{var}: accepted"));
+        assert!(e.0.contains(var), "{var}: {e}");
+        assert!(
+            !e.0.contains(KEK) && !e.0.contains("upstream-s3cret"),
+            "{e}"
+        );
+        assert_eq!(e.0.lines().count(), 1, "{e}");
+    };
+    refused(
+        with_upstream(&without(&KEEPS_TOKENS, "AUTHGATE_KEY_ENCRYPTION_KEY")),
+        "AUTHGATE_KEY_ENCRYPTION_KEY",
+    );
+    refused(KEEPS_TOKENS.to_vec(), "AUTHGATE_UPSTREAM_ISSUER");
+    refused(
+        with_upstream(&without(&KEEPS_TOKENS, "AUTHGATE_MCP_UPSTREAM")),
+        "AUTHGATE_MCP_UPSTREAM_TOKEN",
+    );
+    let mut bad_value = with_upstream(&without(&KEEPS_TOKENS, "AUTHGATE_MCP_UPSTREAM_TOKEN"));
+    bad_value.push(("AUTHGATE_MCP_UPSTREAM_TOKEN", "query"));
+    refused(bad_value, "AUTHGATE_MCP_UPSTREAM_TOKEN");
+    let mut short_key = with_upstream(&without(&KEEPS_TOKENS, "AUTHGATE_KEY_ENCRYPTION_KEY"));
+    short_key.push(("AUTHGATE_KEY_ENCRYPTION_KEY", "AAECAwQFBgcICQoLDA0ODw=="));
+    refused(short_key, "AUTHGATE_KEY_ENCRYPTION_KEY");
+}
+
+#[test]
+fn a_resource_table_opts_in_by_itself() {
+    let mut raw = RawConfig::from_env(
+        with_upstream(&[("AUTHGATE_KEY_ENCRYPTION_KEY", KEK)])
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    raw.overlay_toml(
+        "[[resource]]\npath = \"/github/mcp\"\nupstream = \"http://127.0.0.1:9001/mcp\"\nupstream_token = \"header\"\n[[resource]]\npath = \"/plain\"\n",
+        "f.toml",
+    )
+    .unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    let keeps: Vec<(&str, bool)> = s
+        .resources
+        .iter()
+        .map(|r| (r.path.as_str(), r.upstream_token))
+        .collect();
+    assert_eq!(
+        keeps,
+        [("/mcp", false), ("/github/mcp", true), ("/plain", false)]
+    );
+
+    let mut builtin = RawConfig::from_env(
+        with_upstream(&[("AUTHGATE_KEY_ENCRYPTION_KEY", KEK)])
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    builtin
+        .overlay_toml(
+            "[[resource]]\npath = \"/x\"\nupstream_token = \"header\"\n",
+            "g.toml",
+        )
+        .unwrap();
+    let e = Settings::from_raw(&builtin).err().unwrap();
+    assert!(e.0.contains("[[resource]]") && e.0.contains("/x"), "{e}");
+}
+
+#[test]
+fn token_exchange_clients_need_a_resource_that_keeps_tokens() {
+    let mut pairs = with_upstream(&KEEPS_TOKENS);
+    pairs.push(("AUTHGATE_TOKEN_EXCHANGE_CLIENTS", "agc_a, agc_b"));
+    assert_eq!(
+        settings(&pairs).unwrap().token_exchange_clients,
+        ["agc_a", "agc_b"]
+    );
+    let e = settings(&with_upstream(&[(
+        "AUTHGATE_TOKEN_EXCHANGE_CLIENTS",
+        "agc_a",
+    )]))
+    .err()
+    .unwrap();
+    assert!(e.0.contains("AUTHGATE_TOKEN_EXCHANGE_CLIENTS"), "{e}");
+    assert!(
+        settings(&with_upstream(&[]))
+            .unwrap()
+            .token_exchange_clients
+            .is_empty()
+    );
 }

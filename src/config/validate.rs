@@ -31,7 +31,11 @@ pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
     let upstream = upstream(r, &issuer, is_loopback_host(&public_url))?;
     let login_policy = login_policy(r, upstream.is_some())?;
     let resources = resources(r, &scopes, &issuer)?;
+    let (upstream_token_sealer, token_exchange_clients) =
+        upstream_tokens(r, &resources, upstream.is_some())?;
     Ok(Settings {
+        upstream_token_sealer,
+        token_exchange_clients,
         allowed_origins: allowed_origins(r)?,
         trusted_proxies: trusted_proxies(r)?,
         metrics_listen: metrics_listen(r)?,
@@ -391,10 +395,15 @@ fn resources(
         default_scopes.clone(),
         issuer,
     )?];
+    if let Some(first) = resources.first_mut() {
+        first.upstream_token =
+            upstream_token_delivery("AUTHGATE_MCP_UPSTREAM_TOKEN", r.mcp_upstream_token.get())?;
+    }
     for RawResource {
         path,
         upstream,
         scopes,
+        upstream_token,
     } in &r.resource
     {
         let path = path
@@ -406,7 +415,8 @@ fn resources(
         } else {
             own
         };
-        let parsed = resource(VAR, path, upstream.as_deref(), own, issuer)?;
+        let mut parsed = resource(VAR, path, upstream.as_deref(), own, issuer)?;
+        parsed.upstream_token = upstream_token_delivery(VAR, upstream_token.as_deref())?;
         if resources.iter().any(|x| x.path == parsed.path) {
             return Err(err(VAR, format!("path {path:?} is listed twice")));
         }
@@ -481,7 +491,79 @@ fn resource(
         uri: format!("{issuer}{path}"),
         upstream,
         scopes,
+        upstream_token: false,
     })
+}
+
+/// `header`: the MCP server receives the user's upstream access token; `none` (the default):
+/// it does not.
+fn upstream_token_delivery(var: &str, raw: Option<&str>) -> Result<bool, ConfigError> {
+    match raw.map(str::trim) {
+        None | Some("none") => Ok(false),
+        Some("header") => Ok(true),
+        Some(_) => Err(err(var, "upstream_token must be header or none")),
+    }
+}
+
+/// What keeping the users' upstream tokens needs: an MCP server to give them to, an upstream
+/// provider to get them from (the development login has none) and the key that seals them.
+/// Returns the sealer and the clients allowed to exchange tokens for them.
+fn upstream_tokens(
+    r: &RawSettings,
+    resources: &[ResourceConfig],
+    has_upstream: bool,
+) -> Result<(Option<crate::sealing::TokenSealer>, Vec<String>), ConfigError> {
+    const CLIENTS: &str = "AUTHGATE_TOKEN_EXCHANGE_CLIENTS";
+    let clients = r
+        .token_exchange_clients
+        .get()
+        .map(split_list)
+        .unwrap_or_default();
+    let keeping: Vec<&ResourceConfig> = resources.iter().filter(|res| res.upstream_token).collect();
+    if keeping.is_empty() {
+        if !clients.is_empty() {
+            return Err(err(
+                CLIENTS,
+                "needs a resource that keeps upstream tokens (upstream_token = \"header\", or AUTHGATE_MCP_UPSTREAM_TOKEN=header)",
+            ));
+        }
+        return Ok((None, clients));
+    }
+    if let Some(res) = keeping.iter().find(|res| res.upstream.is_none()) {
+        let var = if res.path == "/mcp" {
+            "AUTHGATE_MCP_UPSTREAM_TOKEN"
+        } else {
+            "[[resource]]"
+        };
+        return Err(err(
+            var,
+            format!(
+                "{} has no upstream MCP server to receive the user's upstream token",
+                res.path
+            ),
+        ));
+    }
+    if !has_upstream {
+        return Err(err(
+            "AUTHGATE_UPSTREAM_ISSUER",
+            "is required when a resource keeps upstream tokens: the development login has none",
+        ));
+    }
+    let Some(kek) = r.key_encryption_key.get() else {
+        return Err(err(
+            "AUTHGATE_KEY_ENCRYPTION_KEY",
+            "is required when a resource keeps upstream tokens: they are stored encrypted with it",
+        ));
+    };
+    let bad_key = || {
+        err(
+            "AUTHGATE_KEY_ENCRYPTION_KEY",
+            "must be 32 random bytes in base64 (openssl rand -base64 32); value not shown",
+        )
+    };
+    let bytes = crate::keys::decode_encryption_key(kek).map_err(|_| bad_key())?;
+    let sealer = crate::sealing::TokenSealer::derive(&bytes).map_err(|_| bad_key())?;
+    Ok((Some(sealer), clients))
 }
 
 fn upstream_url(var: &str, raw: &str) -> Result<Url, ConfigError> {

@@ -4,3 +4,4 @@
 pub mod grant;
 pub mod identity;
 pub mod pending;
+pub mod upstream_token;

@@ -101,6 +101,16 @@ impl From<TokenError> for ApiError {
             TokenError::OAuth(e) => Self::bad_request(e),
             TokenError::Store(e) => e.into(),
             TokenError::Internal(why) => Self::Internal(why),
+            TokenError::Unavailable(why) => {
+                tracing::warn!(error = %why, "a token request could not be served now");
+                Self::OAuth(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    OAuthError::new(
+                        ErrorCode::TemporarilyUnavailable,
+                        "the upstream provider cannot be reached; retry later",
+                    ),
+                )
+            }
         }
     }
 }

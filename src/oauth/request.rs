@@ -12,6 +12,7 @@ use super::assertion::{JWT_BEARER, peek_issuer};
 use super::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
 use super::scope::ScopeSet;
 use super::secrets::{Secret, kind};
+use super::token_exchange::{GRANT_TOKEN_EXCHANGE, TokenExchangeRequest};
 use super::{ErrorCode, OAuthError};
 
 /// Why parameters could not be read.
@@ -130,6 +131,8 @@ pub enum TokenRequest {
         scope: Option<ScopeSet>,
         resource: Option<String>,
     },
+    /// RFC 8693: an authgate access token for the user's upstream one.
+    TokenExchange(TokenExchangeRequest),
 }
 
 impl TokenRequest {
@@ -147,6 +150,7 @@ impl TokenRequest {
                 scope: params.get("scope").map(ScopeSet::parse),
                 resource: params.owned("resource"),
             }),
+            GRANT_TOKEN_EXCHANGE => Ok(Self::TokenExchange(TokenExchangeRequest::parse(params)?)),
             _ => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
                 "grant_type must be authorization_code or refresh_token",
@@ -159,6 +163,7 @@ impl TokenRequest {
         match self {
             Self::AuthorizationCode { .. } => GRANT_AUTHORIZATION_CODE,
             Self::RefreshToken { .. } => GRANT_REFRESH_TOKEN,
+            Self::TokenExchange(_) => GRANT_TOKEN_EXCHANGE,
         }
     }
 
@@ -167,6 +172,7 @@ impl TokenRequest {
             Self::AuthorizationCode { resource, .. } | Self::RefreshToken { resource, .. } => {
                 resource.as_deref()
             }
+            Self::TokenExchange(_) => None,
         }
     }
 }

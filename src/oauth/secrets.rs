@@ -55,6 +55,13 @@ pub mod kind {
         ClientAssertion => b"authgate:client-assertion:",
         /// A used client assertion's client and `jti`, remembered so that it is used once.
         AssertionJti => b"authgate:assertion-jti:",
+        /// The upstream provider's access token for a user (kept sealed, handed to the MCP
+        /// server behind authgate).
+        UpstreamAccess => b"authgate:upstream-access:",
+        /// The upstream provider's refresh token for a user (kept sealed).
+        UpstreamRefresh => b"authgate:upstream-refresh:",
+        /// An authgate access token presented as an RFC 8693 subject token.
+        SubjectToken => b"authgate:subject-token:",
     }
 }
 

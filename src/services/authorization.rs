@@ -5,13 +5,14 @@
 
 use crate::clock::Timestamp;
 use crate::domain::grant::{AuthorizationCode, Grant};
-use crate::domain::identity::{UpstreamIdentity, derive_subject};
+use crate::domain::identity::derive_subject;
 use crate::domain::pending::{
     ClientAuthorization, LoginConstraint, PendingAuthorization, Purpose, Stage, Unusable,
     UpstreamLeg,
 };
 use crate::keys::TokenRejection;
 use crate::oauth::oidc::{self, OpenIdRequest};
+use crate::domain::upstream_token::UpstreamTokens;
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::redirect::find_matching;
 use crate::oauth::request::AuthorizationRequest;
@@ -20,7 +21,8 @@ use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::url_rules::is_loopback_url;
 use crate::oauth::{ErrorCode, OAuthError, resource};
 use crate::services::clients::{self, Client, ResolveError};
-use crate::services::upstream::UpstreamError;
+use crate::services::upstream::{UpstreamError, UpstreamLogin};
+use crate::services::upstream_tokens;
 use crate::state::App;
 use crate::store::{ConsentRecord, Repo, SessionRecord, StoreError};
 use crate::telemetry::names;
@@ -251,6 +253,9 @@ async fn hinted_subject(
 pub enum Started {
     /// Answered without asking: approved before, or `prompt=none` with nothing approved.
     Answered(ClientAnswer),
+    /// Approved before, but the resource needs the user's upstream tokens, which only a login
+    /// at the provider brings: straight there (the browser binding must be set).
+    ToUpstream(String),
     /// The consent page, for the pending request `id` (its id in the clear, for the form), and
     /// the browser's session if it may answer the request.
     Consent {
@@ -266,7 +271,7 @@ pub async fn start(
     accepted: Accepted,
     session: Option<&SessionRecord>,
     browser: Hashed<kind::Browser>,
-) -> Result<Started, StoreError> {
+) -> Result<Started, FlowError> {
     let Accepted {
         client,
         request,
@@ -274,27 +279,42 @@ pub async fn start(
     } = accepted;
     let asks_again = prompt.contains("consent") || prompt.contains("login");
     let session = session.filter(|s| request.login.admits(&s.subject, s.created_at));
+    let provider_login = needs_provider_login(app, &request);
+    let fresh = request.login.wants_fresh_login();
+    let mut approved = false;
     if let Some(session) = session
         && !asks_again
         && let Some(c) = app.store.get_consent(&session.subject, &client.id).await?
         && request.scope.is_subset_of(&ScopeSet::parse(&c.scope))
     {
-        let tx = app.store.begin().await?;
-        let code = issue_code(app, &*tx, &request, session).await?;
-        tx.commit().await?;
-        return Ok(Started::Answered(ClientAnswer::to(&request, Ok(code))));
+        if !provider_login {
+            let tx = app.store.begin().await?;
+            let code = issue_code(app, &*tx, &request, session, None).await?;
+            tx.commit().await?;
+            return Ok(Started::Answered(ClientAnswer::to(&request, Ok(code))));
+        }
+        approved = true;
     }
     if prompt.contains("none") {
-        let code = if session.is_some() {
-            ErrorCode::ConsentRequired
-        } else {
+        let code = if session.is_none() || approved {
             ErrorCode::LoginRequired
+        } else {
+            ErrorCode::ConsentRequired
         };
         let error = OAuthError::new(code, "user interaction is required");
         return Ok(Started::Answered(ClientAnswer::to(&request, Err(error))));
     }
     let id = Secret::<kind::Pending>::new(app.random.token());
     let pending = PendingAuthorization::authorize(id.hash(), browser, request, app.clock.now());
+    if approved {
+        let (state, leg) = new_leg(app);
+        let at_upstream = pending
+            .to_upstream(leg.clone())
+            .map_err(|_| FlowError::Unusable(Unusable::AlreadyDone))?;
+        app.store.insert_pending(&at_upstream).await?;
+        let url = app.upstream.login_url(&state, &leg, fresh).await?;
+        return Ok(Started::ToUpstream(url));
+    }
     app.store.insert_pending(&pending).await?;
     metrics::counter!(names::AUTHORIZATIONS, "outcome" => "consent_shown").increment(1);
     Ok(Started::Consent {
@@ -385,7 +405,12 @@ pub async fn consent(
                 .login
                 .admits(&session.subject, session.created_at) =>
         {
-            finish(app, &pending, session, false).await
+            if needs_provider_login(app, client_request) {
+                // Only a login at the provider brings the upstream tokens the resource needs.
+                to_upstream(app, &pending, client_request.login.wants_fresh_login()).await
+            } else {
+                finish(app, &pending, session, Proof::Session).await
+            }
         }
         // Too old a login, or someone other than the client named: the provider must ask.
         (Decision::Approve, Some(_)) => to_upstream(app, &pending, true).await,
@@ -501,11 +526,11 @@ pub async fn upstream_returned(
     let started = std::time::Instant::now();
     let identified = app.upstream.identify(answer, leg).await;
     metrics::histogram!(names::UPSTREAM_LOGIN_SECONDS).record(started.elapsed().as_secs_f64());
-    let identity = identified.inspect_err(|e| {
+    let login = identified.inspect_err(|e| {
         tracing::warn!(error = %e, "upstream login failed");
         metrics::counter!(names::AUTHORIZATIONS, "outcome" => "upstream_failed").increment(1);
     })?;
-    log_in(app, &pending, identity).await
+    log_in(app, &pending, login).await
 }
 
 /// Cancelled at the provider: the client hears `access_denied`; an account login just ends.
@@ -528,8 +553,9 @@ async fn cancelled(app: &App, pending: &PendingAuthorization) -> Result<Finished
 async fn log_in(
     app: &App,
     pending: &PendingAuthorization,
-    identity: UpstreamIdentity,
+    login: UpstreamLogin,
 ) -> Result<Finished, FlowError> {
+    let UpstreamLogin { identity, tokens } = login;
     if let Err(why) = app.settings.login_policy.check(&identity) {
         tracing::info!(upstream.issuer = %identity.issuer, "login refused by policy");
         app.store.finish_pending(&pending.id).await?;
@@ -546,7 +572,7 @@ async fn log_in(
         created_at: now,
         expires_at: now + app.settings.session_ttl,
     };
-    let next = finish(app, pending, &session, true).await?;
+    let next = finish(app, pending, &session, Proof::Login(tokens.as_ref())).await?;
     tracing::info!(user.sub = %session.subject, "user logged in");
     Ok(Finished {
         next,
@@ -554,19 +580,49 @@ async fn log_in(
     })
 }
 
+/// Whether a code for this request needs a login at the provider now: its resource hands the
+/// user's upstream tokens to the MCP server, and only a login brings them.
+fn needs_provider_login(app: &App, request: &ClientAuthorization) -> bool {
+    app.settings
+        .upstream_token_resource(&request.resource)
+        .is_some()
+}
+
+/// How the person finishing a request is known.
+enum Proof<'a> {
+    /// An existing session.
+    Session,
+    /// A login just now (its session is new), with the provider's tokens if it gave any.
+    Login(Option<&'a UpstreamTokens>),
+}
+
 /// Ends a request for a logged-in person, exactly once: the session (when new), the request's
-/// end and, for a client, the approval, the grant and the code are one unit of work.
+/// end and, for a client, the approval, the grant, its upstream tokens and the code are one
+/// unit of work.
 async fn finish(
     app: &App,
     pending: &PendingAuthorization,
     session: &SessionRecord,
-    new_session: bool,
+    proof: Proof<'_>,
 ) -> Result<Next, FlowError> {
     pending
         .finish()
         .map_err(|_| FlowError::Unusable(Unusable::AlreadyDone))?;
+    let keep = match (&pending.purpose, &proof) {
+        (Purpose::Authorize(request), proof) if needs_provider_login(app, request) => match proof {
+            Proof::Login(Some(tokens)) => Some(*tokens),
+            // Unreachable by the flow (such requests always go to the provider): refused
+            // rather than a grant the MCP server cannot use.
+            Proof::Login(None) | Proof::Session => {
+                return Err(FlowError::Upstream(UpstreamError::Exchange(
+                    "the provider returned no tokens for the MCP server".to_owned(),
+                )));
+            }
+        },
+        _ => None,
+    };
     let tx = app.store.begin().await?;
-    if new_session {
+    if matches!(proof, Proof::Login(_)) {
         tx.insert_session(session).await?;
     }
     if !tx.finish_pending(&pending.id).await? {
@@ -588,7 +644,7 @@ async fn finish(
             Next::ToClient(ClientAnswer::to(request, Err(error)))
         }
         Purpose::Authorize(request) => {
-            let code = issue_code(app, &*tx, request, session).await?;
+            let code = issue_code(app, &*tx, request, session, keep).await?;
             Next::ToClient(ClientAnswer::to(request, Ok(code)))
         }
     };
@@ -597,12 +653,13 @@ async fn finish(
 }
 
 /// A code for an approved request, and the approval remembered, on `repo` (the caller's unit
-/// of work).
+/// of work), with the upstream tokens to keep for the grant.
 async fn issue_code<R: Repo + ?Sized>(
     app: &App,
     repo: &R,
     request: &ClientAuthorization,
     session: &SessionRecord,
+    upstream_tokens: Option<&UpstreamTokens>,
 ) -> Result<Secret<kind::Code>, StoreError> {
     let now: Timestamp = app.clock.now();
     repo.upsert_consent(&ConsentRecord {
@@ -630,6 +687,14 @@ async fn issue_code<R: Repo + ?Sized>(
     };
     let record = AuthorizationCode::issue(code.hash(), &grant.id, request, now);
     repo.insert_grant(&grant, &record).await?;
+    if let Some(tokens) = upstream_tokens {
+        if tokens.refresh_token.is_none() {
+            tracing::warn!(grant.id = %grant.id, "the upstream provider issued no refresh token: the MCP server's upstream token cannot be renewed, and the client must authorize again when it expires (ask the provider for offline access)");
+        }
+        let sealed = upstream_tokens::seal(app, &grant.id, tokens, now)
+            .map_err(|e| StoreError::Corrupt(format!("upstream tokens: {e}")))?;
+        repo.insert_upstream_tokens(&sealed).await?;
+    }
     tracing::info!(client.id = %request.client_id, grant.id = %grant.id, "authorization code issued");
     metrics::counter!(names::AUTHORIZATIONS, "outcome" => "code_issued").increment(1);
     Ok(code)

@@ -1,6 +1,7 @@
 //! Deciding and persisting, without HTTP types: resolving and authenticating clients, the
-//! authorization flow, the token exchanges, revocation, the upstream login, the guard's
-//! revocation cache, and UserInfo. Handlers call these and turn their results into responses.
+//! authorization flow, the token exchanges, revocation, the upstream login, the users' upstream
+//! tokens, the guard's revocation cache, and UserInfo. Handlers call these and turn their results
+//! into responses.
 
 pub mod authorization;
 pub mod clients;
@@ -8,4 +9,5 @@ pub mod grants;
 pub mod revocation;
 pub mod tokens;
 pub mod upstream;
+pub mod upstream_tokens;
 pub mod userinfo;

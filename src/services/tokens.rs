@@ -40,6 +40,10 @@ pub enum TokenError {
     /// Something that is nobody's input went wrong (the signing key); logged, never shown.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A service authgate depends on (the upstream provider) cannot answer now; the request
+    /// may be retried.
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<OAuthError> for TokenError {
@@ -78,6 +82,11 @@ pub async fn exchange(app: &App, client: &Client, req: TokenRequest) -> Result<I
             scope,
             resource,
         } => refresh(app, client, &refresh_token, scope, resource.as_deref()).await,
+        // Its answer is the upstream's token, not authgate's: `upstream_tokens::exchange`.
+        TokenRequest::TokenExchange(_) => Err(TokenError::OAuth(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "token exchange is answered by its own service",
+        ))),
     }
 }
 

@@ -112,6 +112,35 @@ pub struct McpSessionRecord {
     pub expires_at: Timestamp,
 }
 
+/// A grant's tokens at the upstream provider, sealed (see [`crate::sealing`]), and who may
+/// refresh them now.
+#[derive(Clone, PartialEq, Eq)]
+pub struct UpstreamTokenRecord {
+    pub grant_id: String,
+    pub access_sealed: String,
+    pub refresh_sealed: Option<String>,
+    pub obtained_at: Timestamp,
+    /// `None`: the provider did not say.
+    pub expires_at: Option<Timestamp>,
+    /// Moves with every refresh: a refresh is stored only over the version it started from.
+    pub version: i64,
+    /// An instance is refreshing them until then.
+    pub lease_until: Option<Timestamp>,
+}
+
+impl std::fmt::Debug for UpstreamTokenRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamTokenRecord")
+            .field("grant_id", &self.grant_id)
+            .field("has_refresh", &self.refresh_sealed.is_some())
+            .field("obtained_at", &self.obtained_at)
+            .field("expires_at", &self.expires_at)
+            .field("version", &self.version)
+            .field("lease_until", &self.lease_until)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a user approved for a client.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct ConsentRecord {
@@ -223,6 +252,7 @@ pub trait Repo: Send + Sync {
     async fn insert_grant(&self, grant: &Grant, code: &AuthorizationCode)
     -> Result<(), StoreError>;
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
+    /// Revokes a grant and deletes its upstream tokens; `false` when it already was revoked.
     async fn revoke_grant(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
     /// Records a use of a live grant; `false` if it was revoked or has ended meanwhile.
     async fn touch_grant(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
@@ -232,8 +262,8 @@ pub trait Repo: Send + Sync {
         user: Option<&str>,
         client_id: Option<&str>,
     ) -> Result<Vec<Grant>, StoreError>;
-    /// Revokes the matching live grants (their refresh and access tokens die with them) and
-    /// forgets the matching approvals. At least one filter is required. Returns grants revoked.
+    /// Revokes the matching live grants (their refresh and access tokens die with them, their
+    /// upstream tokens are deleted) and forgets the matching approvals. At least one filter is required. Returns grants revoked.
     async fn revoke_grants(
         &self,
         user: Option<&str>,
@@ -265,6 +295,31 @@ pub trait Repo: Send + Sync {
         sealed_successor: &str,
     ) -> Result<bool, StoreError>;
 
+    /// Keeps a new grant's upstream tokens (in the unit of work that creates the grant).
+    async fn insert_upstream_tokens(&self, t: &UpstreamTokenRecord) -> Result<(), StoreError>;
+    async fn get_upstream_tokens(
+        &self,
+        grant_id: &str,
+    ) -> Result<Option<UpstreamTokenRecord>, StoreError>;
+    /// Takes the right to refresh a grant's tokens until `until`, if they are still at `version`
+    /// and nobody holds it at `now`; exactly one of several racing callers gets `true`.
+    async fn lease_upstream_tokens(
+        &self,
+        grant_id: &str,
+        version: i64,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Stores refreshed tokens (`t.version` the next one) over `from_version`, ending the lease;
+    /// `false` when they are gone (the grant was revoked) or moved on meanwhile.
+    async fn replace_upstream_tokens(
+        &self,
+        t: &UpstreamTokenRecord,
+        from_version: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives the lease up without a refresh (the provider could not be reached).
+    async fn release_upstream_lease(&self, grant_id: &str, version: i64) -> Result<(), StoreError>;
+
     async fn revoke_access_token(&self, jti: &str, expires_at: Timestamp)
     -> Result<(), StoreError>;
     async fn is_access_token_revoked(&self, jti: &str) -> Result<bool, StoreError>;
@@ -291,7 +346,8 @@ pub trait Repo: Send + Sync {
     /// Deletes what can no longer be used: expired pending requests, sessions, MCP session
     /// bindings, codes (kept an hour past expiry so a late replay is still recognised),
     /// revoked-token entries and used client assertions past their expiry, refresh tokens
-    /// rotated more than `keep_rotated` seconds ago or idle-expired, and grants past their
+    /// rotated more than `keep_rotated` seconds ago or idle-expired, upstream tokens of revoked
+    /// grants, and grants past their
     /// absolute end. Returns rows removed.
     async fn delete_expired(&self, now: Timestamp, keep_rotated: i64) -> Result<u64, StoreError>;
 }

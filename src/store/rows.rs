@@ -10,7 +10,7 @@ use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::Hashed;
 
-use super::{ClientRecord, McpSessionRecord, SessionRecord, StoreError};
+use super::{ClientRecord, McpSessionRecord, SessionRecord, StoreError, UpstreamTokenRecord};
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(what.to_owned())
@@ -387,5 +387,30 @@ mod tests {
             PendingAuthorization::try_from(account_with_nonce).is_err(),
             "an account login has no OpenID request"
         );
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UpstreamTokenRow {
+    pub grant_id: String,
+    pub access_sealed: String,
+    pub refresh_sealed: Option<String>,
+    pub obtained_at: i64,
+    pub expires_at: Option<i64>,
+    pub version: i64,
+    pub lease_until: Option<i64>,
+}
+
+impl From<UpstreamTokenRow> for UpstreamTokenRecord {
+    fn from(row: UpstreamTokenRow) -> Self {
+        Self {
+            grant_id: row.grant_id,
+            access_sealed: row.access_sealed,
+            refresh_sealed: row.refresh_sealed,
+            obtained_at: row.obtained_at,
+            expires_at: row.expires_at,
+            version: row.version,
+            lease_until: row.lease_until,
+        }
     }
 }

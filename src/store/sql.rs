@@ -71,6 +71,9 @@ pub(super) const SELECT_GRANTS: &str = concat!(
 pub(super) const REVOKE_GRANT: &str =
     "UPDATE grant_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 pub(super) const TOUCH_GRANT: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
+pub(super) const DELETE_GRANT_UPSTREAM_TOKENS: &str =
+    "DELETE FROM upstream_tokens WHERE grant_id = $1";
+pub(super) const DELETE_GRANTS_UPSTREAM_TOKENS: &str = "DELETE FROM upstream_tokens WHERE grant_id IN (SELECT id FROM grant_families WHERE ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2))";
 pub(super) const REVOKE_GRANTS: &str = "UPDATE grant_families SET revoked_at = $3 WHERE revoked_at IS NULL AND ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2)";
 
 pub(super) const INSERT_CODE: &str = "INSERT INTO authorization_codes (hash, family_id, client_id, redirect_uri, code_challenge, nonce, created_at, expires_at, used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
@@ -89,6 +92,26 @@ pub(super) const SELECT_REFRESH: &str = concat!(
     " FROM refresh_tokens r JOIN grant_families g ON g.id = r.family_id WHERE r.hash = $1"
 );
 pub(super) const ROTATE_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = $2, successor_sealed = $3 WHERE hash = $1 AND rotated_at IS NULL";
+
+macro_rules! upstream_token_columns {
+    () => {
+        "grant_id, access_sealed, refresh_sealed, obtained_at, expires_at, version, lease_until"
+    };
+}
+pub(super) const INSERT_UPSTREAM_TOKENS: &str = concat!(
+    "INSERT INTO upstream_tokens (",
+    upstream_token_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+);
+pub(super) const SELECT_UPSTREAM_TOKENS: &str = concat!(
+    "SELECT ",
+    upstream_token_columns!(),
+    " FROM upstream_tokens WHERE grant_id = $1"
+);
+pub(super) const LEASE_UPSTREAM_TOKENS: &str = "UPDATE upstream_tokens SET lease_until = $4 WHERE grant_id = $1 AND version = $2 AND (lease_until IS NULL OR lease_until <= $3)";
+pub(super) const REPLACE_UPSTREAM_TOKENS: &str = "UPDATE upstream_tokens SET access_sealed = $2, refresh_sealed = $3, obtained_at = $4, expires_at = $5, version = $6, lease_until = NULL WHERE grant_id = $1 AND version = $7";
+pub(super) const RELEASE_UPSTREAM_LEASE: &str =
+    "UPDATE upstream_tokens SET lease_until = NULL WHERE grant_id = $1 AND version = $2";
 
 pub(super) const REVOKE_JTI: &str = "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
 pub(super) const SELECT_JTI: &str = "SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1";
@@ -132,6 +155,10 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
         "DELETE FROM refresh_tokens WHERE family_id IN (SELECT id FROM grant_families WHERE expires_at < $1)",
         false,
     ),
+    (
+        "DELETE FROM upstream_tokens WHERE grant_id IN (SELECT id FROM grant_families WHERE expires_at < $1 OR revoked_at IS NOT NULL)",
+        false,
+    ),
     ("DELETE FROM grant_families WHERE expires_at < $1", false),
 ];
 
@@ -167,7 +194,7 @@ macro_rules! repo_operations {
             single list_consents(subject: &str) -> Vec<$crate::store::ConsentRecord>;
             atomic insert_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> ();
             single get_grant(id: &str) -> Option<$crate::domain::grant::Grant>;
-            single revoke_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
+            atomic revoke_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
             single touch_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
             single list_grants(user: Option<&str>, client_id: Option<&str>) -> Vec<$crate::domain::grant::Grant>;
             atomic revoke_grants(user: Option<&str>, client_id: Option<&str>, now: $crate::clock::Timestamp) -> u64;
@@ -176,6 +203,11 @@ macro_rules! repo_operations {
             single insert_refresh(r: &$crate::domain::grant::RefreshToken) -> ();
             single get_refresh(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Refresh>) -> Option<($crate::domain::grant::RefreshToken, $crate::domain::grant::Grant)>;
             single rotate_refresh(hash: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Refresh>, now: $crate::clock::Timestamp, sealed_successor: &str) -> bool;
+            single insert_upstream_tokens(t: &$crate::store::UpstreamTokenRecord) -> ();
+            single get_upstream_tokens(grant_id: &str) -> Option<$crate::store::UpstreamTokenRecord>;
+            single lease_upstream_tokens(grant_id: &str, version: i64, now: $crate::clock::Timestamp, until: $crate::clock::Timestamp) -> bool;
+            single replace_upstream_tokens(t: &$crate::store::UpstreamTokenRecord, from_version: i64) -> bool;
+            single release_upstream_lease(grant_id: &str, version: i64) -> ();
             single revoke_access_token(jti: &str, expires_at: $crate::clock::Timestamp) -> ();
             single is_access_token_revoked(jti: &str) -> bool;
             single use_client_assertion(jti: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::AssertionJti>, expires_at: $crate::clock::Timestamp) -> bool;
@@ -199,7 +231,8 @@ macro_rules! queries {
             use $crate::store::rows::{self, PendingColumns};
             use $crate::store::sql;
             use $crate::store::{
-                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord, StoreError,
+                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord,
+                StoreError, UpstreamTokenRecord,
             };
 
             type Conn = $conn;
@@ -491,6 +524,10 @@ macro_rules! queries {
             }
 
             pub async fn revoke_grant(c: &mut Conn, id: &str, now: Timestamp) -> R<bool> {
+                sqlx::query(sql::DELETE_GRANT_UPSTREAM_TOKENS)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?;
                 let done = sqlx::query(sql::REVOKE_GRANT)
                     .bind(id)
                     .bind(now)
@@ -531,6 +568,11 @@ macro_rules! queries {
                     return Ok(0);
                 }
                 sqlx::query(sql::DELETE_CONSENTS)
+                    .bind(user)
+                    .bind(client_id)
+                    .execute(&mut *c)
+                    .await?;
+                sqlx::query(sql::DELETE_GRANTS_UPSTREAM_TOKENS)
                     .bind(user)
                     .bind(client_id)
                     .execute(&mut *c)
@@ -612,6 +654,80 @@ macro_rules! queries {
                     .execute(c)
                     .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn insert_upstream_tokens(c: &mut Conn, t: &UpstreamTokenRecord) -> R<()> {
+                sqlx::query(sql::INSERT_UPSTREAM_TOKENS)
+                    .bind(&t.grant_id)
+                    .bind(&t.access_sealed)
+                    .bind(&t.refresh_sealed)
+                    .bind(t.obtained_at)
+                    .bind(t.expires_at)
+                    .bind(t.version)
+                    .bind(t.lease_until)
+                    .execute(c)
+                    .await?;
+                Ok(())
+            }
+
+            pub async fn get_upstream_tokens(
+                c: &mut Conn,
+                grant_id: &str,
+            ) -> R<Option<UpstreamTokenRecord>> {
+                let row: Option<rows::UpstreamTokenRow> =
+                    sqlx::query_as(sql::SELECT_UPSTREAM_TOKENS)
+                        .bind(grant_id)
+                        .fetch_optional(c)
+                        .await?;
+                Ok(row.map(UpstreamTokenRecord::from))
+            }
+
+            pub async fn lease_upstream_tokens(
+                c: &mut Conn,
+                grant_id: &str,
+                version: i64,
+                now: Timestamp,
+                until: Timestamp,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::LEASE_UPSTREAM_TOKENS)
+                    .bind(grant_id)
+                    .bind(version)
+                    .bind(now)
+                    .bind(until)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn replace_upstream_tokens(
+                c: &mut Conn,
+                t: &UpstreamTokenRecord,
+                from_version: i64,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::REPLACE_UPSTREAM_TOKENS)
+                    .bind(&t.grant_id)
+                    .bind(&t.access_sealed)
+                    .bind(&t.refresh_sealed)
+                    .bind(t.obtained_at)
+                    .bind(t.expires_at)
+                    .bind(t.version)
+                    .bind(from_version)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn release_upstream_lease(
+                c: &mut Conn,
+                grant_id: &str,
+                version: i64,
+            ) -> R<()> {
+                sqlx::query(sql::RELEASE_UPSTREAM_LEASE)
+                    .bind(grant_id)
+                    .bind(version)
+                    .execute(c)
+                    .await?;
+                Ok(())
             }
 
             pub async fn revoke_access_token(

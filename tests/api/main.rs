@@ -35,3 +35,4 @@ mod register;
 mod store;
 mod token;
 mod upstream;
+mod upstream_tokens;

@@ -389,6 +389,7 @@ async fn userinfo_answers_for_openid_tokens(backend: Backend) {
             path: Some("/files/mcp".into()),
             upstream: None,
             scopes: vec!["files".into()],
+            ..Default::default()
         });
     })
     .await;

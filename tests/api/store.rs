@@ -9,7 +9,9 @@ use authgate::oauth::pkce::{self, CodeChallenge};
 use authgate::oauth::redirect::ApplicationType;
 use authgate::oauth::scope::ScopeSet;
 use authgate::oauth::secrets::{Hashed, Secret, kind};
-use authgate::store::{ClientRecord, DynStore, McpSessionRecord, SessionRecord};
+use authgate::store::{
+    ClientRecord, DynStore, McpSessionRecord, SessionRecord, UpstreamTokenRecord,
+};
 
 use crate::both_backends;
 use crate::helpers::{Backend, T0, fresh_store};
@@ -730,9 +732,149 @@ async fn units_of_work_commit_all_or_nothing(backend: Backend) {
     );
 }
 
+fn upstream_tokens(grant_id: &str, version: i64) -> UpstreamTokenRecord {
+    UpstreamTokenRecord {
+        grant_id: grant_id.into(),
+        access_sealed: format!("sealed1:access-v{version}"),
+        refresh_sealed: Some(format!("sealed1:refresh-v{version}")),
+        obtained_at: T0,
+        expires_at: Some(T0 + 3600),
+        version,
+        lease_until: None,
+    }
+}
+
+/// One lease among racing instances; a refresh is stored only over the version it started
+/// from; the tokens go with their grant (revocation, revocation by filter, clean-up).
+async fn upstream_tokens_are_leased_once_and_go_with_their_grant(backend: Backend) {
+    let (store, name) = crate::helpers::fresh_named_store(backend).await;
+    let other = crate::helpers::open_store(backend, &name).await;
+    store
+        .insert_grant(&grant("g", T0 + 10_000), &code("c", "g", T0 + 60))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .insert_upstream_tokens(&UpstreamTokenRecord {
+                access_sealed: "ya29.plain".into(),
+                ..upstream_tokens("g", 1)
+            })
+            .await
+            .is_err(),
+        "the database refuses a token in the clear"
+    );
+    store
+        .insert_upstream_tokens(&upstream_tokens("g", 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_upstream_tokens("g").await.unwrap(),
+        Some(upstream_tokens("g", 1))
+    );
+    assert!(
+        store
+            .insert_upstream_tokens(&upstream_tokens("no-such-grant", 1))
+            .await
+            .is_err(),
+        "only for a grant that exists"
+    );
+
+    let won = race(8, || {
+        let (a, b) = (store.clone(), other.clone());
+        async move {
+            let pick = if rand_bit() { a } else { b };
+            pick.lease_upstream_tokens("g", 1, T0 + 100, T0 + 130)
+                .await
+                .unwrap()
+        }
+    })
+    .await;
+    assert_eq!(won, 1, "one instance refreshes");
+    assert!(
+        !store
+            .lease_upstream_tokens("g", 1, T0 + 129, T0 + 159)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .lease_upstream_tokens("g", 1, T0 + 130, T0 + 160)
+            .await
+            .unwrap(),
+        "a lease that ran out is taken over"
+    );
+    assert!(
+        !store
+            .lease_upstream_tokens("g", 2, T0 + 200, T0 + 230)
+            .await
+            .unwrap(),
+        "only at the version read"
+    );
+    store.release_upstream_lease("g", 1).await.unwrap();
+    assert_eq!(
+        store
+            .get_upstream_tokens("g")
+            .await
+            .unwrap()
+            .unwrap()
+            .lease_until,
+        None
+    );
+
+    let next = upstream_tokens("g", 2);
+    let won = race(4, || {
+        let (a, b, next) = (store.clone(), other.clone(), next.clone());
+        async move {
+            let pick = if rand_bit() { a } else { b };
+            pick.replace_upstream_tokens(&next, 1).await.unwrap()
+        }
+    })
+    .await;
+    assert_eq!(
+        won, 1,
+        "a refresh is stored once, over the version it started from"
+    );
+    assert_eq!(store.get_upstream_tokens("g").await.unwrap(), Some(next));
+
+    assert!(store.revoke_grant("g", T0 + 300).await.unwrap());
+    assert_eq!(store.get_upstream_tokens("g").await.unwrap(), None);
+    assert!(
+        !store
+            .replace_upstream_tokens(&upstream_tokens("g", 3), 2)
+            .await
+            .unwrap(),
+        "a refresh finishing after the revocation stores nothing"
+    );
+
+    for (id, subject) in [("h1", "ann"), ("h2", "bob")] {
+        let g = Grant {
+            subject: subject.into(),
+            ..grant(id, T0 + 10_000)
+        };
+        store
+            .insert_grant(&g, &code(id, id, T0 + 60))
+            .await
+            .unwrap();
+        store
+            .insert_upstream_tokens(&upstream_tokens(id, 1))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.revoke_grants(Some("ann"), None, T0).await.unwrap(), 1);
+    assert_eq!(store.get_upstream_tokens("h1").await.unwrap(), None);
+    assert!(store.get_upstream_tokens("h2").await.unwrap().is_some());
+    store.delete_expired(T0 + 20_000, 60).await.unwrap();
+    assert_eq!(
+        store.get_upstream_tokens("h2").await.unwrap(),
+        None,
+        "gone with the grant at its end"
+    );
+}
+
 mod exactly_once {
     use super::*;
     both_backends!(
+        upstream_tokens_are_leased_once_and_go_with_their_grant,
         a_code_is_used_once_under_races,
         a_refresh_token_rotates_once_under_races,
         a_pending_request_completes_once_under_races,

@@ -21,6 +21,16 @@ pub struct Idp {
 /// Starts the test OpenID provider on a free port, accepting `callback` as its client's
 /// redirect URI. Missing dependencies fail the test: run scripts/test (it installs them).
 pub async fn start_idp(callback: &str, auth_method: &str, skip_consent: bool) -> Idp {
+    start_idp_with(callback, auth_method, skip_consent, &[]).await
+}
+
+/// The same, with more `IDP_*` variables (refresh tokens, token lifetimes).
+pub async fn start_idp_with(
+    callback: &str,
+    auth_method: &str,
+    skip_consent: bool,
+    env: &[(&str, &str)],
+) -> Idp {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/idp");
     assert!(
         std::path::Path::new(dir)
@@ -40,6 +50,7 @@ pub async fn start_idp(callback: &str, auth_method: &str, skip_consent: bool) ->
     if skip_consent {
         cmd.env("IDP_SKIP_CONSENT", "1");
     }
+    cmd.envs(env.iter().copied());
     let mut child = cmd
         .spawn()
         .expect("node must be installed for the end-to-end tests");
@@ -72,9 +83,26 @@ pub async fn setup(
     skip_consent: bool,
     configure: impl FnOnce(&mut authgate::config::RawConfig),
 ) -> Setup {
+    setup_with_idp(backend, auth_method, skip_consent, &[], configure).await
+}
+
+/// The same, with more `IDP_*` variables for the provider.
+pub async fn setup_with_idp(
+    backend: Backend,
+    auth_method: &str,
+    skip_consent: bool,
+    idp_env: &[(&str, &str)],
+    configure: impl FnOnce(&mut authgate::config::RawConfig),
+) -> Setup {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let idp = start_idp(&format!("{base}/oauth/callback"), auth_method, skip_consent).await;
+    let idp = start_idp_with(
+        &format!("{base}/oauth/callback"),
+        auth_method,
+        skip_consent,
+        idp_env,
+    )
+    .await;
     let issuer = idp.issuer.clone();
     let method = auth_method.to_owned();
     let app = spawn_app_on(backend, listener, move |raw| {

@@ -12,10 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 
-use super::guard::ResourceState;
+use super::guard::{ResourceState, resource_metadata_url};
 use super::headers::{self, Hop};
 use super::{Caller, session};
-use crate::http::error::McpError;
+use crate::config::ResourceConfig;
+use crate::http::error::{Challenge, McpError};
+use crate::services::upstream_tokens::{self, UpstreamTokenError};
 use crate::state::App;
 use crate::telemetry::names;
 
@@ -51,6 +53,7 @@ pub async fn forward(
         return Ok(StatusCode::UNAUTHORIZED.into_response());
     };
     let (parts, body) = req.into_parts();
+    let upstream_token = upstream_token(&state, &resource, &caller).await?;
     let session = session::before(
         &state,
         &caller,
@@ -62,7 +65,15 @@ pub async fn forward(
     let mut url = upstream;
     url.set_query(parts.uri.query());
     let hop = Hop::of(&parts, &state.settings);
-    let headers = headers::to_upstream(&parts.headers, &hop, &caller);
+    let mut headers = headers::to_upstream(&parts.headers, &hop, &caller);
+    if let Some(token) = &upstream_token
+        && !headers::set_upstream_token(&mut headers, token.access_token.expose())
+    {
+        return Err(gateway_error(
+            StatusCode::BAD_GATEWAY,
+            "invalid upstream token",
+        ));
+    }
     let request = state.mcp_http.request(parts.method, url).headers(headers);
     let upstream_resp = send(&state, request, body).await?;
     session
@@ -81,6 +92,41 @@ pub async fn forward(
     let stream = upstream_resp.bytes_stream().map_err(std::io::Error::other);
     resp.body(Body::from_stream(stream))
         .map_err(|_| gateway_error(StatusCode::BAD_GATEWAY, "invalid upstream response"))
+}
+
+/// The caller's upstream access token, fresh, for a resource that keeps them. When it cannot be
+/// renewed, the client gets the same challenge as for a revoked token (its grant was revoked),
+/// so it authorizes again.
+async fn upstream_token(
+    app: &App,
+    resource: &ResourceConfig,
+    caller: &Caller,
+) -> Result<Option<upstream_tokens::Fresh>, McpError> {
+    if !resource.upstream_token {
+        return Ok(None);
+    }
+    match upstream_tokens::current(app, &caller.grant_id).await {
+        Ok(fresh) => Ok(Some(fresh)),
+        Err(UpstreamTokenError::Reauthorize) => {
+            metrics::counter!(names::GUARD_REJECTIONS, "reason" => "upstream_token").increment(1);
+            Err(McpError::Challenge {
+                kind: Challenge::InvalidToken,
+                resource_metadata: resource_metadata_url(app, resource),
+                scope: resource.scopes.to_string(),
+            })
+        }
+        Err(UpstreamTokenError::Store(e)) => {
+            tracing::warn!(error = %e, "upstream token unavailable: storage");
+            Err(McpError::Unavailable)
+        }
+        Err(UpstreamTokenError::Unavailable(why)) => {
+            tracing::warn!(error = %why, "upstream token cannot be renewed now");
+            Err(gateway_error(
+                StatusCode::BAD_GATEWAY,
+                "the user's upstream token cannot be renewed right now",
+            ))
+        }
+    }
 }
 
 /// Sends the request with the client's body streaming through, and waits (bounded) for the

@@ -178,5 +178,6 @@ async fn caller(
         email: claims.email,
         client_id: claims.client_id,
         scope: claims.scope,
+        grant_id: claims.sid,
     })
 }

@@ -16,6 +16,8 @@ pub const SUB: &str = "x-authgate-sub";
 pub const EMAIL: &str = "x-authgate-email";
 pub const CLIENT_ID: &str = "x-authgate-client-id";
 pub const SCOPE: &str = "x-authgate-scope";
+/// The user's access token at the upstream provider, for resources that keep it.
+pub const UPSTREAM_TOKEN: &str = "x-authgate-upstream-token";
 
 const FORWARDED_FOR: &str = "x-forwarded-for";
 const FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -134,6 +136,20 @@ pub fn to_upstream(from: &HeaderMap, hop: &Hop<'_>, caller: &Caller) -> HeaderMa
     to
 }
 
+/// Adds the user's upstream access token to the headers for the MCP server. Marked sensitive,
+/// so that no debug output of the headers shows it. A value that is not a valid header value
+/// (never a real token) is left out.
+pub fn set_upstream_token(to: &mut HeaderMap, token: &str) -> bool {
+    match HeaderValue::from_str(token) {
+        Ok(mut v) => {
+            v.set_sensitive(true);
+            to.insert(HeaderName::from_static(UPSTREAM_TOKEN), v);
+            true
+        }
+        Err(_) => false,
+    }
+}
+
 /// The response headers for the client.
 pub fn to_client(from: &HeaderMap, to: &mut HeaderMap) {
     let hop_by_hop = listed_in_connection(from);
@@ -156,6 +172,7 @@ mod tests {
             email: Some("ann@example.com".into()),
             client_id: "c1".into(),
             scope: "mcp".into(),
+            grant_id: "g1".into(),
         }
     }
 
@@ -198,6 +215,20 @@ mod tests {
         assert!(to.get("x-authgate-upstream-token").is_none());
         assert!(to.keys().all(|k| !k.as_str().contains('_')), "{to:?}");
         assert_eq!(to["mcp-session-id"], "mine");
+    }
+
+    #[test]
+    fn the_upstream_token_is_authgates_own_and_sensitive() {
+        let from = request(&[("X-Authgate-Upstream-Token", "forged")]);
+        let mut to = to_upstream(&from, &hop(false), &caller());
+        assert!(set_upstream_token(&mut to, "ya29.real"));
+        assert_eq!(
+            to.get_all(UPSTREAM_TOKEN).iter().collect::<Vec<_>>(),
+            ["ya29.real"]
+        );
+        assert!(to[UPSTREAM_TOKEN].is_sensitive());
+        assert!(!format!("{to:?}").contains("ya29"));
+        assert!(!set_upstream_token(&mut to, "bad\nvalue"));
     }
 
     #[test]

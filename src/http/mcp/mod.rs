@@ -27,6 +27,8 @@ pub struct Caller {
     pub email: Option<String>,
     pub client_id: String,
     pub scope: String,
+    /// The grant the token belongs to (its `sid`): where the user's upstream tokens are kept.
+    pub grant_id: String,
 }
 
 /// What a browser-based MCP client may send and read (the streamable HTTP transport's headers).

@@ -282,6 +282,7 @@ mod tests {
             email: None,
             client_id: client_id.into(),
             scope: "mcp".into(),
+            grant_id: "g1".into(),
         }
     }
 

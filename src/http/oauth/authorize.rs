@@ -10,6 +10,7 @@ use super::consent::consent_page;
 use super::to_client;
 use crate::http::cookies::{self, BrowserBinding};
 use crate::http::error::PageError;
+use crate::http::pages;
 use crate::oauth::request::{AuthorizationRequest, Params};
 use crate::services::authorization::{self, Rejected, Started};
 use crate::state::{App, AppState};
@@ -35,6 +36,11 @@ pub async fn authorize(
     let browser = BrowserBinding::of(&app.settings, &headers, app.random.as_ref());
     match authorization::start(&app, accepted, session.as_ref(), browser.hash()).await? {
         Started::Answered(answer) => Ok(to_client(&app, StatusCode::FOUND, &answer)),
+        Started::ToUpstream(url) => {
+            let mut resp = pages::redirect(StatusCode::FOUND, &url);
+            browser.set_on(&app.settings, &mut resp);
+            Ok(resp)
+        }
         Started::Consent {
             id,
             pending,

@@ -12,6 +12,7 @@ use crate::config::{ResourceConfig, Settings};
 use crate::oauth::assertion::SIGNING_ALGS;
 use crate::oauth::client::TokenAuthMethod;
 use crate::oauth::oidc;
+use crate::oauth::token_exchange::GRANT_TOKEN_EXCHANGE;
 use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/jwks.json";
@@ -19,6 +20,10 @@ pub const USERINFO_PATH: &str = "/userinfo";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     let auth_methods: Vec<&str> = TokenAuthMethod::ALL.iter().map(|m| m.as_str()).collect();
+    let mut grant_types = vec!["authorization_code", "refresh_token"];
+    if !settings.token_exchange_clients.is_empty() {
+        grant_types.push(GRANT_TOKEN_EXCHANGE);
+    }
     json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.url("/authorize"),
@@ -28,7 +33,7 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "jwks_uri": settings.url(JWKS_PATH),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": grant_types,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,

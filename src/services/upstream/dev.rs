@@ -4,9 +4,11 @@
 
 use async_trait::async_trait;
 
-use super::{Upstream, UpstreamError, UpstreamKind};
+use super::{RefreshError, Upstream, UpstreamError, UpstreamKind, UpstreamLogin};
 use crate::domain::identity::UpstreamIdentity;
 use crate::domain::pending::UpstreamLeg;
+use crate::domain::upstream_token::UpstreamTokens;
+use crate::oauth::secrets::{Secret, kind};
 
 pub const DEV_LOGIN_PATH: &str = "/dev/login";
 const DEV_ISSUER: &str = "authgate:development-login";
@@ -46,11 +48,7 @@ impl Upstream for DevLogin {
         Ok(url.into())
     }
 
-    async fn identify(
-        &self,
-        email: &str,
-        _: &UpstreamLeg,
-    ) -> Result<UpstreamIdentity, UpstreamError> {
+    async fn identify(&self, email: &str, _: &UpstreamLeg) -> Result<UpstreamLogin, UpstreamError> {
         let email = email.trim().to_ascii_lowercase();
         if email.len() > 254
             || !email.contains('@')
@@ -59,11 +57,25 @@ impl Upstream for DevLogin {
         {
             return Err(UpstreamError::Answer("Enter an email address."));
         }
-        Ok(UpstreamIdentity {
-            issuer: DEV_ISSUER.to_owned(),
-            subject: email.clone(),
-            email: Some(email),
-            email_verified: Some(true),
+        Ok(UpstreamLogin {
+            identity: UpstreamIdentity {
+                issuer: DEV_ISSUER.to_owned(),
+                subject: email.clone(),
+                email: Some(email),
+                email_verified: Some(true),
+            },
+            tokens: None,
         })
+    }
+
+    /// Never called: the development login hands out no tokens, and settings that keep
+    /// upstream tokens require a real provider.
+    async fn refresh(
+        &self,
+        _: &Secret<kind::UpstreamRefresh>,
+    ) -> Result<UpstreamTokens, RefreshError> {
+        Err(RefreshError::Failed(
+            "the development login has no tokens to refresh".to_owned(),
+        ))
     }
 }

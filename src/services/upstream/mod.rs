@@ -9,6 +9,8 @@ use async_trait::async_trait;
 
 use crate::domain::identity::UpstreamIdentity;
 use crate::domain::pending::UpstreamLeg;
+use crate::domain::upstream_token::UpstreamTokens;
+use crate::oauth::secrets::{Secret, kind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -24,6 +26,26 @@ pub enum UpstreamError {
     /// provider's): the sentence says what to do.
     #[error("{0}")]
     Answer(&'static str),
+}
+
+/// Who logged in, and the provider's tokens for them (the development login has none).
+#[derive(Debug)]
+pub struct UpstreamLogin {
+    pub identity: UpstreamIdentity,
+    pub tokens: Option<UpstreamTokens>,
+}
+
+/// Why the provider gave no fresh tokens for a refresh token.
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    /// `invalid_grant`: the refresh token was revoked or has expired. Only a new login gets new
+    /// tokens.
+    #[error("the upstream provider refused the refresh token")]
+    Refused,
+    /// Unreachable, another error, or an answer that could not be read: the tokens stay and the
+    /// refresh may be tried again. The text never holds a token.
+    #[error("the upstream refresh failed: {0}")]
+    Failed(String),
 }
 
 /// Which routes bring the browser back.
@@ -53,10 +75,16 @@ pub trait Upstream: Send + Sync {
     ) -> Result<String, UpstreamError>;
 
     /// Verifies what the browser brought back (the provider's code, or the address typed into
-    /// the development login) and returns who logged in.
+    /// the development login) and returns who logged in, with the provider's tokens.
     async fn identify(
         &self,
         answer: &str,
         leg: &UpstreamLeg,
-    ) -> Result<UpstreamIdentity, UpstreamError>;
+    ) -> Result<UpstreamLogin, UpstreamError>;
+
+    /// New tokens for a refresh token from a login.
+    async fn refresh(
+        &self,
+        refresh_token: &Secret<kind::UpstreamRefresh>,
+    ) -> Result<UpstreamTokens, RefreshError>;
 }

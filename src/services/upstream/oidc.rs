@@ -13,10 +13,12 @@ use tokio::sync::RwLock;
 
 use async_trait::async_trait;
 
-use super::{Upstream, UpstreamError, UpstreamKind};
+use super::{RefreshError, Upstream, UpstreamError, UpstreamKind, UpstreamLogin};
 use crate::config::UpstreamConfig;
 use crate::domain::identity::UpstreamIdentity;
 use crate::domain::pending::UpstreamLeg;
+use crate::domain::upstream_token::UpstreamTokens;
+use crate::oauth::secrets::{Secret, kind};
 use crate::telemetry::error_chain;
 
 /// How long discovery (and the provider's keys) is reused before being fetched again.
@@ -148,7 +150,7 @@ impl OidcUpstream {
         code: &str,
         pkce_verifier: &str,
         nonce: &str,
-    ) -> Result<UpstreamIdentity, UpstreamError> {
+    ) -> Result<UpstreamLogin, UpstreamError> {
         let client = self.client(self.metadata(false).await?)?;
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -172,12 +174,74 @@ impl OidcUpstream {
                     .clone()
             }
         };
-        Ok(UpstreamIdentity {
-            issuer: self.config.issuer.clone(),
-            subject: claims.subject().to_string(),
-            email: claims.email().map(|e| e.to_string()),
-            email_verified: claims.email_verified(),
+        Ok(UpstreamLogin {
+            identity: UpstreamIdentity {
+                issuer: self.config.issuer.clone(),
+                subject: claims.subject().to_string(),
+                email: claims.email().map(|e| e.to_string()),
+                email_verified: claims.email_verified(),
+            },
+            tokens: Some(tokens_of(&response)),
         })
+    }
+
+    async fn refresh_tokens(
+        &self,
+        refresh_token: &Secret<kind::UpstreamRefresh>,
+    ) -> Result<UpstreamTokens, RefreshError> {
+        let failed = |e: UpstreamError| RefreshError::Failed(e.to_string());
+        let client = self
+            .client(self.metadata(false).await.map_err(failed)?)
+            .map_err(failed)?;
+        let token = openidconnect::RefreshToken::new(refresh_token.expose().to_owned());
+        let response = client
+            .exchange_refresh_token(&token)
+            .map_err(|e| RefreshError::Failed(e.to_string()))?
+            .request_async(&self.http)
+            .await
+            .map_err(refresh_error)?;
+        Ok(tokens_of(&response))
+    }
+}
+
+/// The tokens of a token response (the ID token is verified separately, at the login).
+fn tokens_of(response: &openidconnect::core::CoreTokenResponse) -> UpstreamTokens {
+    use openidconnect::OAuth2TokenResponse as _;
+    UpstreamTokens {
+        access_token: Secret::new(response.access_token().secret().clone()),
+        refresh_token: response
+            .refresh_token()
+            .map(|r| Secret::new(r.secret().clone())),
+        expires_in: response
+            .expires_in()
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+    }
+}
+
+/// Only `invalid_grant` means the refresh token is dead. The provider's description and an
+/// unreadable body are left out: a parse error can quote the body, which holds tokens.
+fn refresh_error(
+    e: openidconnect::RequestTokenError<
+        HttpError,
+        openidconnect::StandardErrorResponse<openidconnect::core::CoreErrorResponseType>,
+    >,
+) -> RefreshError {
+    use openidconnect::RequestTokenError;
+    use openidconnect::core::CoreErrorResponseType;
+    match e {
+        RequestTokenError::ServerResponse(r)
+            if *r.error() == CoreErrorResponseType::InvalidGrant =>
+        {
+            RefreshError::Refused
+        }
+        RequestTokenError::ServerResponse(r) => {
+            RefreshError::Failed(format!("the provider answered {}", r.error()))
+        }
+        RequestTokenError::Request(e) => RefreshError::Failed(error_chain(&e)),
+        RequestTokenError::Parse(..) => {
+            RefreshError::Failed("the provider's answer could not be read".to_owned())
+        }
+        RequestTokenError::Other(why) => RefreshError::Failed(why),
     }
 }
 
@@ -205,8 +269,15 @@ impl Upstream for OidcUpstream {
         &self,
         code: &str,
         leg: &UpstreamLeg,
-    ) -> Result<UpstreamIdentity, UpstreamError> {
+    ) -> Result<UpstreamLogin, UpstreamError> {
         self.exchange(code, &leg.verifier, &leg.nonce).await
+    }
+
+    async fn refresh(
+        &self,
+        refresh_token: &Secret<kind::UpstreamRefresh>,
+    ) -> Result<UpstreamTokens, RefreshError> {
+        self.refresh_tokens(refresh_token).await
     }
 }
 

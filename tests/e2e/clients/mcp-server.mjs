@@ -13,9 +13,14 @@
 //                            {authorization: bool, authgate: {sub, email, client_id, scope}, host}
 //   slow    {steps, ms}   -> "done" after steps × ms (default 5 × 1000 ms), one progress
 //                            notification per step when the request carries a progress token
+//   upstream_whoami {}    -> only with UPSTREAM_API_URL: GETs that URL as the user, with
+//                            `Authorization: Bearer <X-Authgate-Upstream-Token of this call>`
+//                            (the user's token at the upstream provider, which authgate sends),
+//                            and returns JSON text {status, body}; {status: 0} without the header
 //
 // Env: PORT (default 0 = free port), MCP_STATELESS=1 (no sessions: a new server per request),
-//      MCP_JSON_RESPONSE=1 (answer POSTs with JSON instead of SSE; progress is then not streamed).
+//      MCP_JSON_RESPONSE=1 (answer POSTs with JSON instead of SSE; progress is then not streamed),
+//      UPSTREAM_API_URL (an API of the upstream provider, for upstream_whoami).
 // Any Host header is accepted (authgate forwards with the upstream URL's host). SIGTERM/SIGINT: exit 0.
 
 import http from 'node:http';
@@ -27,6 +32,7 @@ import { CallToolRequestSchema, ListToolsRequestSchema, McpError, ErrorCode } fr
 const PORT = Number(process.env.PORT ?? 0);
 const STATELESS = process.env.MCP_STATELESS === '1';
 const JSON_RESPONSE = process.env.MCP_JSON_RESPONSE === '1';
+const UPSTREAM_API_URL = process.env.UPSTREAM_API_URL ?? '';
 
 const TOOLS = [
   {
@@ -48,6 +54,13 @@ const TOOLS = [
     },
   },
 ];
+if (UPSTREAM_API_URL) {
+  TOOLS.push({
+    name: 'upstream_whoami',
+    description: "Calls the upstream provider's API as the user (with the X-Authgate-Upstream-Token of this call) and returns its status and answer.",
+    inputSchema: { type: 'object', properties: {} },
+  });
+}
 
 const text = (t) => ({ content: [{ type: 'text', text: t }] });
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -95,6 +108,13 @@ function newMcpServer() {
           }
         }
         return text('done');
+      }
+      case 'upstream_whoami': {
+        if (!UPSTREAM_API_URL) throw new McpError(ErrorCode.InvalidParams, `unknown tool: ${req.params.name}`);
+        const token = extra.requestInfo?.headers?.['x-authgate-upstream-token'];
+        if (!token) return text(JSON.stringify({ status: 0, body: 'no upstream token' }));
+        const resp = await fetch(UPSTREAM_API_URL, { headers: { authorization: `Bearer ${token}` } });
+        return text(JSON.stringify({ status: resp.status, body: await resp.text() }));
       }
       default:
         throw new McpError(ErrorCode.InvalidParams, `unknown tool: ${req.params.name}`);

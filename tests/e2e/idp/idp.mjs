@@ -52,6 +52,14 @@ if (!['client_secret_post', 'client_secret_basic'].includes(authMethod)) {
   fail(`IDP_CLIENT_AUTH_METHOD must be client_secret_post or client_secret_basic, not ${authMethod}`);
 }
 const skipConsent = env.IDP_SKIP_CONSENT === '1';
+// Refresh tokens for the static client (with offline_access, which oidc-provider grants only
+// with prompt=consent, as Google does with access_type=offline&prompt=consent), rotated on every use.
+const refreshTokens = env.IDP_REFRESH_TOKENS === '1';
+let accessTokenTtl = 3600;
+if (env.IDP_ACCESS_TOKEN_TTL) {
+  accessTokenTtl = Number(env.IDP_ACCESS_TOKEN_TTL);
+  if (!Number.isInteger(accessTokenTtl) || accessTokenTtl < 1) fail(`IDP_ACCESS_TOKEN_TTL is not a number of seconds: ${env.IDP_ACCESS_TOKEN_TTL}`);
+}
 const requirePkce = env.IDP_REQUIRE_PKCE === '1';
 const debug = env.IDP_DEBUG === '1';
 
@@ -118,7 +126,7 @@ function buildConfiguration() {
       client_id: clientId,
       client_secret: clientSecret,
       redirect_uris: redirectUris,
-      grant_types: ['authorization_code'],
+      grant_types: refreshTokens ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
       response_types: ['code'],
       // Enforced: a client registered for one method is rejected (401 invalid_client) with the other.
       token_endpoint_auth_method: authMethod,
@@ -158,8 +166,18 @@ function buildConfiguration() {
     interactions: {
       url: (_ctx, interaction) => `/interaction/${interaction.uid}`,
     },
-    ttl: { AuthorizationCode: 60, AccessToken: 3600, IdToken: 3600, Interaction: 3600, Session: 3600, Grant: 3600 },
+    ttl: { AuthorizationCode: 60, AccessToken: accessTokenTtl, IdToken: 3600, Interaction: 3600, Session: 3600, Grant: 3600 },
   };
+  if (env.IDP_ACCESS_TOKEN_TTL) {
+    // oidc-provider accepts tokens up to 15 s past their expiry by default: a test that waits
+    // for expiry wants it exact.
+    configuration.clockTolerance = 0;
+  }
+  if (refreshTokens) {
+    // Every use returns a new refresh token and retires the old one; reusing a retired one is
+    // refused (invalid_grant) and revokes the grant, as strict providers do.
+    configuration.rotateRefreshToken = true;
+  }
 
   if (skipConsent) {
     // Auth0 first-party-app behaviour: the requested OIDC scopes/claims are granted without asking.
@@ -185,8 +203,55 @@ function buildConfiguration() {
 // Middleware: test endpoints, request recording, interaction pages
 // ---------------------------------------------------------------------------------------------
 let lastAuthorize = null;
+// Test controls for refresh tokens: refresh requests counted, a delay on every token request,
+// and the grants of each account (to revoke them as a user would at the provider).
+const counters = { refresh: 0, refresh_ok: 0 };
+let tokenDelayMs = 0;
+const grantsByAccount = new Map();
 
 function install(provider) {
+  provider.on('grant.saved', (grant) => {
+    const ids = grantsByAccount.get(grant.accountId) ?? new Set();
+    ids.add(grant.jti);
+    grantsByAccount.set(grant.accountId, ids);
+  });
+
+  provider.use(async (ctx, next) => {
+    if (ctx.path === '/test/counters' && ctx.method === 'GET') {
+      ctx.set('cache-control', 'no-store');
+      ctx.body = counters;
+      return;
+    }
+    if (ctx.path === '/test/token-delay' && ctx.method === 'POST') {
+      const ms = Number(ctx.query.ms ?? 0);
+      tokenDelayMs = Number.isInteger(ms) && ms >= 0 ? Math.min(ms, 30000) : 0;
+      ctx.status = 204;
+      return;
+    }
+    if (ctx.path === '/test/revoke-grants' && ctx.method === 'POST') {
+      const ids = grantsByAccount.get(String(ctx.query.account ?? '')) ?? new Set();
+      let revoked = 0;
+      for (const id of ids) {
+        const grant = await provider.Grant.find(id);
+        if (grant) {
+          await grant.destroy();
+          revoked += 1;
+        }
+      }
+      ids.clear();
+      ctx.body = { revoked };
+      return;
+    }
+    if (ctx.method === 'POST' && ctx.path === '/token' && tokenDelayMs > 0) {
+      await new Promise((r) => setTimeout(r, tokenDelayMs));
+    }
+    await next();
+    if (ctx.method === 'POST' && ctx.path === '/token' && ctx.oidc?.params?.grant_type === 'refresh_token') {
+      counters.refresh += 1;
+      if (ctx.status === 200) counters.refresh_ok += 1;
+    }
+  });
+
   if (debug) {
     provider.use(async (ctx, next) => {
       await next();
