@@ -10,9 +10,9 @@ use crate::domain::pending::{
     ClientAuthorization, LoginConstraint, PendingAuthorization, Purpose, Stage, Unusable,
     UpstreamLeg,
 };
+use crate::domain::upstream_token::UpstreamTokens;
 use crate::keys::TokenRejection;
 use crate::oauth::oidc::{self, OpenIdRequest};
-use crate::domain::upstream_token::UpstreamTokens;
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::redirect::find_matching;
 use crate::oauth::request::AuthorizationRequest;

@@ -77,6 +77,17 @@ async fn no_token_gets_a_discoverable_challenge_on_every_method(backend: Backend
             "no error attribute without a token: {c}"
         );
     }
+    // A refused body is never read: the client is told not to reuse the connection.
+    let with_body = mcp_post(&app, "/mcp", None, INIT).await;
+    assert_eq!(with_body.status(), 401);
+    assert_eq!(with_body.headers()["connection"], "close");
+    let without = app.http.get(app.url("/mcp")).send().await.unwrap();
+    assert!(
+        without
+            .headers()
+            .get("connection")
+            .is_none_or(|v| v != "close")
+    );
     let slash = app.http.get(app.url("/mcp/")).send().await.unwrap();
     assert_eq!(slash.status(), 404, "no redirect to /mcp/ and no alias");
     assert!(slash.headers().get("location").is_none());

@@ -86,6 +86,23 @@ pub fn resource_metadata_url(app: &App, resource: &ResourceConfig) -> String {
     )
 }
 
+/// A refusal leaves the request body unread, after which the server closes the connection. A
+/// client that sends its next request on that connection meanwhile (seen with the Python SDK
+/// under load) loses it, so HTTP/1.1 clients are told to open a new one.
+fn unread_body_closes(req: &Request, resp: &mut Response) {
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body && req.version() <= axum::http::Version::HTTP_11 {
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+}
+
 fn refuse(app: &App, resource: &ResourceConfig, refusal: Refusal) -> Response {
     metrics::counter!(names::GUARD_REJECTIONS, "reason" => refusal.label()).increment(1);
     refusal.into_error(app, resource).into_response()
@@ -106,13 +123,17 @@ pub async fn boundary(
         .is_some_and(|a| host::is_allowed(&app.settings, a));
     if !host_ok {
         tracing::info!(resource = %resource.path, "refused a request for a host this gateway does not answer as");
-        return refuse(&app, &resource, Refusal::Host);
+        let mut resp = refuse(&app, &resource, Refusal::Host);
+        unread_body_closes(&req, &mut resp);
+        return resp;
     }
     if let Some(o) = req.headers().get(header::ORIGIN)
         && !o.to_str().is_ok_and(|o| origin_allowed(&app, o))
     {
         tracing::info!(resource = %resource.path, "refused a request from a browser origin that is not allowed");
-        return refuse(&app, &resource, Refusal::Origin);
+        let mut resp = refuse(&app, &resource, Refusal::Origin);
+        unread_body_closes(&req, &mut resp);
+        return resp;
     }
     next.run(req).await
 }
@@ -129,7 +150,9 @@ pub async fn authenticate(
         }
         Err(refusal) => {
             tracing::debug!(resource = %resource.path, ?refusal, "request refused");
-            refuse(&app, &resource, refusal)
+            let mut resp = refuse(&app, &resource, refusal);
+            unread_body_closes(&req, &mut resp);
+            resp
         }
     }
 }
