@@ -1,6 +1,12 @@
-//! A grant and what it hands out: one authorization code, then a chain of refresh tokens. Their
-//! states are types: a code is issued or redeemed, a refresh token is current or rotated (and
-//! then carries its sealed successor). The rules are methods over those states and `now`.
+//! A grant and what it hands out: authorization codes, each starting a chain of refresh tokens.
+//! Their states are types: a code is issued or redeemed, a refresh token is current or rotated
+//! (and then carries its sealed successor). The rules are methods over those states and `now`.
+//!
+//! One grant per person, client and resource: a later authorization of the same client for the
+//! same resource (a step-up to more scopes, or a client that lost its tokens) continues the live
+//! grant instead of starting another. Its new code starts a second refresh chain in the same
+//! grant, the grant's scope widens to what was approved, and every chain refreshes to that scope;
+//! revoking the grant ends them all.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -38,8 +44,63 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// A new grant for a request `subject` approved, ending `ttl` seconds from now.
+    pub fn new(
+        id: String,
+        request: &ClientAuthorization,
+        subject: &str,
+        email: Option<String>,
+        now: Timestamp,
+        ttl: i64,
+    ) -> Self {
+        Self {
+            id,
+            client_id: request.client_id.clone(),
+            subject: subject.to_owned(),
+            email,
+            scope: request.scope.clone(),
+            resource: request.resource.clone(),
+            created_at: now,
+            expires_at: now + ttl,
+            last_used_at: now,
+            revoked_at: None,
+        }
+    }
+
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
+    }
+
+    /// Whether `request`, approved by `subject`, continues this grant rather than starting one:
+    /// same person, client and resource, and the grant still live.
+    pub fn is_continued_by(
+        &self,
+        subject: &str,
+        request: &ClientAuthorization,
+        now: Timestamp,
+    ) -> bool {
+        self.subject == subject
+            && self.client_id == request.client_id
+            && self.resource == request.resource
+            && self.is_live(now)
+    }
+
+    /// This grant once `request` is approved again. The scope only widens: what was granted stays
+    /// granted until revoked (a client that wants less asks for less when it refreshes). The
+    /// email is the latest login's. The absolute end stays: authorizing again does not make a
+    /// grant live longer, and once it has ended the next authorization starts a new one.
+    pub fn continued(
+        &self,
+        request: &ClientAuthorization,
+        email: Option<String>,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            scope: self.scope.union(&request.scope),
+            email: email.or_else(|| self.email.clone()),
+            last_used_at: now,
+            ..self.clone()
+        }
     }
 }
 
@@ -237,6 +298,50 @@ mod tests {
             expires_at: 100,
             state,
         }
+    }
+
+    fn authorization(client: &str, scope: &str, resource: &str) -> ClientAuthorization {
+        ClientAuthorization {
+            client_id: client.into(),
+            redirect_uri: "https://a/cb".into(),
+            state: None,
+            code_challenge: CodeChallenge::from_stored("c".repeat(43)),
+            scope: ScopeSet::parse(scope),
+            resource: resource.into(),
+        }
+    }
+
+    #[test]
+    fn a_new_authorization_continues_the_live_grant_and_widens_it() {
+        let first = authorization("c", "mcp", "https://r/mcp");
+        let grant = Grant::new("g".into(), &first, "sub", None, NOW, 1000);
+        let step_up = authorization("c", "admin mcp", "https://r/mcp");
+        assert!(grant.is_continued_by("sub", &step_up, NOW + 10));
+        let wider = grant.continued(&step_up, Some("a@x".into()), NOW + 10);
+        assert_eq!(wider.id, "g", "the same grant");
+        assert_eq!(wider.scope.to_string(), "admin mcp");
+        assert_eq!(wider.expires_at, grant.expires_at, "no longer life");
+        assert_eq!(wider.email.as_deref(), Some("a@x"));
+        let narrower = wider.continued(&first, None, NOW + 20);
+        assert_eq!(
+            narrower.scope.to_string(),
+            "admin mcp",
+            "never narrowed by a later request"
+        );
+        assert_eq!(narrower.email.as_deref(), Some("a@x"));
+        for (subject, other, at) in [
+            ("other", step_up.clone(), NOW),
+            ("sub", authorization("d", "mcp", "https://r/mcp"), NOW),
+            ("sub", authorization("c", "mcp", "https://r/files"), NOW),
+            ("sub", step_up.clone(), NOW + 1000),
+        ] {
+            assert!(!grant.is_continued_by(subject, &other, at));
+        }
+        let revoked = Grant {
+            revoked_at: Some(NOW),
+            ..grant
+        };
+        assert!(!revoked.is_continued_by("sub", &step_up, NOW + 1));
     }
 
     #[test]

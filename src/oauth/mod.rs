@@ -9,6 +9,7 @@ pub mod request;
 pub mod resource;
 pub mod scope;
 pub mod secrets;
+pub mod step_up;
 pub mod url_rules;
 
 pub use error::{ErrorCode, OAuthError};

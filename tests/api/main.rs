@@ -25,6 +25,8 @@ mod ops;
 mod pages;
 mod process;
 mod register;
+mod stepup;
 mod store;
 mod token;
 mod upstream;
+mod webview;
