@@ -177,7 +177,7 @@ pub enum Started {
     /// for what the signed-in person (if any) has not allowed this client yet.
     Consent {
         id: Secret<kind::Pending>,
-        pending: Box<PendingAuthorization>,
+        request: Box<ClientAuthorization>,
         client: Box<Client>,
         ask: ConsentAsk,
     },
@@ -216,14 +216,7 @@ pub async fn start(
         && ask.is_covered()
     {
         let tx = app.store.begin().await?;
-        let code = issue_code(
-            app,
-            &*tx,
-            &request,
-            &session.subject,
-            session.email.as_deref(),
-        )
-        .await?;
+        let code = issue_code(app, &*tx, &request, &Who::of_session(session)).await?;
         tx.commit().await?;
         return Ok(Started::Answered(ClientAnswer::to(&request, Ok(code))));
     }
@@ -237,12 +230,13 @@ pub async fn start(
         return Ok(Started::Answered(ClientAnswer::to(&request, Err(error))));
     }
     let id = Secret::<kind::Pending>::new(app.random.token());
-    let pending = PendingAuthorization::authorize(id.hash(), browser, request, app.clock.now());
+    let pending =
+        PendingAuthorization::authorize(id.hash(), browser, request.clone(), app.clock.now());
     app.store.insert_pending(&pending).await?;
     metrics::counter!(names::AUTHORIZATIONS, "outcome" => "consent_shown").increment(1);
     Ok(Started::Consent {
         id,
-        pending: Box::new(pending),
+        request: Box::new(request),
         client: Box::new(client),
         ask,
     })
@@ -632,7 +626,7 @@ async fn finish(
     let next = match &pending.purpose {
         Purpose::AccountLogin { return_to } => Next::ToAccount(return_to.clone()),
         Purpose::Authorize(request) => {
-            let code = issue_code(app, &*tx, request, &who.subject, who.email.as_deref()).await?;
+            let code = issue_code(app, &*tx, request, who).await?;
             Next::ToClient(ClientAnswer::to(request, Ok(code)))
         }
     };
@@ -647,19 +641,18 @@ async fn issue_code<R: Repo + ?Sized>(
     app: &App,
     repo: &R,
     request: &ClientAuthorization,
-    subject: &str,
-    email: Option<&str>,
+    who: &Who,
 ) -> Result<Secret<kind::Code>, StoreError> {
     let now: Timestamp = app.clock.now();
     let code = Secret::<kind::Code>::new(app.random.token());
-    let grant_id = match continue_grant(app, repo, request, subject, email, &code).await? {
+    let grant_id = match continue_grant(app, repo, request, who, &code).await? {
         Some(id) => id,
         None => {
             let grant = Grant::new(
                 app.random.id(),
                 request,
-                subject,
-                email.map(str::to_owned),
+                &who.subject,
+                who.email.clone(),
                 now,
                 app.settings.refresh_ttl,
             );
@@ -668,10 +661,10 @@ async fn issue_code<R: Repo + ?Sized>(
             grant.id
         }
     };
-    let before = repo.get_consent(subject, &request.client_id).await?;
+    let before = repo.get_consent(&who.subject, &request.client_id).await?;
     let before = before.map(|c| ScopeSet::parse(&c.scope));
     repo.upsert_consent(&ConsentRecord {
-        subject: subject.to_owned(),
+        subject: who.subject.clone(),
         client_id: request.client_id.clone(),
         scope: after_approval(before.as_ref(), &request.scope).to_string(),
         created_at: now,
@@ -689,13 +682,12 @@ async fn continue_grant<R: Repo + ?Sized>(
     app: &App,
     repo: &R,
     request: &ClientAuthorization,
-    subject: &str,
-    email: Option<&str>,
+    who: &Who,
     code: &Secret<kind::Code>,
 ) -> Result<Option<String>, StoreError> {
     let now = app.clock.now();
     let found = repo
-        .find_live_grant(subject, &request.client_id, &request.resource, now)
+        .find_live_grant(&who.subject, &request.client_id, &request.resource, now)
         .await?;
     let Some(found) = found else {
         return Ok(None);
@@ -709,10 +701,10 @@ async fn continue_grant<R: Repo + ?Sized>(
     let Some(current) = repo.get_grant(&found.id).await? else {
         return Ok(None);
     };
-    if !current.is_continued_by(subject, request, now) {
+    if !current.is_continued_by(&who.subject, request, now) {
         return Ok(None);
     }
-    let widened = current.continued(request, email.map(str::to_owned), now);
+    let widened = current.continued(request, who.email.clone(), now);
     let record = AuthorizationCode::issue(code.hash(), &widened.id, request, now);
     if !repo.continue_grant(&widened, &record).await? {
         return Ok(None);

@@ -215,8 +215,14 @@ async fn a_victim_lured_to_log_in_on_the_attackers_request_gives_them_nothing(ba
     assert!(html.contains("ann@example.test") && html.contains("attacker.example"));
     let codes = "SELECT COUNT(*) FROM authorization_codes";
     assert_eq!(app.count_rows(codes).await, 0);
-    // The attacker cannot finish it: not with the consent form of the request they hold, not
-    // with a guessed confirmation, not by replaying the login's return.
+    // The attacker cannot finish it: not with the consent form of the request they hold (even
+    // signed in, which would otherwise finish a request at once), not with a guessed
+    // confirmation, not by replaying the login's return.
+    let account = app.url("/account");
+    walk(&attacker, app, &account, &account, "mallory@example.test")
+        .await
+        .unwrap();
+    assert_eq!(attacker.get(&account).await.status(), 200, "signed in");
     assert_eq!(
         decide(&attacker, app, &request, "approve").await.status(),
         400

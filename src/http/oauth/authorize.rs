@@ -37,18 +37,13 @@ pub async fn authorize(
         Started::Answered(answer) => Ok(to_client(&app, StatusCode::FOUND, &answer)),
         Started::Consent {
             id,
-            pending,
+            request,
             client,
             ask,
         } => {
-            let Some(request) = pending.client_request() else {
-                return Err(PageError::from(
-                    crate::services::authorization::FlowError::Unknown,
-                ));
-            };
             let signed_in_as = session.map(|s| s.email.unwrap_or(s.subject));
             let form = ConsentForm::Request(id.expose());
-            let mut resp = consent_page(&app, &client, request, &ask, form, signed_in_as);
+            let mut resp = consent_page(&app, &client, &request, &ask, form, signed_in_as);
             browser.set_on(&app.settings, &mut resp);
             Ok(resp)
         }

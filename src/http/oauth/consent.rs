@@ -90,29 +90,31 @@ pub struct Answer {
     decision: String,
 }
 
+impl Answer {
+    fn decision(&self) -> Result<Decision, PageError> {
+        match self.decision.as_str() {
+            "approve" => Ok(Decision::Approve),
+            "deny" => Ok(Decision::Deny),
+            _ => Err(PageError::bad_request(
+                "Invalid request",
+                "Unknown decision.",
+            )),
+        }
+    }
+}
+
 pub async fn consent(
     State(app): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<Answer>,
 ) -> Result<Response, PageError> {
     same_origin(&app.settings, &headers)?;
-    let decision = match form.decision.as_str() {
-        "approve" => Decision::Approve,
-        "deny" => Decision::Deny,
-        _ => {
-            return Err(PageError::bad_request(
-                "Invalid request",
-                "Unknown decision.",
-            ));
-        }
-    };
+    let decision = form.decision()?;
     let request = match (form.request, form.confirm) {
         (Some(request), None) => request,
         (None, Some(token)) => {
-            return Ok(go(
-                &app,
-                &authorization::confirm(&app, &token, decision).await?,
-            ));
+            let next = authorization::confirm(&app, &token, decision).await?;
+            return Ok(go(&app, &next));
         }
         _ => {
             return Err(PageError::bad_request(
