@@ -3,6 +3,10 @@
 //! the client's earlier refresh chain and the person's grant list stay one grant, and revoking it
 //! ends both chains.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use authgate::store::{DynStore, Repo, Store, StoreError, Tx};
 use serde_json::{Value, json};
 
 use crate::both_backends;
@@ -11,7 +15,7 @@ use crate::flow::{
     self, RegisteredClient, authorize_url, decide, dev_flow, new_pkce, param, redeem, refresh,
     register_public,
 };
-use crate::helpers::{Backend, TestApp, spawn_app_with};
+use crate::helpers::{Backend, TestApp, spawn_app_with, spawn_app_wrapped_with};
 
 const CB: &str = "http://127.0.0.1:33418/";
 
@@ -357,11 +361,77 @@ async fn approvals_add_up_across_resources(backend: Backend) {
     assert_eq!(grants.len(), 2, "one grant per resource");
 }
 
+/// The store, with every look-up of a live grant held back a moment: concurrent authorizations
+/// of one grant then all find it before any of them widens it.
+struct SlowLookups {
+    inner: DynStore,
+}
+
+struct SlowLookupsTx {
+    inner: Box<dyn Tx>,
+}
+
+macro_rules! slow_repo {
+    ($ty:ty; $( $mode:ident $name:ident ( $( $arg:ident : $argty:ty ),* ) -> $ret:ty ; )*) => {
+        #[async_trait]
+        impl Repo for $ty {
+            $(
+                async fn $name(&self, $( $arg: $argty ),*) -> Result<$ret, StoreError> {
+                    let out = self.inner.$name($( $arg ),*).await;
+                    if stringify!($name) == "find_live_grant" {
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    }
+                    out
+                }
+            )*
+        }
+    };
+}
+
+authgate::repo_operations!(slow_repo! { SlowLookups; });
+authgate::repo_operations!(slow_repo! { SlowLookupsTx; });
+
+#[async_trait]
+impl Store for SlowLookups {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
+    fn pool_state(&self) -> (u32, u32) {
+        self.inner.pool_state()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.inner.ping().await
+    }
+
+    async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
+        Ok(Box::new(SlowLookupsTx {
+            inner: self.inner.begin().await?,
+        }))
+    }
+}
+
+#[async_trait]
+impl Tx for SlowLookupsTx {
+    async fn commit(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.commit().await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<(), StoreError> {
+        self.inner.rollback().await
+    }
+}
+
 async fn concurrent_step_ups_keep_every_widening(backend: Backend) {
-    let app = spawn_app_with(backend, |raw| {
-        raw.set("AUTHGATE_SCOPES", "mcp");
-        raw.set("AUTHGATE_TOOL_SCOPES", "a=alpha,b=beta,c=gamma");
-    })
+    let app = spawn_app_wrapped_with(
+        backend,
+        |raw| {
+            raw.set("AUTHGATE_SCOPES", "mcp");
+            raw.set("AUTHGATE_TOOL_SCOPES", "a=alpha,b=beta,c=gamma");
+        },
+        |inner| Arc::new(SlowLookups { inner }) as DynStore,
+    )
     .await;
     let client = register_public(&app, CB).await;
     let browser = Browser::new();
@@ -382,7 +452,11 @@ async fn concurrent_step_ups_keep_every_widening(backend: Backend) {
     }
     let grants = app.store.list_grants(None, Some(&client.id)).await.unwrap();
     assert_eq!(grants.len(), 1);
-    assert_eq!(grants[0].scope.to_string(), "alpha beta gamma mcp");
+    assert_eq!(
+        grants[0].scope.to_string(),
+        "alpha beta gamma mcp",
+        "no widening lost"
+    );
 }
 
 both_backends!(
