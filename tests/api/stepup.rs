@@ -4,6 +4,7 @@
 //! ends both chains.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use authgate::store::{DynStore, Repo, Store, StoreError, Tx};
@@ -361,17 +362,42 @@ async fn approvals_add_up_across_resources(backend: Backend) {
     assert_eq!(grants.len(), 2, "one grant per resource");
 }
 
-/// The store, with every look-up of a live grant held back a moment: concurrent authorizations
-/// of one grant then all find it before any of them widens it.
-struct SlowLookups {
+/// Holds each look-up of a live grant until `expected` of them have happened (or a second has
+/// passed): concurrent authorizations of one grant then all find it before any of them widens
+/// it. SQLite runs them one after the other anyway (its write transactions are exclusive).
+#[derive(Default)]
+struct Rendezvous {
+    expected: AtomicUsize,
+    arrived: AtomicUsize,
+}
+
+impl Rendezvous {
+    async fn meet(&self) {
+        let expected = self.expected.load(Ordering::SeqCst);
+        if expected == 0 {
+            return;
+        }
+        self.arrived.fetch_add(1, Ordering::SeqCst);
+        for _ in 0..100 {
+            if self.arrived.load(Ordering::SeqCst) >= expected {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
+struct Meeting {
     inner: DynStore,
+    at: Arc<Rendezvous>,
 }
 
-struct SlowLookupsTx {
+struct MeetingTx {
     inner: Box<dyn Tx>,
+    at: Arc<Rendezvous>,
 }
 
-macro_rules! slow_repo {
+macro_rules! meeting_repo {
     ($ty:ty; $( $mode:ident $name:ident ( $( $arg:ident : $argty:ty ),* ) -> $ret:ty ; )*) => {
         #[async_trait]
         impl Repo for $ty {
@@ -379,7 +405,7 @@ macro_rules! slow_repo {
                 async fn $name(&self, $( $arg: $argty ),*) -> Result<$ret, StoreError> {
                     let out = self.inner.$name($( $arg ),*).await;
                     if stringify!($name) == "find_live_grant" {
-                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        self.at.meet().await;
                     }
                     out
                 }
@@ -388,11 +414,11 @@ macro_rules! slow_repo {
     };
 }
 
-authgate::repo_operations!(slow_repo! { SlowLookups; });
-authgate::repo_operations!(slow_repo! { SlowLookupsTx; });
+authgate::repo_operations!(meeting_repo! { Meeting; });
+authgate::repo_operations!(meeting_repo! { MeetingTx; });
 
 #[async_trait]
-impl Store for SlowLookups {
+impl Store for Meeting {
     fn backend(&self) -> &'static str {
         self.inner.backend()
     }
@@ -406,14 +432,15 @@ impl Store for SlowLookups {
     }
 
     async fn begin(&self) -> Result<Box<dyn Tx>, StoreError> {
-        Ok(Box::new(SlowLookupsTx {
+        Ok(Box::new(MeetingTx {
             inner: self.inner.begin().await?,
+            at: self.at.clone(),
         }))
     }
 }
 
 #[async_trait]
-impl Tx for SlowLookupsTx {
+impl Tx for MeetingTx {
     async fn commit(self: Box<Self>) -> Result<(), StoreError> {
         self.inner.commit().await
     }
@@ -424,13 +451,15 @@ impl Tx for SlowLookupsTx {
 }
 
 async fn concurrent_step_ups_keep_every_widening(backend: Backend) {
+    let rendezvous = Arc::new(Rendezvous::default());
+    let at = rendezvous.clone();
     let app = spawn_app_wrapped_with(
         backend,
         |raw| {
             raw.set("AUTHGATE_SCOPES", "mcp");
             raw.set("AUTHGATE_TOOL_SCOPES", "a=alpha,b=beta,c=gamma");
         },
-        |inner| Arc::new(SlowLookups { inner }) as DynStore,
+        |inner| Arc::new(Meeting { inner, at }) as DynStore,
     )
     .await;
     let client = register_public(&app, CB).await;
@@ -441,6 +470,7 @@ async fn concurrent_step_ups_keep_every_widening(backend: Backend) {
         let url = authorize_url(&app, &client.id, CB, &new_pkce(), &[("scope", scope)]);
         requests.push(flow::open_consent(&browser, &url).await);
     }
+    rendezvous.expected.store(requests.len(), Ordering::SeqCst);
     let answers = futures::future::join_all(
         requests
             .iter()
