@@ -58,6 +58,7 @@ async fn app_with_tool_scopes(backend: Backend) -> TestApp {
     spawn_app_with(backend, |raw| {
         raw.set("AUTHGATE_SCOPES", "mcp");
         raw.set("AUTHGATE_TOOL_SCOPES", "whoami=admin,export=files");
+        raw.set("AUTHGATE_MCP_MAX_BODY", "16KiB");
     })
     .await
 }
@@ -137,6 +138,19 @@ async fn insufficient_scope_names_every_scope_the_call_needs(backend: Backend) {
         "a repeated name is not read as the harmless one"
     );
     assert_eq!(challenge_scope(&refused), "admin files mcp");
+
+    // The body is read to find the tool, never beyond the limit (no length given: chunked).
+    let chunks = (0..2).map(|_| Ok::<_, std::io::Error>(vec![b' '; 12 * 1024]));
+    let large = app
+        .http
+        .post(app.url("/mcp"))
+        .bearer_auth(token.unwrap())
+        .header("Content-Type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 413);
 
     let tokens = authorized(&app, &Browser::new(), &client, "mcp admin").await;
     let ok = mcp(&app, tokens["access_token"].as_str(), &call("whoami")).await;
