@@ -230,6 +230,22 @@ async fn step_up_asks_only_for_the_new_scope_and_continues_the_grant(backend: Ba
     let ok = mcp(&app, refreshed["access_token"].as_str(), &call("whoami")).await;
     assert_eq!(ok.status(), 200);
 
+    // `prompt=consent` asks again, with nothing new: everything shows as allowed before.
+    let forced = browser
+        .get(&authorize_url(
+            &app,
+            &client.id,
+            CB,
+            &new_pkce(),
+            &[("scope", "admin mcp"), ("prompt", "consent")],
+        ))
+        .await;
+    let html = forced.text().await.unwrap();
+    let (asked, allowed) = consent_lists(&html);
+    assert!(asked.is_empty());
+    assert_eq!(allowed.len(), 2);
+    assert!(html.contains("asks you to confirm it"), "{html}");
+
     // Now covered: asking again, even for less, answers at once and still continues the grant.
     let again = browser
         .get(&authorize_url(

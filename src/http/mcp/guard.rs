@@ -169,6 +169,7 @@ async fn operation(
         return Ok((req, Operation::Calls(Vec::new())));
     }
     let (parts, body) = req.into_parts();
+    // Past the limit (or broken off, when no client is left to read the answer).
     let bytes = axum::body::to_bytes(body, usize::MAX)
         .await
         .map_err(|_| McpError::TooLarge.into_response())?;
