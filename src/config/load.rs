@@ -25,6 +25,7 @@ pub(super) struct RawSettings {
     pub listen: Setting,
     pub database_url: Setting,
     pub scopes: Setting,
+    pub tool_scopes: Setting,
     pub allowed_redirects: Setting,
     pub allowed_redirect_schemes: Setting,
     pub register_rate_limit: Setting,
@@ -81,6 +82,8 @@ pub struct RawResource {
     pub scopes: Vec<String>,
     /// `"header"`: the MCP server receives the user's upstream access token.
     pub upstream_token: Option<String>,
+    /// Tool name to the scopes it needs besides the resource's.
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
 }
 
 /// The text of one scalar setting. The environment only has strings; the file may also give a

@@ -22,6 +22,7 @@ use url::Url;
 use crate::domain::identity::LoginPolicy;
 use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
+use crate::oauth::step_up::ToolScopes;
 
 pub use load::{RawConfig, RawResource};
 pub use validate::parse_public_url;
@@ -51,10 +52,20 @@ pub struct ResourceConfig {
     pub uri: String,
     /// `None`: the built-in MCP server answers.
     pub upstream: Option<Url>,
+    /// Needed for every request (and what the 401 challenge asks for).
     pub scopes: ScopeSet,
     /// The MCP server receives the user's upstream access token in `X-Authgate-Upstream-Token`
     /// (and may exchange a token for it at `/token`).
     pub upstream_token: bool,
+    /// Needed as well to call these tools (step-up).
+    pub tool_scopes: ToolScopes,
+}
+
+impl ResourceConfig {
+    /// Every scope a token for this resource may carry.
+    pub fn offered(&self) -> ScopeSet {
+        self.scopes.union(&self.tool_scopes.all())
+    }
 }
 
 /// A rate of `burst` events refilled over `per_seconds`.

@@ -428,6 +428,62 @@ fn file_errors_are_one_line_name_the_key_and_never_show_the_value() {
 }
 
 #[test]
+fn tool_scopes_add_to_what_a_resource_offers() {
+    let s = settings(&[
+        ("AUTHGATE_SCOPES", "mcp"),
+        (
+            "AUTHGATE_TOOL_SCOPES",
+            "delete_file=admin, write_file=files admin",
+        ),
+    ])
+    .unwrap();
+    let mcp = &s.resources[0];
+    assert_eq!(
+        mcp.scopes.to_string(),
+        "mcp",
+        "every request needs only these"
+    );
+    assert_eq!(mcp.offered().to_string(), "admin files mcp");
+    assert_eq!(s.scopes.to_string(), "admin files mcp");
+    let mut raw = RawConfig::default();
+    raw.overlay_toml(
+        "[[resource]]\npath = \"/gh\"\nscopes = [\"github\"]\ntool_scopes = { create_issue = [\"github:write\"] }\n",
+        "f.toml",
+    )
+    .unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    assert_eq!(s.resources[1].offered().to_string(), "github github:write");
+    assert_eq!(s.scopes.to_string(), "github github:write mcp");
+    for (value, says) in [
+        ("delete_file", "tool=scope"),
+        ("=admin", "not a tool name"),
+        ("a b=admin", "not a tool name"),
+        ("delete_file=", "lists no scope"),
+        ("delete_file=offline_access", "offline_access"),
+        ("x=a\"b", "character"),
+        ("x=a,x=b", "listed twice"),
+    ] {
+        let e = settings(&[("AUTHGATE_TOOL_SCOPES", value)]).unwrap_err().0;
+        assert!(
+            e.contains("AUTHGATE_TOOL_SCOPES") && e.contains(says),
+            "{value}: {e}"
+        );
+    }
+    let mut raw = RawConfig::default();
+    raw.overlay_toml(
+        "[[resource]]\npath = \"/gh\"\ntool_scopes = { \"bad name\" = [\"x\"] }\n",
+        "f.toml",
+    )
+    .unwrap();
+    assert!(
+        Settings::from_raw(&raw)
+            .unwrap_err()
+            .0
+            .contains("[[resource]]")
+    );
+}
+
+#[test]
 fn files_add_up_like_one_document() {
     let mut raw = RawConfig::default();
     raw.overlay_toml(
@@ -444,7 +500,7 @@ fn files_add_up_like_one_document() {
         path: Some("/c".into()),
         upstream: None,
         scopes: vec!["c".into()],
-        upstream_token: None,
+        ..RawResource::default()
     });
     let s = Settings::from_raw(&raw).unwrap();
     assert_eq!(s.listen.port(), 2);

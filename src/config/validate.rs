@@ -17,6 +17,7 @@ use crate::domain::identity::LoginPolicy;
 use crate::oauth::oidc;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
+use crate::oauth::step_up::{ToolScopes, is_tool_name};
 use crate::oauth::url_rules::is_loopback_host;
 
 pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
@@ -399,11 +400,13 @@ fn resources(
         first.upstream_token =
             upstream_token_delivery("AUTHGATE_MCP_UPSTREAM_TOKEN", r.mcp_upstream_token.get())?;
     }
+    resources[0].tool_scopes = default_tool_scopes(r)?;
     for RawResource {
         path,
         upstream,
         scopes,
         upstream_token,
+        tool_scopes: tools,
     } in &r.resource
     {
         let path = path
@@ -417,6 +420,12 @@ fn resources(
         };
         let mut parsed = resource(VAR, path, upstream.as_deref(), own, issuer)?;
         parsed.upstream_token = upstream_token_delivery(VAR, upstream_token.as_deref())?;
+        parsed.tool_scopes = tool_scopes(
+            VAR,
+            tools
+                .iter()
+                .map(|(tool, scopes)| (tool.as_str(), ScopeSet::from_list(scopes.iter().cloned()))),
+        )?;
         if resources.iter().any(|x| x.path == parsed.path) {
             return Err(err(VAR, format!("path {path:?} is listed twice")));
         }
@@ -425,13 +434,65 @@ fn resources(
     Ok(resources)
 }
 
-/// Every resource's scopes are offered.
+/// `AUTHGATE_TOOL_SCOPES`, the `/mcp` resource's tool scopes: `tool=scope scope,tool2=scope`.
+fn default_tool_scopes(r: &RawSettings) -> Result<ToolScopes, ConfigError> {
+    const VAR: &str = "AUTHGATE_TOOL_SCOPES";
+    let Some(raw) = r.tool_scopes.get() else {
+        return Ok(ToolScopes::default());
+    };
+    let mut entries = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (tool, scopes) = entry.split_once('=').ok_or_else(|| {
+            err(
+                VAR,
+                "each entry must look like tool=scope (scopes separated by spaces)",
+            )
+        })?;
+        entries.push((tool.trim(), ScopeSet::parse(scopes)));
+    }
+    tool_scopes(VAR, entries.into_iter())
+}
+
+fn tool_scopes<'a>(
+    var: &str,
+    entries: impl Iterator<Item = (&'a str, ScopeSet)>,
+) -> Result<ToolScopes, ConfigError> {
+    let mut tools = std::collections::BTreeMap::new();
+    for (tool, scopes) in entries {
+        if !is_tool_name(tool) {
+            return Err(err(
+                var,
+                format!("{tool:?} is not a tool name (1 to 128 of A-Z a-z 0-9 _ - .)"),
+            ));
+        }
+        if scopes.is_empty() {
+            return Err(err(var, format!("tool {tool:?} lists no scope")));
+        }
+        if scopes.contains("offline_access") {
+            return Err(err(var, "offline_access is not a tool scope"));
+        }
+        // RFC 6749 §3.3 scope-token characters; anything else could not be asked for.
+        if scopes.iter().any(|s| {
+            s.bytes()
+                .any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+        }) {
+            return Err(err(
+                var,
+                format!("tool {tool:?} has a scope with a character scopes cannot have"),
+            ));
+        }
+        if tools.insert(tool.to_owned(), scopes).is_some() {
+            return Err(err(var, format!("tool {tool:?} is listed twice")));
+        }
+    }
+    Ok(ToolScopes::new(tools))
+}
+
+/// Every resource's scopes, its tools' included, are offered.
 fn offered_scopes(resources: &[ResourceConfig]) -> ScopeSet {
-    ScopeSet::from_list(
-        resources
-            .iter()
-            .flat_map(|res| res.scopes.iter().map(str::to_owned)),
-    )
+    resources
+        .iter()
+        .fold(ScopeSet::default(), |all, res| all.union(&res.offered()))
 }
 
 /// Paths authgate itself serves, which a resource may not take.
@@ -492,6 +553,7 @@ fn resource(
         upstream,
         scopes,
         upstream_token: false,
+        tool_scopes: ToolScopes::default(),
     })
 }
 

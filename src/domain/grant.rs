@@ -1,6 +1,12 @@
-//! A grant and what it hands out: one authorization code, then a chain of refresh tokens. Their
-//! states are types: a code is issued or redeemed, a refresh token is current or rotated (and
-//! then carries its sealed successor). The rules are methods over those states and `now`.
+//! A grant and what it hands out: authorization codes, each starting a chain of refresh tokens.
+//! Their states are types: a code is issued or redeemed, a refresh token is current or rotated
+//! (and then carries its sealed successor). The rules are methods over those states and `now`.
+//!
+//! One grant per person, client and resource: a later authorization of the same client for the
+//! same resource (a step-up to more scopes, or a client that lost its tokens) continues the live
+//! grant instead of starting another. Its new code starts a second refresh chain in the same
+//! grant, the grant's scope widens to what was approved, and every chain refreshes to that scope;
+//! revoking the grant ends them all.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -42,9 +48,75 @@ pub struct Grant {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// Who approved a request, and what their login said: the grant (and its ID tokens) carry it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub subject: String,
+    pub email: Option<String>,
+    pub email_verified: Option<bool>,
+    /// When the person logged in (an ID token's `auth_time`).
+    pub auth_time: Timestamp,
+}
+
 impl Grant {
+    /// A new grant for a request the person of `login` approved, ending `ttl` seconds from now.
+    pub fn new(
+        id: String,
+        request: &ClientAuthorization,
+        login: &Login,
+        now: Timestamp,
+        ttl: i64,
+    ) -> Self {
+        Self {
+            id,
+            client_id: request.client_id.clone(),
+            subject: login.subject.clone(),
+            email: login.email.clone(),
+            email_verified: login.email_verified,
+            auth_time: Some(login.auth_time),
+            scope: request.scope.clone(),
+            resource: request.resource.clone(),
+            created_at: now,
+            expires_at: now + ttl,
+            last_used_at: now,
+            revoked_at: None,
+        }
+    }
+
     pub fn is_live(&self, now: Timestamp) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
+    }
+
+    /// Whether `request`, approved by `subject`, continues this grant rather than starting one:
+    /// same person, client and resource, and the grant still live.
+    pub fn is_continued_by(
+        &self,
+        subject: &str,
+        request: &ClientAuthorization,
+        now: Timestamp,
+    ) -> bool {
+        self.subject == subject
+            && self.client_id == request.client_id
+            && self.resource == request.resource
+            && self.is_live(now)
+    }
+
+    /// This grant once `request` is approved again. The scope only widens: what was granted stays
+    /// granted until revoked (a client that wants less asks for less when it refreshes). The
+    /// email is the latest login's. The absolute end stays: authorizing again does not make a
+    /// grant live longer, and once it has ended the next authorization starts a new one.
+    pub fn continued(&self, request: &ClientAuthorization, login: &Login, now: Timestamp) -> Self {
+        Self {
+            scope: self.scope.union(&request.scope),
+            email: login.email.clone().or_else(|| self.email.clone()),
+            email_verified: login
+                .email
+                .as_ref()
+                .map_or(self.email_verified, |_| login.email_verified),
+            auth_time: Some(login.auth_time),
+            last_used_at: now,
+            ..self.clone()
+        }
     }
 }
 
@@ -245,6 +317,68 @@ mod tests {
             expires_at: 100,
             state,
         }
+    }
+
+    fn authorization(client: &str, scope: &str, resource: &str) -> ClientAuthorization {
+        ClientAuthorization {
+            client_id: client.into(),
+            redirect_uri: "https://a/cb".into(),
+            state: None,
+            code_challenge: CodeChallenge::from_stored("c".repeat(43)),
+            scope: ScopeSet::parse(scope),
+            resource: resource.into(),
+            nonce: None,
+            login: Default::default(),
+        }
+    }
+
+    fn login(email: Option<&str>, at: Timestamp) -> Login {
+        Login {
+            subject: "sub".into(),
+            email: email.map(Into::into),
+            email_verified: email.map(|_| true),
+            auth_time: at,
+        }
+    }
+
+    #[test]
+    fn a_new_authorization_continues_the_live_grant_and_widens_it() {
+        let first = authorization("c", "mcp", "https://r/mcp");
+        let grant = Grant::new("g".into(), &first, &login(None, NOW), NOW, 1000);
+        let step_up = authorization("c", "admin mcp", "https://r/mcp");
+        assert!(grant.is_continued_by("sub", &step_up, NOW + 10));
+        let wider = grant.continued(&step_up, &login(Some("a@x"), NOW + 5), NOW + 10);
+        assert_eq!(wider.id, "g", "the same grant");
+        assert_eq!(wider.scope.to_string(), "admin mcp");
+        assert_eq!(wider.expires_at, grant.expires_at, "no longer life");
+        assert_eq!(wider.email.as_deref(), Some("a@x"));
+        assert_eq!(wider.email_verified, Some(true));
+        assert_eq!(wider.auth_time, Some(NOW + 5), "the latest login's time");
+        let narrower = wider.continued(&first, &login(None, NOW + 15), NOW + 20);
+        assert_eq!(
+            narrower.scope.to_string(),
+            "admin mcp",
+            "never narrowed by a later request"
+        );
+        assert_eq!(narrower.email.as_deref(), Some("a@x"));
+        assert_eq!(
+            narrower.email_verified,
+            Some(true),
+            "kept with the email it was said of"
+        );
+        for (subject, other, at) in [
+            ("other", step_up.clone(), NOW),
+            ("sub", authorization("d", "mcp", "https://r/mcp"), NOW),
+            ("sub", authorization("c", "mcp", "https://r/files"), NOW),
+            ("sub", step_up.clone(), NOW + 1000),
+        ] {
+            assert!(!grant.is_continued_by(subject, &other, at));
+        }
+        let revoked = Grant {
+            revoked_at: Some(NOW),
+            ..grant
+        };
+        assert!(!revoked.is_continued_by("sub", &step_up, NOW + 1));
     }
 
     #[test]

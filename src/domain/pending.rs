@@ -77,6 +77,15 @@ impl fmt::Debug for UpstreamLeg {
     }
 }
 
+/// A login that came back from the upstream in a browser without the binding cookie: who
+/// logged in, and the hash of a token given only to that browser, on the page where it confirms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmation {
+    pub token: Hashed<kind::Confirmation>,
+    pub subject: String,
+    pub email: Option<String>,
+}
+
 /// How far the request got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
@@ -84,6 +93,9 @@ pub enum Stage {
     AwaitingConsent,
     /// Approved (or an account login): the browser is at the upstream login.
     AtUpstream(UpstreamLeg),
+    /// Logged in from a browser without the binding cookie: the person who logged in must
+    /// approve again on a page only that browser got (see [`PendingAuthorization::check_return`]).
+    AwaitingConfirmation(Confirmation),
     /// Answered: a code, a denial, a refusal, or the account page. Never again.
     Done,
 }
@@ -94,9 +106,20 @@ impl Stage {
         match self {
             Self::AwaitingConsent => "consent",
             Self::AtUpstream(_) => "upstream",
+            Self::AwaitingConfirmation(_) => "confirm",
             Self::Done => "done",
         }
     }
+}
+
+/// How a browser coming back from the upstream login is tied to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Return {
+    /// It has the cookie of the browser that approved: the login finishes at once.
+    SameBrowser,
+    /// It has no binding cookie at all (embedded webviews drop it across the upstream redirect):
+    /// the login is verified, but only a confirmation in this browser finishes it.
+    WithoutCookie,
 }
 
 /// A transition the state machine does not have.
@@ -163,7 +186,9 @@ impl PendingAuthorization {
         }
     }
 
-    /// May this browser continue the request now?
+    /// May this browser use the request's consent form now? Only with the binding cookie of
+    /// the browser that opened the page, and only until a login has come back (after one that
+    /// came back without the cookie, only its confirmation finishes the request).
     pub fn check(
         &self,
         browser: Option<&Hashed<kind::Browser>>,
@@ -172,6 +197,55 @@ impl PendingAuthorization {
         if browser != Some(&self.browser) {
             return Err(Unusable::OtherBrowser);
         }
+        self.usable(now)?;
+        if let Stage::AwaitingConfirmation(_) = self.stage {
+            return Err(Unusable::AlreadyDone);
+        }
+        Ok(())
+    }
+
+    /// May this browser, back from the upstream login (or the development login), continue the
+    /// request now? Another browser's cookie is refused. A browser with no binding cookie at all
+    /// may go on for a client's request (never for an account login, which exists to give a
+    /// browser a session), but only to a confirmation:
+    ///
+    /// The upstream `state` is unguessable and single-use, and the leg's PKCE verifier and
+    /// nonce tie the provider's answer to this request, so a missing cookie cannot make the
+    /// login itself count for another request. What they cannot show is that the person now in
+    /// front of the browser is the one who approved the client: an attacker can approve their own
+    /// request, hand the provider's login URL to a victim, and the victim's login would come back
+    /// here. Finishing then would send a code for the victim's account to the attacker's redirect
+    /// URI (and an attacker's answer opened in a victim's browser would log that browser in as
+    /// the attacker). So without the cookie nothing finishes and no session is opened: the
+    /// browser gets a consent page naming the account that logged in and the client's
+    /// destination, with a token only that page carries, and the person who logged in decides.
+    /// A lure then works no better than sending the victim a malicious client's authorization
+    /// URL, which the consent page is there for. Limiting the cookie-less path to young upstream
+    /// legs would not help: an attacker starts a fresh request for each victim.
+    pub fn check_return(
+        &self,
+        browser: Option<&Hashed<kind::Browser>>,
+        now: Timestamp,
+    ) -> Result<Return, Unusable> {
+        let binding = match browser {
+            Some(b) if *b == self.browser => Return::SameBrowser,
+            None if matches!(self.purpose, Purpose::Authorize(_)) => Return::WithoutCookie,
+            _ => return Err(Unusable::OtherBrowser),
+        };
+        self.usable(now)?;
+        Ok(binding)
+    }
+
+    /// The confirmation this request waits for, if it may still be given.
+    pub fn awaiting_confirmation(&self, now: Timestamp) -> Result<&Confirmation, Unusable> {
+        self.usable(now)?;
+        match &self.stage {
+            Stage::AwaitingConfirmation(c) => Ok(c),
+            _ => Err(Unusable::AlreadyDone),
+        }
+    }
+
+    fn usable(&self, now: Timestamp) -> Result<(), Unusable> {
         if self.expires_at <= now {
             return Err(Unusable::Expired);
         }
@@ -189,9 +263,24 @@ impl PendingAuthorization {
                 stage: Stage::AtUpstream(leg),
                 ..self.clone()
             }),
-            Stage::Done => Err(InvalidTransition {
+            Stage::AwaitingConfirmation(_) | Stage::Done => Err(InvalidTransition {
                 from: self.stage.as_str(),
                 to: "upstream",
+            }),
+        }
+    }
+
+    /// Logged in without the binding cookie: waits for that browser's confirmation. The leg's
+    /// secrets go, so its `state` cannot be used again.
+    pub fn to_confirmation(&self, confirmation: Confirmation) -> Result<Self, InvalidTransition> {
+        match (&self.stage, &self.purpose) {
+            (Stage::AtUpstream(_), Purpose::Authorize(_)) => Ok(Self {
+                stage: Stage::AwaitingConfirmation(confirmation),
+                ..self.clone()
+            }),
+            _ => Err(InvalidTransition {
+                from: self.stage.as_str(),
+                to: "confirm",
             }),
         }
     }
@@ -199,10 +288,12 @@ impl PendingAuthorization {
     /// Answered, once.
     pub fn finish(&self) -> Result<Self, InvalidTransition> {
         match self.stage {
-            Stage::AwaitingConsent | Stage::AtUpstream(_) => Ok(Self {
-                stage: Stage::Done,
-                ..self.clone()
-            }),
+            Stage::AwaitingConsent | Stage::AtUpstream(_) | Stage::AwaitingConfirmation(_) => {
+                Ok(Self {
+                    stage: Stage::Done,
+                    ..self.clone()
+                })
+            }
             Stage::Done => Err(InvalidTransition {
                 from: "done",
                 to: "done",
@@ -320,6 +411,76 @@ mod tests {
         );
         let done = p.finish().unwrap();
         assert_eq!(done.check(Some(&mine), NOW), Err(Unusable::AlreadyDone));
+    }
+
+    fn confirmation() -> Confirmation {
+        Confirmation {
+            token: Hashed::of("t"),
+            subject: "sub".into(),
+            email: None,
+        }
+    }
+
+    #[test]
+    fn a_login_may_come_back_without_the_cookie_but_not_with_another() {
+        let up = request().to_upstream(leg("a")).unwrap();
+        let mine = Hashed::of("browser");
+        assert_eq!(up.check_return(Some(&mine), NOW), Ok(Return::SameBrowser));
+        assert_eq!(up.check_return(None, NOW), Ok(Return::WithoutCookie));
+        assert_eq!(
+            up.check_return(Some(&Hashed::of("other")), NOW),
+            Err(Unusable::OtherBrowser)
+        );
+        assert_eq!(
+            up.check_return(None, NOW + PENDING_TTL),
+            Err(Unusable::Expired)
+        );
+        let account = PendingAuthorization::account_login(
+            Hashed::of("id"),
+            Hashed::of("browser"),
+            "https://mcp.example.com/account".into(),
+            leg("a"),
+            NOW,
+        );
+        assert_eq!(
+            account.check_return(None, NOW),
+            Err(Unusable::OtherBrowser),
+            "an account login exists to give its browser a session"
+        );
+        assert!(account.to_confirmation(confirmation()).is_err());
+    }
+
+    #[test]
+    fn a_login_without_the_cookie_waits_for_its_confirmation_only() {
+        let p = request();
+        assert!(
+            p.to_confirmation(confirmation()).is_err(),
+            "only a login that came back"
+        );
+        let waiting = p
+            .to_upstream(leg("a"))
+            .unwrap()
+            .to_confirmation(confirmation())
+            .unwrap();
+        assert_eq!(waiting.upstream_leg(), None, "the leg is spent");
+        assert_eq!(waiting.awaiting_confirmation(NOW), Ok(&confirmation()));
+        assert_eq!(
+            waiting.awaiting_confirmation(NOW + PENDING_TTL),
+            Err(Unusable::Expired)
+        );
+        assert_eq!(
+            waiting.check(Some(&Hashed::of("browser")), NOW),
+            Err(Unusable::AlreadyDone),
+            "the consent form cannot finish it, even from the browser that approved"
+        );
+        assert!(waiting.to_upstream(leg("b")).is_err());
+        assert_eq!(
+            p.awaiting_confirmation(NOW),
+            Err(Unusable::AlreadyDone),
+            "nothing to confirm before a login"
+        );
+        let done = waiting.finish().unwrap();
+        assert_eq!(done.awaiting_confirmation(NOW), Err(Unusable::AlreadyDone));
     }
 
     #[test]

@@ -19,8 +19,15 @@ pub struct ConsentPage {
     pub redirect_host: String,
     pub loopback_only: bool,
     pub signed_in_as: Option<String>,
+    /// What the person is asked to allow now.
     pub scopes: Vec<String>,
-    pub request_id: String,
+    /// What they allowed this client before (incremental consent): shown, not asked.
+    pub already_allowed: Vec<String>,
+    /// Confirming a login that came back in a browser without authgate's cookie.
+    pub confirming: bool,
+    /// The form's hidden field: `request` or `confirm`, and its value.
+    pub field: &'static str,
+    pub value: String,
     pub action: String,
 }
 
@@ -113,7 +120,10 @@ mod tests {
             loopback_only: false,
             signed_in_as: None,
             scopes: vec!["Use the MCP server's tools".into()],
-            request_id: "req\"id".into(),
+            already_allowed: vec!["Read <files>".into()],
+            confirming: false,
+            field: "request",
+            value: "req\"id".into(),
             action: "/authorize/consent".into(),
         };
         let html = page.render().unwrap();
@@ -121,6 +131,7 @@ mod tests {
         assert!(html.contains("&#60;script&#62;"));
         assert!(html.contains("claude.ai"));
         assert!(!html.contains("req\"id"));
+        assert!(html.contains("Already allowed") && html.contains("Read &#60;files&#62;"));
         let err = ErrorPage {
             title: "t".into(),
             message: "<b>".into(),

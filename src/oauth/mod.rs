@@ -11,6 +11,7 @@ pub mod request;
 pub mod resource;
 pub mod scope;
 pub mod secrets;
+pub mod step_up;
 pub mod token_exchange;
 pub mod url_rules;
 

@@ -58,10 +58,14 @@ pub fn offered_scopes(resource_scopes: &ScopeSet) -> ScopeSet {
 /// for (all of them if it named none, since unknown scopes are narrowed away, not refused), plus
 /// the identity scopes it asked for when it asked for `openid`. Without `openid`, `email` means
 /// nothing here and is dropped like any other unknown scope.
-pub fn granted_scope(requested: &ScopeSet, resource_scopes: &ScopeSet) -> ScopeSet {
+pub fn granted_scope(
+    requested: &ScopeSet,
+    resource_scopes: &ScopeSet,
+    default: &ScopeSet,
+) -> ScopeSet {
     let resource = requested.narrow_to(resource_scopes);
     let resource = if resource.is_empty() {
-        resource_scopes.clone()
+        default.clone()
     } else {
         resource
     };
@@ -159,7 +163,12 @@ mod tests {
     const NOW: Timestamp = 1_790_000_000;
 
     fn granted(requested: &str, resource: &str) -> String {
-        granted_scope(&ScopeSet::parse(requested), &ScopeSet::parse(resource)).to_string()
+        granted_scope(
+            &ScopeSet::parse(requested),
+            &ScopeSet::parse(resource),
+            &ScopeSet::parse(resource),
+        )
+        .to_string()
     }
 
     #[test]

@@ -41,6 +41,16 @@ impl ScopeSet {
     pub fn is_subset_of(&self, other: &ScopeSet) -> bool {
         self.0.is_subset(&other.0)
     }
+
+    /// The scopes of either set.
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        Self(self.0.union(&other.0).cloned().collect())
+    }
+
+    /// The scopes of `self` that `other` does not have.
+    pub fn without(&self, other: &ScopeSet) -> ScopeSet {
+        Self(self.0.difference(&other.0).cloned().collect())
+    }
 }
 
 impl fmt::Display for ScopeSet {
@@ -74,5 +84,14 @@ mod tests {
         assert_eq!(ScopeSet::parse("b a a").to_string(), "a b");
         assert!(ScopeSet::parse("mcp").is_subset_of(&offered));
         assert!(!ScopeSet::parse("mcp x").is_subset_of(&offered));
+    }
+
+    #[test]
+    fn union_and_difference() {
+        let a = ScopeSet::parse("mcp files");
+        let b = ScopeSet::parse("admin mcp");
+        assert_eq!(a.union(&b).to_string(), "admin files mcp");
+        assert_eq!(a.without(&b).to_string(), "files");
+        assert!(a.without(&a).is_empty());
     }
 }

@@ -46,6 +46,9 @@ pub mod kind {
         Browser => b"authgate:browser:",
         /// authgate's `state` on the upstream login leg.
         UpstreamState => b"authgate:upstream-state:",
+        /// The form token of the page that confirms a login which came back without the
+        /// browser-binding cookie.
+        Confirmation => b"authgate:confirmation:",
         /// An `Mcp-Session-Id` issued by an upstream MCP server.
         McpSession => b"authgate:mcp-session:",
         /// The account page's form token, derived from the session cookie.

@@ -4,11 +4,12 @@
 //! person can simply try again. One match on the request's [`Purpose`] decides how a login ends.
 
 use crate::clock::Timestamp;
-use crate::domain::grant::{AuthorizationCode, Grant};
-use crate::domain::identity::derive_subject;
+use crate::domain::consent::{ConsentAsk, after_approval};
+use crate::domain::grant::{AuthorizationCode, Grant, Login};
+use crate::domain::identity::{UpstreamIdentity, derive_subject};
 use crate::domain::pending::{
-    ClientAuthorization, LoginConstraint, PendingAuthorization, Purpose, Stage, Unusable,
-    UpstreamLeg,
+    ClientAuthorization, Confirmation, LoginConstraint, PendingAuthorization, Purpose, Return,
+    Stage, Unusable, UpstreamLeg,
 };
 use crate::domain::upstream_token::UpstreamTokens;
 use crate::keys::TokenRejection;
@@ -154,20 +155,15 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
         .map(|r| r.uri.clone())
         .collect();
     let resource = resource::select(req.resource.as_deref(), &uris).map_err(&refuse)?;
-    // Scopes are those of the resource asked for.
-    let Some(offered) = app
-        .settings
-        .resources
-        .iter()
-        .find(|r| r.uri == resource)
-        .map(|r| &r.scopes)
-    else {
+    // Scopes are those of the resource asked for; without any, what every request to it needs
+    // (a tool's own scopes are asked for when a call needs them).
+    let Some(target) = app.settings.resources.iter().find(|r| r.uri == resource) else {
         return Err(refuse(OAuthError::new(
             ErrorCode::InvalidTarget,
             "unknown resource",
         )));
     };
-    let scope = oidc::granted_scope(&req.scope, offered);
+    let scope = oidc::granted_scope(&req.scope, &target.offered(), &target.scopes);
     let (nonce, login) = if scope.contains(oidc::OPENID) {
         openid_request(app, &req, &client.id)
             .await
@@ -256,14 +252,26 @@ pub enum Started {
     /// Approved before, but the resource needs the user's upstream tokens, which only a login
     /// at the provider brings: straight there (the browser binding must be set).
     ToUpstream(String),
-    /// The consent page, for the pending request `id` (its id in the clear, for the form), and
-    /// the browser's session if it may answer the request.
+    /// The consent page, for the pending request `id` (its id in the clear, for the form), asking
+    /// for what the signed-in person (if any) has not allowed this client yet, and the browser's
+    /// session if it may answer the request.
     Consent {
         id: Secret<kind::Pending>,
-        pending: Box<PendingAuthorization>,
+        request: Box<ClientAuthorization>,
         client: Box<Client>,
         session: Option<SessionRecord>,
+        ask: ConsentAsk,
     },
+}
+
+/// What a person allowed a client so far (`None`: nothing yet).
+async fn approved(
+    app: &App,
+    subject: &str,
+    client_id: &str,
+) -> Result<Option<ScopeSet>, StoreError> {
+    let consent = app.store.get_consent(subject, client_id).await?;
+    Ok(consent.map(|c| ScopeSet::parse(&c.scope)))
 }
 
 pub async fn start(
@@ -281,22 +289,27 @@ pub async fn start(
     let session = session.filter(|s| request.login.admits(&s.subject, s.created_at));
     let provider_login = needs_provider_login(app, &request);
     let fresh = request.login.wants_fresh_login();
-    let mut approved = false;
+    let approved = match session {
+        Some(s) => approved(app, &s.subject, &client.id).await?,
+        None => None,
+    };
+    let ask = ConsentAsk::of(&request.scope, approved.as_ref());
+    let mut go_upstream = false;
     if let Some(session) = session
         && !asks_again
-        && let Some(c) = app.store.get_consent(&session.subject, &client.id).await?
-        && request.scope.is_subset_of(&ScopeSet::parse(&c.scope))
+        && approved.is_some()
+        && ask.is_covered()
     {
         if !provider_login {
             let tx = app.store.begin().await?;
-            let code = issue_code(app, &*tx, &request, session, None).await?;
+            let code = issue_code(app, &*tx, &request, &Who::of_session(session), None).await?;
             tx.commit().await?;
             return Ok(Started::Answered(ClientAnswer::to(&request, Ok(code))));
         }
-        approved = true;
+        go_upstream = true;
     }
     if prompt.contains("none") {
-        let code = if session.is_none() || approved {
+        let code = if session.is_none() || go_upstream {
             ErrorCode::LoginRequired
         } else {
             ErrorCode::ConsentRequired
@@ -305,8 +318,9 @@ pub async fn start(
         return Ok(Started::Answered(ClientAnswer::to(&request, Err(error))));
     }
     let id = Secret::<kind::Pending>::new(app.random.token());
-    let pending = PendingAuthorization::authorize(id.hash(), browser, request, app.clock.now());
-    if approved {
+    let pending =
+        PendingAuthorization::authorize(id.hash(), browser, request.clone(), app.clock.now());
+    if go_upstream {
         let (state, leg) = new_leg(app);
         let at_upstream = pending
             .to_upstream(leg.clone())
@@ -319,9 +333,10 @@ pub async fn start(
     metrics::counter!(names::AUTHORIZATIONS, "outcome" => "consent_shown").increment(1);
     Ok(Started::Consent {
         id,
-        pending: Box::new(pending),
+        request: Box::new(request),
         client: Box::new(client),
         session: session.cloned(),
+        ask,
     })
 }
 
@@ -356,6 +371,20 @@ pub enum Next {
     ToClient(ClientAnswer),
     ToUpstream(String),
     ToAccount(String),
+    /// A login came back without the binding cookie: the consent page again, for the person
+    /// who logged in, with a token only this browser gets.
+    Confirm(Box<Confirm>),
+}
+
+/// The page that confirms a login which came back without the binding cookie.
+#[derive(Debug)]
+pub struct Confirm {
+    pub token: Secret<kind::Confirmation>,
+    pub client: Client,
+    pub request: ClientAuthorization,
+    pub ask: ConsentAsk,
+    /// The account that logged in, as shown to the person.
+    pub account: String,
 }
 
 /// What the person decided on the consent page.
@@ -392,14 +421,7 @@ pub async fn consent(
         return Err(FlowError::Unknown);
     };
     match (decision, session) {
-        (Decision::Deny, _) => {
-            metrics::counter!(names::AUTHORIZATIONS, "outcome" => "denied").increment(1);
-            if !app.store.finish_pending(&pending.id).await? {
-                return Err(FlowError::Unusable(Unusable::AlreadyDone));
-            }
-            let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
-            Ok(Next::ToClient(ClientAnswer::to(client_request, Err(error))))
-        }
+        (Decision::Deny, _) => deny(app, &pending, client_request).await,
         (Decision::Approve, Some(session))
             if client_request
                 .login
@@ -409,13 +431,57 @@ pub async fn consent(
                 // Only a login at the provider brings the upstream tokens the resource needs.
                 to_upstream(app, &pending, client_request.login.wants_fresh_login()).await
             } else {
-                finish(app, &pending, session, Proof::Session).await
+                let who = Who::of_session(session);
+                finish(app, &pending, &who, None, Proof::Session).await
             }
         }
         // Too old a login, or someone other than the client named: the provider must ask.
         (Decision::Approve, Some(_)) => to_upstream(app, &pending, true).await,
         (Decision::Approve, None) => {
             to_upstream(app, &pending, client_request.login.wants_fresh_login()).await
+        }
+    }
+}
+
+async fn deny(
+    app: &App,
+    pending: &PendingAuthorization,
+    request: &ClientAuthorization,
+) -> Result<Next, FlowError> {
+    metrics::counter!(names::AUTHORIZATIONS, "outcome" => "denied").increment(1);
+    if !app.store.finish_pending(&pending.id).await? {
+        return Err(FlowError::Unusable(Unusable::AlreadyDone));
+    }
+    let error = OAuthError::new(ErrorCode::AccessDenied, "the user denied the request");
+    Ok(Next::ToClient(ClientAnswer::to(request, Err(error))))
+}
+
+/// The confirmation form of a login that came back without the binding cookie. Its token is
+/// the binding: it was handed only to the browser the login came back to.
+pub async fn confirm(app: &App, token: &str, decision: Decision) -> Result<Next, FlowError> {
+    let pending = app
+        .store
+        .get_pending_by_confirmation(&Hashed::of(token))
+        .await?
+        .ok_or(FlowError::Unknown)?;
+    let confirmation = pending
+        .awaiting_confirmation(app.clock.now())
+        .map_err(FlowError::Unusable)?;
+    let Some(request) = pending.client_request() else {
+        return Err(FlowError::Unknown);
+    };
+    match decision {
+        Decision::Deny => deny(app, &pending, request).await,
+        Decision::Approve => {
+            // The confirmation keeps who logged in, not what the provider said of the email nor
+            // the minute of the login: unverified, and the request's start, are the safe reading.
+            let who = Who {
+                subject: confirmation.subject.clone(),
+                email: confirmation.email.clone(),
+                email_verified: None,
+                auth_time: pending.created_at,
+            };
+            finish(app, &pending, &who, None, Proof::Login(None)).await
         }
     }
 }
@@ -465,24 +531,25 @@ pub async fn start_account_login(
     Ok(app.upstream.login_url(&state, &leg, false).await?)
 }
 
-/// The pending request a login leg's `state` belongs to, if this browser may finish it now.
+/// The pending request a login leg's `state` belongs to, if this browser may finish it now, and
+/// how the browser is tied to it.
 pub async fn at_upstream(
     app: &App,
     state: &str,
     browser: Option<&Hashed<kind::Browser>>,
-) -> Result<PendingAuthorization, FlowError> {
+) -> Result<(PendingAuthorization, Return), FlowError> {
     let pending = app
         .store
         .get_pending_by_upstream_state(&Hashed::of(state))
         .await?
         .ok_or(FlowError::Unknown)?;
-    pending
-        .check(browser, app.clock.now())
+    let returned = pending
+        .check_return(browser, app.clock.now())
         .map_err(FlowError::Unusable)?;
     if !matches!(pending.stage, Stage::AtUpstream(_)) {
         return Err(FlowError::NotAtUpstream);
     }
-    Ok(pending)
+    Ok((pending, returned))
 }
 
 /// What the browser brought back from the upstream login.
@@ -512,7 +579,7 @@ pub async fn upstream_returned(
     browser: Option<&Hashed<kind::Browser>>,
     answer: UpstreamAnswer<'_>,
 ) -> Result<Finished, FlowError> {
-    let pending = at_upstream(app, state, browser).await?;
+    let (pending, returned) = at_upstream(app, state, browser).await?;
     let (UpstreamAnswer::Answer { issuer, .. } | UpstreamAnswer::Failed { issuer }) = answer;
     if issuer.is_some_and(|iss| iss != app.upstream.issuer()) {
         return Err(FlowError::WrongIssuer);
@@ -530,7 +597,14 @@ pub async fn upstream_returned(
         tracing::warn!(error = %e, "upstream login failed");
         metrics::counter!(names::AUTHORIZATIONS, "outcome" => "upstream_failed").increment(1);
     })?;
-    log_in(app, &pending, login).await
+    let UpstreamLogin { identity, tokens } = login;
+    let who = admit(app, &pending, identity).await?;
+    match returned {
+        Return::SameBrowser => log_in(app, &pending, who, tokens.as_ref()).await,
+        // The provider's tokens are not kept across the confirmation page: a resource that needs
+        // them refuses the confirmed request (`finish`), and the client authorizes again.
+        Return::WithoutCookie => to_confirmation(app, &pending, who).await,
+    }
 }
 
 /// Cancelled at the provider: the client hears `access_denied`; an account login just ends.
@@ -549,30 +623,80 @@ async fn cancelled(app: &App, pending: &PendingAuthorization) -> Result<Finished
     })
 }
 
-/// The login policy, then the session and the request's end, together.
-async fn log_in(
+/// A logged-in person: authgate's subject, what the login said of the email, and when it was.
+#[derive(Debug, Clone)]
+struct Who {
+    subject: String,
+    email: Option<String>,
+    email_verified: Option<bool>,
+    auth_time: Timestamp,
+}
+
+impl Who {
+    fn of_session(session: &SessionRecord) -> Self {
+        Self {
+            subject: session.subject.clone(),
+            email: session.email.clone(),
+            email_verified: session.email_verified,
+            auth_time: session.created_at,
+        }
+    }
+
+    fn login(&self) -> Login {
+        Login {
+            subject: self.subject.clone(),
+            email: self.email.clone(),
+            email_verified: self.email_verified,
+            auth_time: self.auth_time,
+        }
+    }
+}
+
+/// The login policy: who the upstream identity is, or the request ends refused.
+async fn admit(
     app: &App,
     pending: &PendingAuthorization,
-    login: UpstreamLogin,
-) -> Result<Finished, FlowError> {
-    let UpstreamLogin { identity, tokens } = login;
+    identity: UpstreamIdentity,
+) -> Result<Who, FlowError> {
     if let Err(why) = app.settings.login_policy.check(&identity) {
         tracing::info!(upstream.issuer = %identity.issuer, "login refused by policy");
         app.store.finish_pending(&pending.id).await?;
         metrics::counter!(names::AUTHORIZATIONS, "outcome" => "refused_by_policy").increment(1);
         return Err(FlowError::Refused(why));
     }
+    Ok(Who {
+        subject: derive_subject(&identity.issuer, &identity.subject),
+        email: identity.email,
+        email_verified: identity.email_verified,
+        auth_time: app.clock.now(),
+    })
+}
+
+/// Back in the browser that approved: the session and the request's end, together.
+async fn log_in(
+    app: &App,
+    pending: &PendingAuthorization,
+    who: Who,
+    upstream_tokens: Option<&UpstreamTokens>,
+) -> Result<Finished, FlowError> {
     let now = app.clock.now();
     let value = Secret::<kind::Session>::new(app.random.token());
     let session = SessionRecord {
         id: value.hash(),
-        subject: derive_subject(&identity.issuer, &identity.subject),
-        email: identity.email,
-        email_verified: identity.email_verified,
+        subject: who.subject.clone(),
+        email: who.email.clone(),
+        email_verified: who.email_verified,
         created_at: now,
         expires_at: now + app.settings.session_ttl,
     };
-    let next = finish(app, pending, &session, Proof::Login(tokens.as_ref())).await?;
+    let next = finish(
+        app,
+        pending,
+        &who,
+        Some(&session),
+        Proof::Login(upstream_tokens),
+    )
+    .await?;
     tracing::info!(user.sub = %session.subject, "user logged in");
     Ok(Finished {
         next,
@@ -596,13 +720,61 @@ enum Proof<'a> {
     Login(Option<&'a UpstreamTokens>),
 }
 
+/// Back without the binding cookie: nothing finishes and no session is opened (see
+/// [`PendingAuthorization::check_return`]); the request waits for this browser to confirm, as
+/// the person who logged in, on a page whose token only it gets.
+async fn to_confirmation(
+    app: &App,
+    pending: &PendingAuthorization,
+    who: Who,
+) -> Result<Finished, FlowError> {
+    let Some(request) = pending.client_request() else {
+        return Err(FlowError::Unusable(Unusable::OtherBrowser));
+    };
+    let client = match clients::resolve(app, &request.client_id).await {
+        Ok(c) => c,
+        Err(ResolveError::Unknown(_)) => return Err(FlowError::Unknown),
+        Err(ResolveError::Store(e)) => return Err(e.into()),
+    };
+    let token = Secret::<kind::Confirmation>::new(app.random.token());
+    let confirmation = Confirmation {
+        token: token.hash(),
+        subject: who.subject.clone(),
+        email: who.email.clone(),
+    };
+    pending
+        .to_confirmation(confirmation.clone())
+        .map_err(|_| FlowError::NotAtUpstream)?;
+    if !app
+        .store
+        .set_pending_confirmation(&pending.id, &confirmation)
+        .await?
+    {
+        return Err(FlowError::Unusable(Unusable::AlreadyDone));
+    }
+    let approved = approved(app, &who.subject, &request.client_id).await?;
+    tracing::info!(user.sub = %who.subject, "login came back without the browser cookie; asking this browser to confirm");
+    metrics::counter!(names::AUTHORIZATIONS, "outcome" => "confirmation_shown").increment(1);
+    Ok(Finished {
+        next: Next::Confirm(Box::new(Confirm {
+            token,
+            client,
+            request: request.clone(),
+            ask: ConsentAsk::of(&request.scope, approved.as_ref()),
+            account: who.email.unwrap_or(who.subject),
+        })),
+        session: None,
+    })
+}
+
 /// Ends a request for a logged-in person, exactly once: the session (when new), the request's
 /// end and, for a client, the approval, the grant, its upstream tokens and the code are one
 /// unit of work.
 async fn finish(
     app: &App,
     pending: &PendingAuthorization,
-    session: &SessionRecord,
+    who: &Who,
+    new_session: Option<&SessionRecord>,
     proof: Proof<'_>,
 ) -> Result<Next, FlowError> {
     pending
@@ -622,7 +794,7 @@ async fn finish(
         _ => None,
     };
     let tx = app.store.begin().await?;
-    if matches!(proof, Proof::Login(_)) {
+    if let Some(session) = new_session {
         tx.insert_session(session).await?;
     }
     if !tx.finish_pending(&pending.id).await? {
@@ -631,9 +803,7 @@ async fn finish(
     }
     let next = match &pending.purpose {
         Purpose::AccountLogin { return_to } => Next::ToAccount(return_to.clone()),
-        Purpose::Authorize(request)
-            if !request.login.admits(&session.subject, session.created_at) =>
-        {
+        Purpose::Authorize(request) if !request.login.admits(&who.subject, who.auth_time) => {
             // Someone else logged in than the person the client's id_token_hint named: the
             // session stays (they did log in), the client gets no code (OIDC Core §3.1.2.1).
             metrics::counter!(names::AUTHORIZATIONS, "outcome" => "other_user").increment(1);
@@ -644,7 +814,7 @@ async fn finish(
             Next::ToClient(ClientAnswer::to(request, Err(error)))
         }
         Purpose::Authorize(request) => {
-            let code = issue_code(app, &*tx, request, session, keep).await?;
+            let code = issue_code(app, &*tx, request, who, keep).await?;
             Next::ToClient(ClientAnswer::to(request, Ok(code)))
         }
     };
@@ -652,52 +822,91 @@ async fn finish(
     Ok(next)
 }
 
-/// A code for an approved request, and the approval remembered, on `repo` (the caller's unit
-/// of work), with the upstream tokens to keep for the grant.
+/// A code for an approved request, on `repo` (the caller's unit of work): it continues the
+/// person's live grant for this client and resource (widened to what was approved), or starts
+/// one, keeping the upstream tokens the login brought; and the approval is added to what the person allowed the client before.
 async fn issue_code<R: Repo + ?Sized>(
     app: &App,
     repo: &R,
     request: &ClientAuthorization,
-    session: &SessionRecord,
+    who: &Who,
     upstream_tokens: Option<&UpstreamTokens>,
 ) -> Result<Secret<kind::Code>, StoreError> {
     let now: Timestamp = app.clock.now();
+    let code = Secret::<kind::Code>::new(app.random.token());
+    let grant_id = match continue_grant(app, repo, request, who, &code).await? {
+        Some(id) => id,
+        None => {
+            let grant = Grant::new(
+                app.random.id(),
+                request,
+                &who.login(),
+                now,
+                app.settings.refresh_ttl,
+            );
+            let record = AuthorizationCode::issue(code.hash(), &grant.id, request, now);
+            repo.insert_grant(&grant, &record).await?;
+            grant.id
+        }
+    };
+    let before = repo.get_consent(&who.subject, &request.client_id).await?;
+    let before = before.map(|c| ScopeSet::parse(&c.scope));
     repo.upsert_consent(&ConsentRecord {
-        subject: session.subject.clone(),
+        subject: who.subject.clone(),
         client_id: request.client_id.clone(),
-        scope: request.scope.to_string(),
+        scope: after_approval(before.as_ref(), &request.scope).to_string(),
         created_at: now,
         last_used_at: now,
     })
     .await?;
-    let code = Secret::<kind::Code>::new(app.random.token());
-    let grant = Grant {
-        id: app.random.id(),
-        client_id: request.client_id.clone(),
-        subject: session.subject.clone(),
-        email: session.email.clone(),
-        email_verified: session.email_verified,
-        scope: request.scope.clone(),
-        resource: request.resource.clone(),
-        auth_time: Some(session.created_at),
-        created_at: now,
-        expires_at: now + app.settings.refresh_ttl,
-        last_used_at: now,
-        revoked_at: None,
-    };
-    let record = AuthorizationCode::issue(code.hash(), &grant.id, request, now);
-    repo.insert_grant(&grant, &record).await?;
     if let Some(tokens) = upstream_tokens {
         if tokens.refresh_token.is_none() {
-            tracing::warn!(grant.id = %grant.id, "the upstream provider issued no refresh token: the MCP server's upstream token cannot be renewed, and the client must authorize again when it expires (ask the provider for offline access)");
+            tracing::warn!(grant.id = %grant_id, "the upstream provider issued no refresh token: the MCP server's upstream token cannot be renewed, and the client must authorize again when it expires (ask the provider for offline access)");
         }
-        let sealed = upstream_tokens::seal(app, &grant.id, tokens, now)
+        let sealed = upstream_tokens::seal(app, &grant_id, tokens, now)
             .map_err(|e| StoreError::Corrupt(format!("upstream tokens: {e}")))?;
+        // A continued grant's earlier tokens are replaced by this login's.
         repo.insert_upstream_tokens(&sealed).await?;
     }
-    tracing::info!(client.id = %request.client_id, grant.id = %grant.id, "authorization code issued");
+    tracing::info!(client.id = %request.client_id, grant.id = %grant_id, "authorization code issued");
     metrics::counter!(names::AUTHORIZATIONS, "outcome" => "code_issued").increment(1);
     Ok(code)
+}
+
+/// Attaches `code` to the live grant this approval continues, widening it; `None` when there is
+/// none to continue (the caller starts a grant).
+async fn continue_grant<R: Repo + ?Sized>(
+    app: &App,
+    repo: &R,
+    request: &ClientAuthorization,
+    who: &Who,
+    code: &Secret<kind::Code>,
+) -> Result<Option<String>, StoreError> {
+    let now = app.clock.now();
+    let found = repo
+        .find_live_grant(&who.subject, &request.client_id, &request.resource, now)
+        .await?;
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    // Touching the grant takes its row lock (PostgreSQL; a SQLite write transaction is exclusive
+    // anyway), so a concurrent authorization of the same grant waits here and the scope read next
+    // is the latest one: no widening is lost.
+    if !repo.touch_grant(&found.id, now).await? {
+        return Ok(None);
+    }
+    let Some(current) = repo.get_grant(&found.id).await? else {
+        return Ok(None);
+    };
+    if !current.is_continued_by(&who.subject, request, now) {
+        return Ok(None);
+    }
+    let widened = current.continued(request, &who.login(), now);
+    let record = AuthorizationCode::issue(code.hash(), &widened.id, request, now);
+    if !repo.continue_grant(&widened, &record).await? {
+        return Ok(None);
+    }
+    Ok(Some(widened.id))
 }
 
 /// The browser's login session, if its cookie names one that is still valid.

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::domain::grant::{AuthorizationCode, Grant, RefreshToken};
-use crate::domain::pending::{PendingAuthorization, UpstreamLeg};
+use crate::domain::pending::{Confirmation, PendingAuthorization, UpstreamLeg};
 use crate::oauth::client::ClientMetadata;
 use crate::oauth::secrets::{Hashed, kind};
 
@@ -200,11 +200,22 @@ pub trait Repo: Send + Sync {
         &self,
         state: &Hashed<kind::UpstreamState>,
     ) -> Result<Option<PendingAuthorization>, StoreError>;
+    async fn get_pending_by_confirmation(
+        &self,
+        token: &Hashed<kind::Confirmation>,
+    ) -> Result<Option<PendingAuthorization>, StoreError>;
     /// Moves the request to the upstream stage with this leg, unless it is done.
     async fn set_pending_upstream(
         &self,
         id: &Hashed<kind::Pending>,
         leg: &UpstreamLeg,
+    ) -> Result<bool, StoreError>;
+    /// Moves a request at the upstream stage to wait for a confirmation (dropping the leg's
+    /// secrets); exactly one caller gets `true`.
+    async fn set_pending_confirmation(
+        &self,
+        id: &Hashed<kind::Pending>,
+        confirmation: &Confirmation,
     ) -> Result<bool, StoreError>;
     /// Marks the request done (and drops the leg's secrets); `false` when it already was.
     async fn finish_pending(&self, id: &Hashed<kind::Pending>) -> Result<bool, StoreError>;
@@ -251,6 +262,21 @@ pub trait Repo: Send + Sync {
     /// Stores a new grant and its authorization code.
     async fn insert_grant(&self, grant: &Grant, code: &AuthorizationCode)
     -> Result<(), StoreError>;
+    /// Stores a live grant's widened scope and email (see [`Grant::continued`]) and a new code
+    /// for it; `false` (and nothing stored) when the grant was revoked or has ended meanwhile.
+    async fn continue_grant(
+        &self,
+        grant: &Grant,
+        code: &AuthorizationCode,
+    ) -> Result<bool, StoreError>;
+    /// The newest live grant of a person, client and resource.
+    async fn find_live_grant(
+        &self,
+        subject: &str,
+        client_id: &str,
+        resource: &str,
+        now: Timestamp,
+    ) -> Result<Option<Grant>, StoreError>;
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
     /// Revokes a grant and deletes its upstream tokens; `false` when it already was revoked.
     async fn revoke_grant(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
@@ -295,7 +321,8 @@ pub trait Repo: Send + Sync {
         sealed_successor: &str,
     ) -> Result<bool, StoreError>;
 
-    /// Keeps a new grant's upstream tokens (in the unit of work that creates the grant).
+    /// Keeps a grant's upstream tokens (in the unit of work that issues its code), replacing
+    /// those of an earlier login when the grant is continued.
     async fn insert_upstream_tokens(&self, t: &UpstreamTokenRecord) -> Result<(), StoreError>;
     async fn get_upstream_tokens(
         &self,

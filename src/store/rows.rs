@@ -3,7 +3,8 @@
 
 use crate::domain::grant::{AuthorizationCode, CodeState, Grant, RefreshState, RefreshToken};
 use crate::domain::pending::{
-    ClientAuthorization, LoginConstraint, PendingAuthorization, Purpose, Stage, UpstreamLeg,
+    ClientAuthorization, Confirmation, LoginConstraint, PendingAuthorization, Purpose, Stage,
+    UpstreamLeg,
 };
 use crate::oauth::client::ClientMetadata;
 use crate::oauth::pkce::CodeChallenge;
@@ -63,6 +64,9 @@ pub(super) struct PendingRow {
     pub upstream_state_hash: Option<String>,
     pub upstream_nonce: Option<String>,
     pub upstream_verifier: Option<String>,
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub confirm_hash: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub nonce: Option<String>,
@@ -99,23 +103,31 @@ impl TryFrom<PendingRow> for PendingAuthorization {
             }
             _ => return Err(corrupt("pending authorization purpose")),
         };
+        let authorize = matches!(purpose, Purpose::Authorize(_));
         let stage = match (
             row.status.as_str(),
             row.upstream_state_hash,
             row.upstream_nonce,
             row.upstream_verifier,
+            row.subject,
+            row.confirm_hash,
         ) {
-            ("consent", None, None, None) if matches!(purpose, Purpose::Authorize(_)) => {
-                Stage::AwaitingConsent
-            }
-            ("upstream", Some(state), Some(nonce), Some(verifier)) => {
+            ("consent", None, None, None, None, None) if authorize => Stage::AwaitingConsent,
+            ("upstream", Some(state), Some(nonce), Some(verifier), None, None) => {
                 Stage::AtUpstream(UpstreamLeg {
                     state: Hashed::from_stored(state),
                     nonce,
                     verifier,
                 })
             }
-            ("done", _, None, None) => Stage::Done,
+            ("confirm", _, None, None, Some(subject), Some(token)) if authorize => {
+                Stage::AwaitingConfirmation(Confirmation {
+                    token: Hashed::from_stored(token),
+                    subject,
+                    email: row.email,
+                })
+            }
+            ("done", _, None, None, None, _) => Stage::Done,
             _ => return Err(corrupt("pending authorization stage")),
         };
         Ok(Self {
@@ -143,11 +155,16 @@ pub(super) struct PendingColumns<'a> {
     pub nonce: Option<&'a str>,
     pub login_not_before: Option<i64>,
     pub login_subject: Option<&'a str>,
+    pub confirmation: Option<&'a Confirmation>,
 }
 
 impl<'a> From<&'a PendingAuthorization> for PendingColumns<'a> {
     fn from(p: &'a PendingAuthorization) -> Self {
         let leg = p.upstream_leg();
+        let confirmation = match &p.stage {
+            Stage::AwaitingConfirmation(c) => Some(c),
+            _ => None,
+        };
         match &p.purpose {
             Purpose::Authorize(r) => Self {
                 purpose: "authorize",
@@ -161,6 +178,7 @@ impl<'a> From<&'a PendingAuthorization> for PendingColumns<'a> {
                 nonce: r.nonce.as_deref(),
                 login_not_before: r.login.not_before,
                 login_subject: r.login.subject.as_deref(),
+                confirmation,
             },
             Purpose::AccountLogin { return_to } => Self {
                 purpose: "account",
@@ -174,6 +192,7 @@ impl<'a> From<&'a PendingAuthorization> for PendingColumns<'a> {
                 nonce: None,
                 login_not_before: None,
                 login_subject: None,
+                confirmation,
             },
         }
     }
@@ -353,11 +372,23 @@ mod tests {
             upstream_state_hash: leg.then(|| "s".into()),
             upstream_nonce: leg.then(|| "n".into()),
             upstream_verifier: leg.then(|| "v".into()),
+            subject: None,
+            email: None,
+            confirm_hash: None,
             created_at: 0,
             expires_at: 600,
             nonce: None,
             login_not_before: None,
             login_subject: None,
+        }
+    }
+
+    fn confirming(purpose: &str, subject: bool, token: bool) -> PendingRow {
+        PendingRow {
+            upstream_state_hash: Some("s".into()),
+            subject: subject.then(|| "sub".into()),
+            confirm_hash: token.then(|| "t".into()),
+            ..row(purpose, "confirm", false)
         }
     }
 
@@ -387,6 +418,27 @@ mod tests {
             PendingAuthorization::try_from(account_with_nonce).is_err(),
             "an account login has no OpenID request"
         );
+        assert!(matches!(
+            PendingAuthorization::try_from(confirming("authorize", true, true))
+                .unwrap()
+                .stage,
+            Stage::AwaitingConfirmation(_)
+        ));
+        for bad in [
+            confirming("account", true, true),
+            confirming("authorize", false, true),
+            confirming("authorize", true, false),
+            PendingRow {
+                subject: Some("sub".into()),
+                ..row("authorize", "consent", false)
+            },
+            PendingRow {
+                upstream_nonce: Some("n".into()),
+                ..confirming("authorize", true, true)
+            },
+        ] {
+            assert!(PendingAuthorization::try_from(bad).is_err());
+        }
     }
 }
 

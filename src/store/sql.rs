@@ -13,13 +13,13 @@ pub(super) const DELETE_IDLE_CLIENTS: &str =
 
 macro_rules! pending_columns {
     () => {
-        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, created_at, expires_at, nonce, login_not_before, login_subject"
+        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, subject, email, confirm_hash, created_at, expires_at, nonce, login_not_before, login_subject"
     };
 }
 pub(super) const INSERT_PENDING: &str = concat!(
     "INSERT INTO pending_authorizations (",
     pending_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
 );
 pub(super) const SELECT_PENDING: &str = concat!(
     "SELECT ",
@@ -31,8 +31,15 @@ pub(super) const SELECT_PENDING_BY_STATE: &str = concat!(
     pending_columns!(),
     " FROM pending_authorizations WHERE upstream_state_hash = $1"
 );
+pub(super) const SELECT_PENDING_BY_CONFIRMATION: &str = concat!(
+    "SELECT ",
+    pending_columns!(),
+    " FROM pending_authorizations WHERE confirm_hash = $1"
+);
 pub(super) const SET_PENDING_UPSTREAM: &str = "UPDATE pending_authorizations SET status = 'upstream', upstream_state_hash = $2, upstream_nonce = $3, upstream_verifier = $4 WHERE id_hash = $1 AND status IN ('consent', 'upstream')";
-pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL WHERE id_hash = $1 AND status <> 'done'";
+// The leg's secrets go, so the upstream `state` (kept, unique) cannot start a second login.
+pub(super) const SET_PENDING_CONFIRMATION: &str = "UPDATE pending_authorizations SET status = 'confirm', upstream_verifier = NULL, upstream_nonce = NULL, subject = $2, email = $3, confirm_hash = $4 WHERE id_hash = $1 AND status = 'upstream'";
+pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL, subject = NULL, email = NULL WHERE id_hash = $1 AND status <> 'done'";
 
 pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, subject, email, email_verified, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_SESSION: &str = "SELECT id_hash, subject, email, email_verified, created_at, expires_at FROM sessions WHERE id_hash = $1";
@@ -68,6 +75,12 @@ pub(super) const SELECT_GRANTS: &str = concat!(
     grant_columns!(),
     " FROM grant_families g WHERE ($1 IS NULL OR g.subject = $1 OR g.email = $1) AND ($2 IS NULL OR g.client_id = $2) ORDER BY g.created_at DESC, g.id"
 );
+pub(super) const SELECT_LIVE_GRANT: &str = concat!(
+    "SELECT ",
+    grant_columns!(),
+    " FROM grant_families g WHERE g.subject = $1 AND g.client_id = $2 AND g.resource = $3 AND g.revoked_at IS NULL AND g.expires_at > $4 ORDER BY g.created_at DESC, g.id DESC LIMIT 1"
+);
+pub(super) const CONTINUE_GRANT: &str = "UPDATE grant_families SET scope = $2, email = $3, last_used_at = $4 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $4";
 pub(super) const REVOKE_GRANT: &str =
     "UPDATE grant_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 pub(super) const TOUCH_GRANT: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
@@ -101,7 +114,7 @@ macro_rules! upstream_token_columns {
 pub(super) const INSERT_UPSTREAM_TOKENS: &str = concat!(
     "INSERT INTO upstream_tokens (",
     upstream_token_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (grant_id) DO UPDATE SET access_sealed = excluded.access_sealed, refresh_sealed = excluded.refresh_sealed, obtained_at = excluded.obtained_at, expires_at = excluded.expires_at, version = upstream_tokens.version + 1, lease_until = NULL"
 );
 pub(super) const SELECT_UPSTREAM_TOKENS: &str = concat!(
     "SELECT ",
@@ -180,7 +193,9 @@ macro_rules! repo_operations {
             single insert_pending(p: &$crate::domain::pending::PendingAuthorization) -> ();
             single get_pending(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>) -> Option<$crate::domain::pending::PendingAuthorization>;
             single get_pending_by_upstream_state(state: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::UpstreamState>) -> Option<$crate::domain::pending::PendingAuthorization>;
+            single get_pending_by_confirmation(token: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Confirmation>) -> Option<$crate::domain::pending::PendingAuthorization>;
             single set_pending_upstream(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>, leg: &$crate::domain::pending::UpstreamLeg) -> bool;
+            single set_pending_confirmation(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>, confirmation: &$crate::domain::pending::Confirmation) -> bool;
             single finish_pending(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Pending>) -> bool;
             single insert_session(s: &$crate::store::SessionRecord) -> ();
             single get_session(id: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::Session>) -> Option<$crate::store::SessionRecord>;
@@ -193,6 +208,8 @@ macro_rules! repo_operations {
             single get_consent(subject: &str, client_id: &str) -> Option<$crate::store::ConsentRecord>;
             single list_consents(subject: &str) -> Vec<$crate::store::ConsentRecord>;
             atomic insert_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> ();
+            atomic continue_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> bool;
+            single find_live_grant(subject: &str, client_id: &str, resource: &str, now: $crate::clock::Timestamp) -> Option<$crate::domain::grant::Grant>;
             single get_grant(id: &str) -> Option<$crate::domain::grant::Grant>;
             atomic revoke_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
             single touch_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
@@ -226,7 +243,7 @@ macro_rules! queries {
         mod q {
             use $crate::clock::Timestamp;
             use $crate::domain::grant::{AuthorizationCode, Grant, RefreshToken};
-            use $crate::domain::pending::{PendingAuthorization, UpstreamLeg};
+            use $crate::domain::pending::{Confirmation, PendingAuthorization, UpstreamLeg};
             use $crate::oauth::secrets::{Hashed, kind};
             use $crate::store::rows::{self, PendingColumns};
             use $crate::store::sql;
@@ -303,6 +320,9 @@ macro_rules! queries {
                     .bind(cols.leg.map(|l| l.state.as_str()))
                     .bind(cols.leg.map(|l| l.nonce.as_str()))
                     .bind(cols.leg.map(|l| l.verifier.as_str()))
+                    .bind(cols.confirmation.map(|c| c.subject.as_str()))
+                    .bind(cols.confirmation.and_then(|c| c.email.as_deref()))
+                    .bind(cols.confirmation.map(|c| c.token.as_str()))
                     .bind(p.created_at)
                     .bind(p.expires_at)
                     .bind(cols.nonce)
@@ -335,6 +355,28 @@ macro_rules! queries {
                 state: &Hashed<kind::UpstreamState>,
             ) -> R<Option<PendingAuthorization>> {
                 pending_by(c, sql::SELECT_PENDING_BY_STATE, state.as_str()).await
+            }
+
+            pub async fn get_pending_by_confirmation(
+                c: &mut Conn,
+                token: &Hashed<kind::Confirmation>,
+            ) -> R<Option<PendingAuthorization>> {
+                pending_by(c, sql::SELECT_PENDING_BY_CONFIRMATION, token.as_str()).await
+            }
+
+            pub async fn set_pending_confirmation(
+                c: &mut Conn,
+                id: &Hashed<kind::Pending>,
+                confirmation: &Confirmation,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::SET_PENDING_CONFIRMATION)
+                    .bind(id.as_str())
+                    .bind(&confirmation.subject)
+                    .bind(&confirmation.email)
+                    .bind(confirmation.token.as_str())
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             pub async fn set_pending_upstream(
@@ -496,6 +538,10 @@ macro_rules! queries {
                     .bind(g.revoked_at)
                     .execute(&mut *c)
                     .await?;
+                insert_code(c, code).await
+            }
+
+            async fn insert_code(c: &mut Conn, code: &AuthorizationCode) -> R<()> {
                 let used_at = match code.state {
                     $crate::domain::grant::CodeState::Issued => None,
                     $crate::domain::grant::CodeState::Redeemed { at } => Some(at),
@@ -513,6 +559,42 @@ macro_rules! queries {
                     .execute(c)
                     .await?;
                 Ok(())
+            }
+
+            pub async fn continue_grant(
+                c: &mut Conn,
+                g: &Grant,
+                code: &AuthorizationCode,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::CONTINUE_GRANT)
+                    .bind(&g.id)
+                    .bind(g.scope.to_string())
+                    .bind(&g.email)
+                    .bind(g.last_used_at)
+                    .execute(&mut *c)
+                    .await?;
+                if done.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                insert_code(c, code).await?;
+                Ok(true)
+            }
+
+            pub async fn find_live_grant(
+                c: &mut Conn,
+                subject: &str,
+                client_id: &str,
+                resource: &str,
+                now: Timestamp,
+            ) -> R<Option<Grant>> {
+                let row: Option<rows::GrantRow> = sqlx::query_as(sql::SELECT_LIVE_GRANT)
+                    .bind(subject)
+                    .bind(client_id)
+                    .bind(resource)
+                    .bind(now)
+                    .fetch_optional(c)
+                    .await?;
+                Ok(row.map(Grant::from))
             }
 
             pub async fn get_grant(c: &mut Conn, id: &str) -> R<Option<Grant>> {

@@ -31,10 +31,16 @@ fn require_installed() {
 
 /// The plain MCP server put behind authgate.
 pub async fn start_mcp_server() -> (String, Child) {
+    start_mcp_server_with(&[]).await
+}
+
+/// The same, with some of its `env` options (`MCP_JSON_RESPONSE=1`, ...).
+pub async fn start_mcp_server_with(env: &[(&str, &str)]) -> (String, Child) {
     let mut child = Command::new("node")
         .arg("mcp-server.mjs")
         .current_dir(DIR)
         .env("PORT", "0")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)

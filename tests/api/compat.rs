@@ -477,6 +477,229 @@ async fn vscode_over_dcr(backend: Backend) {
     .await;
 }
 
+/// One JSON-RPC request to a forwarded `/mcp` (the server answers JSON), in an MCP session.
+async fn vscode_call(
+    app: &TestApp,
+    token: &str,
+    session: Option<&str>,
+    body: &str,
+) -> reqwest::Response {
+    let mut req = app
+        .http
+        .post(app.url("/mcp"))
+        .bearer_auth(token)
+        .header("User-Agent", "Visual Studio Code")
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(body.to_owned());
+    if let Some(s) = session {
+        req = req.header("Mcp-Session-Id", s);
+    }
+    req.send().await.unwrap()
+}
+
+fn tool_call(tool: &str, arguments: Value) -> String {
+    json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":tool,"arguments":arguments}})
+        .to_string()
+}
+
+/// The value of `name="..."` in a challenge.
+fn challenge_param(resp: &reqwest::Response, name: &str) -> String {
+    let c = resp.headers()["www-authenticate"].to_str().unwrap();
+    c.split(&format!("{name}=\""))
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// VS Code's step-up (vscode #269883) on an MCP server whose `headers` tool needs `admin` besides
+/// the server's `mcp`: a bare 401, an authorization with the challenge's scope in the system
+/// browser, a tool call; then a 403 `insufficient_scope` on `headers`, an authorization with
+/// that challenge's scopes in the same browser, which asks only for `admin`, the call, and
+/// refreshes of both refresh chains, which are one grant.
+async fn vscode_steps_up_on_insufficient_scope(backend: Backend) {
+    let (mcp_url, _server) =
+        crate::clients::start_mcp_server_with(&[("MCP_JSON_RESPONSE", "1")]).await;
+    let s = setup(backend, "client_secret_post", true, move |raw| {
+        raw.set("AUTHGATE_MCP_UPSTREAM", mcp_url);
+        raw.set("AUTHGATE_SCOPES", "mcp");
+        raw.set("AUTHGATE_TOOL_SCOPES", "headers=admin");
+    })
+    .await;
+    let app = &s.app;
+    let bare = app
+        .http
+        .post(app.url("/mcp"))
+        .header("Content-Type", "application/json")
+        .body(INIT_PROBE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+    let scope = challenge_param(&bare, "scope");
+    assert_eq!(scope, "mcp");
+    let prm: Value = app
+        .http
+        .get(challenge_param(&bare, "resource_metadata"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let resource = prm["resource"].as_str().unwrap().to_owned();
+    let reg = app
+        .http
+        .post(app.url("/register"))
+        .header("Content-Type", "application/json")
+        .body(VSCODE_DCR)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reg.status(), 201);
+    let id = reg.json::<Value>().await.unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redirect = format!("http://127.0.0.1:{port}/");
+    let browser = Browser::new();
+    let authorize = |scope: &str, challenge: &str| {
+        let mut url = url::Url::parse(&app.url("/authorize")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &id)
+            .append_pair("redirect_uri", &redirect)
+            .append_pair("code_challenge", challenge)
+            .append_pair("code_challenge_method", "S256")
+            .append_pair("state", "vscode-state")
+            .append_pair("scope", scope)
+            .append_pair("resource", &resource);
+        url.to_string()
+    };
+    let redeem = async |code: String, verifier: String| -> Value {
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("code_verifier", verifier.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("resource", resource.as_str()),
+            ("client_id", id.as_str()),
+        ];
+        let resp = token_call(app, &form).await;
+        assert_eq!(resp.status(), 200);
+        resp.json().await.unwrap()
+    };
+    let (v, c) = verifier();
+    let back = walk(
+        &browser,
+        app,
+        &authorize(&scope, &c),
+        &redirect,
+        "ann@example.test",
+    )
+    .await
+    .unwrap_or_else(|r| panic!("the browser stopped at {}", r.url()));
+    let first = redeem(crate::flow::param(&back, "code").unwrap(), v).await;
+    assert_eq!(first["scope"], "mcp");
+    let at = first["access_token"].as_str().unwrap();
+    let init = vscode_call(app, at, None, INIT_PROBE).await;
+    assert_eq!(init.status(), 200);
+    let session = init.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let echo = vscode_call(
+        app,
+        at,
+        Some(&session),
+        &tool_call("echo", json!({"text": "hi"})),
+    )
+    .await;
+    assert_eq!(echo.status(), 200);
+    assert_eq!(
+        echo.json::<Value>().await.unwrap()["result"]["content"][0]["text"],
+        "hi"
+    );
+
+    let refused = vscode_call(app, at, Some(&session), &tool_call("headers", json!({}))).await;
+    assert_eq!(refused.status(), 403);
+    assert!(challenge_param(&refused, "error") == "insufficient_scope");
+    let step_up = challenge_param(&refused, "scope");
+    assert_eq!(step_up, "admin mcp", "every scope the call needs");
+
+    let (v, c) = verifier();
+    let page = browser.get(&authorize(&step_up, &c)).await;
+    assert_eq!(
+        page.status(),
+        200,
+        "the consent page, without a second login"
+    );
+    let html = page.text().await.unwrap();
+    let (asked, allowed) = crate::stepup::consent_lists(&html);
+    assert_eq!(
+        asked,
+        ["use the “admin” permission"],
+        "consent only for the new scope"
+    );
+    assert_eq!(allowed.len(), 1, "mcp is shown as already allowed");
+    let request = crate::browser::form_inputs(&html)
+        .remove("request")
+        .unwrap();
+    let approved = crate::flow::decide(&browser, app, &request, "approve").await;
+    let back = crate::browser::location(&approved);
+    assert!(back.starts_with(&redirect), "{back}");
+    let second = redeem(crate::flow::param(&back, "code").unwrap(), v).await;
+    assert_eq!(second["scope"], "admin mcp");
+    let at = second["access_token"].as_str().unwrap();
+    let headers = vscode_call(app, at, Some(&session), &tool_call("headers", json!({}))).await;
+    assert_eq!(headers.status(), 200, "the same MCP session goes on");
+    let report: Value = serde_json::from_str(
+        headers.json::<Value>().await.unwrap()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(report["authgate"]["scope"], "admin mcp");
+
+    for chain in [&second, &first] {
+        let refreshed = token_call(
+            app,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", chain["refresh_token"].as_str().unwrap()),
+                ("resource", &resource),
+                ("client_id", &id),
+            ],
+        )
+        .await;
+        assert_eq!(refreshed.status(), 200);
+        let refreshed: Value = refreshed.json().await.unwrap();
+        assert_eq!(
+            refreshed["scope"], "admin mcp",
+            "both chains carry the widened scope"
+        );
+        let at = refreshed["access_token"].as_str().unwrap();
+        let call = vscode_call(app, at, Some(&session), &tool_call("headers", json!({}))).await;
+        assert_eq!(call.status(), 200);
+    }
+    let grants = app.store.list_grants(None, Some(&id)).await.unwrap();
+    assert_eq!(grants.len(), 1, "one grant");
+    record_compat(
+        "VS Code",
+        "DCR, none, step-up on insufficient_scope",
+        backend,
+    );
+}
+
 async fn copilot_studio_over_dcr(backend: Backend) {
     host_over_dcr(
         backend,
@@ -648,4 +871,5 @@ crate::both_backends!(
     chatgpt_over_cimd,
     chatgpt_over_dcr,
     codex_over_cimd,
+    vscode_steps_up_on_insufficient_scope,
 );

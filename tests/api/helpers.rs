@@ -283,11 +283,21 @@ pub async fn spawn_app_wrapped(
     backend: Backend,
     wrap: impl FnOnce(DynStore) -> DynStore,
 ) -> TestApp {
+    spawn_app_wrapped_with(backend, |_| {}, wrap).await
+}
+
+/// The same, with settings (`configure` may set any variable).
+pub async fn spawn_app_wrapped_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut RawConfig),
+    wrap: impl FnOnce(DynStore) -> DynStore,
+) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut raw = RawConfig::default();
     raw.set("AUTHGATE_LISTEN", addr.to_string());
     raw.set("AUTHGATE_PUBLIC_URL", format!("http://{addr}"));
+    configure(&mut raw);
     let settings = Settings::from_raw(&raw).unwrap();
     let store_name = format!("t{}", uuid::Uuid::new_v4().simple());
     let store = open_store(backend, &store_name).await;

@@ -198,7 +198,7 @@ fn two_resources(raw: &mut authgate::config::RawConfig) {
         path: Some("/files/mcp".into()),
         upstream: None,
         scopes: vec!["files".into(), "admin".into()],
-        upstream_token: None,
+        ..RawResource::default()
     });
 }
 

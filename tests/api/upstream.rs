@@ -149,7 +149,9 @@ pub async fn walk(
         let html = resp.text().await.unwrap();
         let action = form_action(&html, &page_url);
         let mut fields = form_inputs(&html);
-        let origin = if fields.contains_key("request") {
+        // authgate's consent page (or its confirmation of a login that came back without the
+        // browser cookie): approve, from its own origin.
+        let origin = if fields.contains_key("request") || fields.contains_key("confirm") {
             fields.insert("decision".into(), "approve".into());
             Some(app.base.clone())
         } else {
@@ -304,10 +306,20 @@ async fn callback_is_bound_to_the_browser_and_state(backend: Backend) {
     let callback = walk(&browser, app, &url, &callback_prefix, "ann@example.test")
         .await
         .unwrap();
-    // Another browser cannot finish this login.
-    let other = Browser::new().get(&callback).await;
-    assert_eq!(other.status(), 400);
-    assert!(other.headers().get("location").is_none());
+    // Another browser (one with authgate's cookie of its own) cannot finish this login.
+    let other = Browser::new();
+    other
+        .get(&flow::authorize_url(
+            app,
+            &client.id,
+            &client.redirect_uri,
+            &new_pkce(),
+            &[],
+        ))
+        .await;
+    let refused = other.get(&callback).await;
+    assert_eq!(refused.status(), 400);
+    assert!(refused.headers().get("location").is_none());
     // A made-up state goes nowhere.
     let forged = browser
         .get(&format!("{callback_prefix}?state=forged&code=x"))

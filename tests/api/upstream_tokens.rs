@@ -118,7 +118,7 @@ pub async fn gate(
                 path: Some("/plain/mcp".into()),
                 upstream: Some(url),
                 scopes: vec![],
-                upstream_token: None,
+                ..RawResource::default()
             });
             configure(raw);
         },

@@ -4,12 +4,14 @@
 //!   request goes no further (not even a CORS preflight is answered);
 //! - [`authenticate`] (inside the CORS layer, so preflights pass without a token): the bearer
 //!   token (RFC 6750, RFC 9728 §5.1). No token, a bad one or a revoked one gets 401 with a
-//!   challenge pointing at the resource's metadata; too little scope gets 403.
+//!   challenge pointing at the resource's metadata; too little scope for what the request does
+//!   (the resource, and the tool it calls) gets 403 naming the scopes to ask for.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -17,8 +19,9 @@ use super::{Caller, host};
 use crate::config::ResourceConfig;
 use crate::http::error::{Challenge, McpError};
 use crate::http::extract::{Bearer, bearer};
-use crate::keys::TokenRejection;
+use crate::keys::{AccessClaims, TokenRejection};
 use crate::oauth::scope::ScopeSet;
+use crate::oauth::step_up::{Operation, challenge_scope};
 use crate::state::{App, AppState};
 use crate::telemetry::names;
 
@@ -26,12 +29,13 @@ use crate::telemetry::names;
 pub type ResourceState = (AppState, Arc<ResourceConfig>);
 
 /// Why a request was refused, for the metrics and the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     NoToken,
     BadToken(TokenRejection),
     Revoked,
-    InsufficientScope,
+    /// The scopes to ask for: see [`challenge_scope`].
+    InsufficientScope(ScopeSet),
     Origin,
     /// A `Host` this gateway does not answer as (DNS rebinding), or an ambiguous one.
     Host,
@@ -40,7 +44,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn label(self) -> &'static str {
+    pub fn label(&self) -> &'static str {
         match self {
             Self::NoToken => "no_token",
             Self::BadToken(TokenRejection::Expired) => "expired",
@@ -51,7 +55,7 @@ impl Refusal {
             }
             Self::BadToken(TokenRejection::Malformed) => "malformed",
             Self::Revoked => "revoked",
-            Self::InsufficientScope => "insufficient_scope",
+            Self::InsufficientScope(_) => "insufficient_scope",
             Self::Origin => "origin",
             Self::Host => "host",
             Self::Unavailable => "unavailable",
@@ -59,15 +63,19 @@ impl Refusal {
     }
 
     fn into_error(self, app: &App, resource: &ResourceConfig) -> McpError {
-        let challenge = |kind| McpError::Challenge {
+        // A 401 asks for what every request needs; a tool's own scopes are asked for when it is
+        // called (step-up), so a client starts with no more than it uses.
+        let challenge = |kind, scope: &ScopeSet| McpError::Challenge {
             kind,
             resource_metadata: resource_metadata_url(app, resource),
-            scope: resource.scopes.to_string(),
+            scope: scope.to_string(),
         };
         match self {
-            Self::NoToken => challenge(Challenge::NoToken),
-            Self::BadToken(_) | Self::Revoked => challenge(Challenge::InvalidToken),
-            Self::InsufficientScope => challenge(Challenge::InsufficientScope),
+            Self::NoToken => challenge(Challenge::NoToken, &resource.scopes),
+            Self::BadToken(_) | Self::Revoked => {
+                challenge(Challenge::InvalidToken, &resource.scopes)
+            }
+            Self::InsufficientScope(scope) => challenge(Challenge::InsufficientScope, &scope),
             Self::Origin => McpError::Origin,
             Self::Host => McpError::Host,
             Self::Unavailable => McpError::Unavailable,
@@ -140,29 +148,67 @@ pub async fn boundary(
 
 pub async fn authenticate(
     State((app, resource)): State<ResourceState>,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
-    match caller(&app, &resource, req.headers()).await {
-        Ok(caller) => {
-            req.extensions_mut().insert(caller);
-            next.run(req).await
-        }
-        Err(refusal) => {
-            tracing::debug!(resource = %resource.path, ?refusal, "request refused");
-            let mut resp = refuse(&app, &resource, refusal);
-            unread_body_closes(&req, &mut resp);
-            resp
-        }
+    let claims = match verified(&app, &resource, req.headers()).await {
+        Ok(claims) => claims,
+        Err(refusal) => return refused(&app, &resource, &req, refusal),
+    };
+    // Only a verified caller's body is read.
+    let (mut req, operation) = match operation(&resource, req).await {
+        Ok(read) => read,
+        Err(too_large) => return too_large,
+    };
+    let held = ScopeSet::parse(&claims.scope);
+    let needed = resource.tool_scopes.needed(&resource.scopes, &operation);
+    if !needed.is_subset_of(&held) {
+        let ask = challenge_scope(&held, &resource.offered(), &needed);
+        return refused(&app, &resource, &req, Refusal::InsufficientScope(ask));
     }
+    req.extensions_mut().insert(Caller {
+        sub: claims.sub,
+        email: claims.email,
+        client_id: claims.client_id,
+        scope: claims.scope,
+        grant_id: claims.sid,
+    });
+    next.run(req).await
 }
 
-/// Who is calling: a valid, unrevoked token for this resource with its scopes.
-async fn caller(
+fn refused(app: &App, resource: &ResourceConfig, req: &Request, refusal: Refusal) -> Response {
+    tracing::debug!(resource = %resource.path, ?refusal, "request refused");
+    let mut resp = refuse(app, resource, refusal);
+    unread_body_closes(req, &mut resp);
+    resp
+}
+
+/// What the request does, read from its body only when the resource has tools that need scopes
+/// of their own (otherwise the body streams through unread). The body limit layer has bounded
+/// it already; the bytes read are the ones passed on, so the MCP server executes exactly what
+/// was checked.
+async fn operation(
+    resource: &ResourceConfig,
+    req: Request,
+) -> Result<(Request, Operation), Response> {
+    if resource.tool_scopes.is_empty() || req.method() != Method::POST {
+        return Ok((req, Operation::Calls(Vec::new())));
+    }
+    let (parts, body) = req.into_parts();
+    // Past the limit (or broken off, when no client is left to read the answer).
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_err(|_| McpError::TooLarge.into_response())?;
+    let operation = Operation::read(&bytes);
+    Ok((Request::from_parts(parts, Body::from(bytes)), operation))
+}
+
+/// The claims of a valid, unrevoked token for this resource.
+async fn verified(
     app: &App,
     resource: &ResourceConfig,
     headers: &HeaderMap,
-) -> Result<Caller, Refusal> {
+) -> Result<AccessClaims, Refusal> {
     let token = match bearer(headers) {
         Bearer::Token(t) => t,
         Bearer::Absent => return Err(Refusal::NoToken),
@@ -183,24 +229,11 @@ async fn caller(
         other => other.map_err(Refusal::BadToken)?,
     };
     match app.revocations.is_revoked(&app.store, &claims, now).await {
-        Ok(false) => {}
-        Ok(true) => return Err(Refusal::Revoked),
+        Ok(false) => Ok(claims),
+        Ok(true) => Err(Refusal::Revoked),
         Err(e) => {
             tracing::warn!(error = %e, "revocation check failed");
-            return Err(Refusal::Unavailable);
+            Err(Refusal::Unavailable)
         }
     }
-    if !resource
-        .scopes
-        .is_subset_of(&ScopeSet::parse(&claims.scope))
-    {
-        return Err(Refusal::InsufficientScope);
-    }
-    Ok(Caller {
-        sub: claims.sub,
-        email: claims.email,
-        client_id: claims.client_id,
-        scope: claims.scope,
-        grant_id: claims.sid,
-    })
 }

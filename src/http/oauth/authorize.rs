@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::consent::consent_page;
+use super::consent::{ConsentForm, consent_page};
 use super::to_client;
 use crate::http::cookies::{self, BrowserBinding};
 use crate::http::error::PageError;
@@ -43,11 +43,14 @@ pub async fn authorize(
         }
         Started::Consent {
             id,
-            pending,
+            request,
             client,
             session,
+            ask,
         } => {
-            let mut resp = consent_page(&app, &client, &pending, &id, session.as_ref());
+            let signed_in_as = session.map(|s| s.email.unwrap_or(s.subject));
+            let form = ConsentForm::Request(id.expose());
+            let mut resp = consent_page(&app, &client, &request, &ask, form, signed_in_as);
             browser.set_on(&app.settings, &mut resp);
             Ok(resp)
         }

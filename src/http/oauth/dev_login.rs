@@ -27,6 +27,8 @@ pub async fn page(
     Query(q): Query<DevLoginQuery>,
 ) -> Result<Response, PageError> {
     let browser = cookies::browser(&app.settings, &headers);
+    // The same binding as the login's return: a webview without the cookie may log in here, and
+    // is then asked to confirm.
     authorization::at_upstream(&app, &q.state, browser.as_ref()).await?;
     Ok(pages::render(
         StatusCode::OK,

@@ -26,11 +26,19 @@ fn to_client(app: &App, status: StatusCode, answer: &ClientAnswer) -> Response {
     pages::redirect(status, &answer.location(&app.settings.issuer))
 }
 
-/// Where the browser goes after a form or a login: always 303.
+/// Where the browser goes after a form or a login: always 303, or the confirmation page.
 fn go(app: &App, next: &Next) -> Response {
     match next {
         Next::ToClient(answer) => to_client(app, StatusCode::SEE_OTHER, answer),
         Next::ToUpstream(url) | Next::ToAccount(url) => pages::redirect(StatusCode::SEE_OTHER, url),
+        Next::Confirm(c) => consent::consent_page(
+            app,
+            &c.client,
+            &c.request,
+            &c.ask,
+            consent::ConsentForm::Confirm(c.token.expose()),
+            Some(c.account.clone()),
+        ),
     }
 }
 
