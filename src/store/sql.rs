@@ -80,7 +80,7 @@ pub(super) const SELECT_LIVE_GRANT: &str = concat!(
     grant_columns!(),
     " FROM grant_families g WHERE g.subject = $1 AND g.client_id = $2 AND g.resource = $3 AND g.revoked_at IS NULL AND g.expires_at > $4 ORDER BY g.created_at DESC, g.id DESC LIMIT 1"
 );
-pub(super) const CONTINUE_GRANT: &str = "UPDATE grant_families SET scope = $2, email = $3, last_used_at = $4 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $4";
+pub(super) const CONTINUE_GRANT: &str = "UPDATE grant_families SET scope = $2, email = $3, last_used_at = $4, email_verified = $5, auth_time = $6 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $4";
 pub(super) const REVOKE_GRANT: &str =
     "UPDATE grant_families SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL";
 pub(super) const TOUCH_GRANT: &str = "UPDATE grant_families SET last_used_at = $2 WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2";
@@ -571,6 +571,8 @@ macro_rules! queries {
                     .bind(g.scope.to_string())
                     .bind(&g.email)
                     .bind(g.last_used_at)
+                    .bind(g.email_verified)
+                    .bind(g.auth_time)
                     .execute(&mut *c)
                     .await?;
                 if done.rows_affected() != 1 {
