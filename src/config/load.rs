@@ -68,6 +68,8 @@ pub(super) struct RawSettings {
     pub key_publication_delay: Setting,
     /// `[[resource]]` tables: protected MCP resources besides `/mcp`.
     pub resource: Vec<RawResource>,
+    /// `[[enterprise_issuer]]` tables: identity providers whose ID-JAGs authgate accepts.
+    pub enterprise_issuer: Vec<RawEnterpriseIssuer>,
 }
 
 /// One `[[resource]]` table of the configuration file.
@@ -77,6 +79,23 @@ pub struct RawResource {
     pub path: Option<String>,
     pub upstream: Option<String>,
     pub scopes: Vec<String>,
+}
+
+/// One `[[enterprise_issuer]]` table of the configuration file: an enterprise identity provider
+/// whose Identity Assertion JWT Authorization Grants authgate accepts, and for whom.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "an [[enterprise_issuer]] table"
+)]
+pub struct RawEnterpriseIssuer {
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub client_ids: Vec<String>,
+    pub resources: Vec<String>,
+    pub same_users_as_upstream: bool,
+    pub allow_public_clients: bool,
 }
 
 /// The text of one scalar setting. The environment only has strings; the file may also give a

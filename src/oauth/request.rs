@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::assertion::{JWT_BEARER, peek_issuer};
 use super::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
+use super::id_jag;
 use super::scope::ScopeSet;
 use super::secrets::{Secret, kind};
 use super::{ErrorCode, OAuthError};
@@ -118,6 +119,12 @@ pub enum TokenRequest {
         scope: Option<ScopeSet>,
         resource: Option<String>,
     },
+    /// RFC 7523 §2.1 with an Identity Assertion JWT Authorization Grant as the `assertion`.
+    JwtBearer {
+        assertion: Secret<kind::IdentityAssertion>,
+        scope: Option<ScopeSet>,
+        resource: Option<String>,
+    },
 }
 
 impl TokenRequest {
@@ -135,9 +142,14 @@ impl TokenRequest {
                 scope: params.get("scope").map(ScopeSet::parse),
                 resource: params.owned("resource"),
             }),
+            id_jag::GRANT_TYPE => Ok(Self::JwtBearer {
+                assertion: Secret::new(params.required("assertion")?),
+                scope: params.get("scope").map(ScopeSet::parse),
+                resource: params.owned("resource"),
+            }),
             _ => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "grant_type must be authorization_code or refresh_token",
+                "grant_type must be authorization_code, refresh_token or urn:ietf:params:oauth:grant-type:jwt-bearer",
             )),
         }
     }
@@ -147,14 +159,15 @@ impl TokenRequest {
         match self {
             Self::AuthorizationCode { .. } => GRANT_AUTHORIZATION_CODE,
             Self::RefreshToken { .. } => GRANT_REFRESH_TOKEN,
+            Self::JwtBearer { .. } => id_jag::GRANT_TYPE,
         }
     }
 
     pub fn resource(&self) -> Option<&str> {
         match self {
-            Self::AuthorizationCode { resource, .. } | Self::RefreshToken { resource, .. } => {
-                resource.as_deref()
-            }
+            Self::AuthorizationCode { resource, .. }
+            | Self::RefreshToken { resource, .. }
+            | Self::JwtBearer { resource, .. } => resource.as_deref(),
         }
     }
 }
@@ -335,6 +348,16 @@ mod tests {
             r,
             TokenRequest::RefreshToken { scope: Some(_), .. }
         ));
+        let r = TokenRequest::parse(&params(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=e30.e30.sig&resource=https%3A%2F%2Fa%2Fmcp",
+        ))
+        .unwrap();
+        assert_eq!(r.grant_type(), id_jag::GRANT_TYPE);
+        assert_eq!(r.resource(), Some("https://a/mcp"));
+        assert!(
+            !format!("{r:?}").contains("e30.e30.sig"),
+            "the assertion is redacted"
+        );
         for (body, code) in [
             ("code=c", ErrorCode::InvalidRequest),
             (
@@ -343,6 +366,10 @@ mod tests {
             ),
             ("grant_type=authorization_code", ErrorCode::InvalidRequest),
             ("grant_type=refresh_token", ErrorCode::InvalidRequest),
+            (
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer",
+                ErrorCode::InvalidRequest,
+            ),
         ] {
             assert_eq!(
                 TokenRequest::parse(&params(body)).unwrap_err().code,

@@ -55,6 +55,12 @@ pub mod kind {
         ClientAssertion => b"authgate:client-assertion:",
         /// A used client assertion's client and `jti`, remembered so that it is used once.
         AssertionJti => b"authgate:assertion-jti:",
+        /// An Identity Assertion JWT Authorization Grant (enterprise-managed authorization): a
+        /// bearer credential until it expires, so it is never printed.
+        IdentityAssertion => b"authgate:id-jag:",
+        /// A used ID-JAG's issuer and `jti`. Its own label keeps these records apart from the
+        /// client assertions' in the one table both are kept in.
+        IdentityAssertionJti => b"authgate:id-jag-jti:",
     }
 }
 

@@ -1,9 +1,10 @@
 //! Deciding and persisting, without HTTP types: resolving and authenticating clients, the
-//! authorization flow, the token exchanges, revocation, the upstream login, and the guard's
-//! revocation cache. Handlers call these and turn their results into responses.
+//! authorization flow, the token exchanges, enterprise identity assertions, revocation, the
+//! upstream login, and the guard's revocation cache. Handlers call these and turn their results into responses.
 
 pub mod authorization;
 pub mod clients;
+pub mod enterprise;
 pub mod grants;
 pub mod revocation;
 pub mod tokens;

@@ -94,7 +94,8 @@ pub(super) const ROTATE_REFRESH: &str = "UPDATE refresh_tokens SET rotated_at = 
 pub(super) const REVOKE_JTI: &str = "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
 pub(super) const SELECT_JTI: &str = "SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1";
 
-// A conflict means the assertion was used before: no row changes, so the caller learns it.
+// A conflict means the assertion was used before: no row changes, so the caller learns it. Client
+// assertions and ID-JAGs share the table; their hashes carry different labels.
 pub(super) const USE_ASSERTION: &str = "INSERT INTO client_assertions (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING";
 
 pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -167,6 +168,7 @@ macro_rules! repo_operations {
             single get_consent(subject: &str, client_id: &str) -> Option<$crate::store::ConsentRecord>;
             single list_consents(subject: &str) -> Vec<$crate::store::ConsentRecord>;
             atomic insert_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> ();
+            single insert_direct_grant(grant: &$crate::domain::grant::Grant) -> ();
             single get_grant(id: &str) -> Option<$crate::domain::grant::Grant>;
             single revoke_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
             single touch_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
@@ -180,6 +182,7 @@ macro_rules! repo_operations {
             single revoke_access_token(jti: &str, expires_at: $crate::clock::Timestamp) -> ();
             single is_access_token_revoked(jti: &str) -> bool;
             single use_client_assertion(jti: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::AssertionJti>, expires_at: $crate::clock::Timestamp) -> bool;
+            single use_identity_assertion(jti: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::IdentityAssertionJti>, expires_at: $crate::clock::Timestamp) -> bool;
             atomic insert_key(k: &$crate::store::KeyRecord) -> ();
             single list_keys() -> Vec<$crate::store::KeyRecord>;
             single key_version() -> i64;
@@ -444,7 +447,7 @@ macro_rules! queries {
                     .await?)
             }
 
-            pub async fn insert_grant(c: &mut Conn, g: &Grant, code: &AuthorizationCode) -> R<()> {
+            pub async fn insert_direct_grant(c: &mut Conn, g: &Grant) -> R<()> {
                 sqlx::query(sql::INSERT_GRANT)
                     .bind(&g.id)
                     .bind(&g.client_id)
@@ -456,8 +459,13 @@ macro_rules! queries {
                     .bind(g.expires_at)
                     .bind(g.last_used_at)
                     .bind(g.revoked_at)
-                    .execute(&mut *c)
+                    .execute(c)
                     .await?;
+                Ok(())
+            }
+
+            pub async fn insert_grant(c: &mut Conn, g: &Grant, code: &AuthorizationCode) -> R<()> {
+                insert_direct_grant(&mut *c, g).await?;
                 let used_at = match code.state {
                     $crate::domain::grant::CodeState::Issued => None,
                     $crate::domain::grant::CodeState::Redeemed { at } => Some(at),
@@ -632,6 +640,19 @@ macro_rules! queries {
             pub async fn use_client_assertion(
                 c: &mut Conn,
                 jti: &Hashed<kind::AssertionJti>,
+                expires_at: Timestamp,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::USE_ASSERTION)
+                    .bind(jti.as_str())
+                    .bind(expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn use_identity_assertion(
+                c: &mut Conn,
+                jti: &Hashed<kind::IdentityAssertionJti>,
                 expires_at: Timestamp,
             ) -> R<bool> {
                 let done = sqlx::query(sql::USE_ASSERTION)

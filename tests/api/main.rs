@@ -14,6 +14,7 @@ mod compat;
 mod conformance;
 mod discovery;
 mod doctor;
+mod enterprise;
 mod faults;
 mod flow;
 mod helpers;

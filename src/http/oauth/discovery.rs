@@ -9,14 +9,22 @@ use serde_json::json;
 
 use crate::config::{ResourceConfig, Settings};
 use crate::oauth::assertion::SIGNING_ALGS;
-use crate::oauth::client::TokenAuthMethod;
+use crate::oauth::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
+use crate::oauth::id_jag;
 use crate::state::AppState;
 
 pub const JWKS_PATH: &str = "/jwks.json";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     let auth_methods: Vec<&str> = TokenAuthMethod::ALL.iter().map(|m| m.as_str()).collect();
-    json!({
+    let mut grant_types = vec![GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN];
+    // Advertised only when it can succeed: clients such as Claude try the grant whenever it is
+    // listed.
+    let enterprise = !settings.enterprise_issuers.is_empty();
+    if enterprise {
+        grant_types.push(id_jag::GRANT_TYPE);
+    }
+    let mut doc = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.url("/authorize"),
         "token_endpoint": settings.url("/token"),
@@ -25,7 +33,7 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "jwks_uri": settings.url(JWKS_PATH),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": grant_types,
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGS,
@@ -34,7 +42,11 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "client_id_metadata_document_supported": settings.cimd_enabled,
         "scopes_supported": settings.scopes.iter().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
-    })
+    });
+    if enterprise {
+        doc["authorization_grant_profiles_supported"] = json!([id_jag::GRANT_PROFILE]);
+    }
+    doc
 }
 
 pub fn protected_resource_metadata(

@@ -1,5 +1,5 @@
-//! `POST /token`: the authorization code grant (with PKCE) and refresh-token rotation
-//! (`services::tokens` does the exchanges).
+//! `POST /token`: the authorization code grant (with PKCE), refresh-token rotation and the
+//! jwt-bearer grant with an enterprise ID-JAG (`services::tokens` does the exchanges).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,6 +25,7 @@ struct TokenResponse<'a> {
 
 pub async fn token(State(app): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let req = TokenRequest::parse(&form.params)?;
+    tokens::check_supported(&app, &req)?;
     let grant_type = req.grant_type();
     let result = exchange(&app, &form, req).await;
     let outcome = result.as_ref().map_or_else(ApiError::label, |_| "ok");
