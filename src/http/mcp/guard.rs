@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -85,9 +85,22 @@ pub fn resource_metadata_url(app: &App, resource: &ResourceConfig) -> String {
     )
 }
 
-fn refuse(app: &App, resource: &ResourceConfig, refusal: Refusal) -> Response {
+/// A refusal is sent before the request's body is read. If the body arrives after the answer,
+/// hyper cannot reuse the connection and closes it, and a client that has already sent its next
+/// request on that connection (the metadata fetch after a 401) sees it dropped unanswered.
+/// Saying `Connection: close` makes the client open a new one instead.
+fn refuse(app: &App, resource: &ResourceConfig, refusal: Refusal, request: &HeaderMap) -> Response {
     metrics::counter!(names::GUARD_REJECTIONS, "reason" => refusal.label()).increment(1);
-    refusal.into_error(app, resource).into_response()
+    let mut resp = refusal.into_error(app, resource).into_response();
+    let has_body = request.contains_key(header::TRANSFER_ENCODING)
+        || request
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    if has_body {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// The browser origins the MCP endpoints answer: the public URL's own and the operator's list.
@@ -105,13 +118,13 @@ pub async fn boundary(
         .is_some_and(|a| host::is_allowed(&app.settings, a));
     if !host_ok {
         tracing::info!(resource = %resource.path, "refused a request for a host this gateway does not answer as");
-        return refuse(&app, &resource, Refusal::Host);
+        return refuse(&app, &resource, Refusal::Host, req.headers());
     }
     if let Some(o) = req.headers().get(header::ORIGIN)
         && !o.to_str().is_ok_and(|o| origin_allowed(&app, o))
     {
         tracing::info!(resource = %resource.path, "refused a request from a browser origin that is not allowed");
-        return refuse(&app, &resource, Refusal::Origin);
+        return refuse(&app, &resource, Refusal::Origin, req.headers());
     }
     next.run(req).await
 }
@@ -128,7 +141,7 @@ pub async fn authenticate(
         }
         Err(refusal) => {
             tracing::debug!(resource = %resource.path, ?refusal, "request refused");
-            refuse(&app, &resource, refusal)
+            refuse(&app, &resource, refusal, req.headers())
         }
     }
 }
