@@ -1,7 +1,7 @@
 //! The token exchanges: a code for tokens, a refresh token for the next one, an enterprise
-//! identity provider's ID-JAG for an access token. Each exchange checks first, signs the access token (pure CPU, so nothing can fail after the commit), then
-//! persists in one transaction: if any step fails, nothing of it happened, and the client's
-//! retry is not mistaken for a replay.
+//! identity provider's ID-JAG for an access token. Each exchange checks first, signs the access
+//! token (pure CPU, so nothing can fail after the commit), then persists in one transaction: if
+//! any step fails, nothing of it happened, and the client's retry is not mistaken for a replay.
 
 use crate::clock::Timestamp;
 use crate::domain::grant::{
