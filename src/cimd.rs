@@ -3,7 +3,9 @@
 //! addresses after DNS resolution) and caches it as its HTTP headers allow; the key sets of
 //! clients that sign their assertions (`jwks_uri`) are fetched and cached the same way. When
 //! the live fetch of a well-known host's document fails, its pinned copy ([`pinned`]) may stand
-//! in. The rules for the documents themselves are in `oauth::client`.
+//! in. Enterprise identity providers' key sets (and the discovery documents that name them) come
+//! through the same guard and caches. The rules for the documents themselves are in
+//! `oauth::client`.
 
 pub mod pinned;
 
@@ -31,6 +33,9 @@ use crate::oauth::{ErrorCode, OAuthError};
 pub const MAX_DOCUMENT_BYTES: usize = 5 * 1024;
 /// A key set of a few RSA keys is a few KB; twenty keys (the most accepted) fit.
 pub const MAX_KEY_SET_BYTES: usize = 16 * 1024;
+/// Enterprise identity providers publish larger documents: discovery documents list many
+/// endpoints, and key sets carry certificate chains (`x5c`) beside each key.
+pub const MAX_ISSUER_DOCUMENT_BYTES: usize = 64 * 1024;
 const MAX_CACHE_SECONDS: i64 = 24 * 3600;
 pub const MAX_CACHE_ENTRIES: u64 = 1024;
 /// A cached key set is fetched again for an unknown `kid` (the client rotated its keys), but
@@ -50,6 +55,8 @@ pub struct CimdResolver {
     http: reqwest::Client,
     cache: Cache<String, Cached<ClientMetadata>>,
     key_sets: Cache<String, Cached<JwkSet>>,
+    /// An enterprise issuer's `jwks_uri`, from its discovery document.
+    issuer_key_uris: Cache<String, Cached<String>>,
     offered_scopes: ScopeSet,
     allowlist: RedirectAllowlist,
     pinned_fallback: bool,
@@ -130,6 +137,7 @@ impl CimdResolver {
             http: builder.build()?,
             cache: Cache::new(MAX_CACHE_ENTRIES),
             key_sets: Cache::new(MAX_CACHE_ENTRIES),
+            issuer_key_uris: Cache::new(MAX_CACHE_ENTRIES),
             offered_scopes,
             allowlist,
             pinned_fallback: options.pinned_fallback,
@@ -266,18 +274,129 @@ impl CimdResolver {
     }
 
     async fn fetch_keys(&self, uri: &str, now: Timestamp) -> Result<ClientKeys, OAuthError> {
-        let url = validate_jwks_uri(uri).map_err(|e| keys_error(&e.description))?;
-        check_ip_literal(&url).map_err(|why| keys_error(&why))?;
-        let (doc, max_age) = self.fetch(url, MAX_KEY_SET_BYTES).await.map_err(
-            |(FetchFailure::Unavailable(why) | FetchFailure::Unacceptable(why))| keys_error(&why),
-        )?;
-        let keys = parse_key_set(&doc).map_err(|why| {
-            OAuthError::new(
-                ErrorCode::InvalidClient,
-                format!("the client's jwks_uri: {why}"),
+        self.fetch_key_set(uri, now, MAX_KEY_SET_BYTES)
+            .await
+            .map_err(|failure| match failure {
+                KeySetFailure::Fetch(why) => keys_error(&why),
+                KeySetFailure::Content(why) => OAuthError::new(
+                    ErrorCode::InvalidClient,
+                    format!("the client's jwks_uri: {why}"),
+                ),
+            })
+    }
+
+    /// The keys an enterprise issuer signs its ID-JAGs with: the set at its configured
+    /// `jwks_uri`, or at the one its OpenID discovery document names. Cached like clients' key
+    /// sets. `Err` says why, for the log and the client.
+    pub async fn issuer_keys(
+        &self,
+        issuer: &str,
+        jwks_uri: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ClientKeys, String> {
+        let uri = match jwks_uri {
+            Some(u) => u.to_owned(),
+            None => self.issuer_key_uri(issuer, now).await?,
+        };
+        if let Some(hit) = self.key_sets.get(&uri).await
+            && hit.expires_at > now
+        {
+            return Ok(ClientKeys {
+                keys: hit.value,
+                cached_since: Some(hit.fetched_at),
+            });
+        }
+        self.fetch_issuer_keys(&uri, now).await
+    }
+
+    /// The issuer's key set fetched again, bypassing the cache (an ID-JAG names a `kid` the
+    /// cached set lacks); `None` when it was fetched too recently for that.
+    pub async fn refetch_issuer_keys(
+        &self,
+        issuer: &str,
+        jwks_uri: Option<&str>,
+        cached_since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<ClientKeys>, String> {
+        if now - cached_since < MIN_KEY_REFETCH_SECONDS {
+            return Ok(None);
+        }
+        let uri = match jwks_uri {
+            Some(u) => u.to_owned(),
+            None => self.issuer_key_uri(issuer, now).await?,
+        };
+        self.fetch_issuer_keys(&uri, now).await.map(Some)
+    }
+
+    async fn fetch_issuer_keys(&self, uri: &str, now: Timestamp) -> Result<ClientKeys, String> {
+        self.fetch_key_set(uri, now, MAX_ISSUER_DOCUMENT_BYTES)
+            .await
+            .map_err(
+                |(KeySetFailure::Fetch(why) | KeySetFailure::Content(why))| {
+                    format!("the issuer's key set {why}")
+                },
             )
-        })?;
-        tracing::info!(jwks_uri = %uri, "client key set fetched");
+    }
+
+    /// The `jwks_uri` of an issuer's OpenID discovery document (OpenID Connect Discovery §4),
+    /// whose `issuer` must be the configured one byte for byte: otherwise the document speaks for
+    /// someone else.
+    async fn issuer_key_uri(&self, issuer: &str, now: Timestamp) -> Result<String, String> {
+        if let Some(hit) = self.issuer_key_uris.get(issuer).await
+            && hit.expires_at > now
+        {
+            return Ok(hit.value);
+        }
+        let failed = |why: &str| format!("the issuer's discovery document {why}");
+        let url = url::Url::parse(&format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        ))
+        .map_err(|_| failed("has no valid URL"))?;
+        check_ip_literal(&url).map_err(|why| failed(&why))?;
+        let (doc, max_age) = self.fetch(url, MAX_ISSUER_DOCUMENT_BYTES).await.map_err(
+            |(FetchFailure::Unavailable(why) | FetchFailure::Unacceptable(why))| failed(&why),
+        )?;
+        if doc.get("issuer").and_then(serde_json::Value::as_str) != Some(issuer) {
+            return Err(failed("names another issuer"));
+        }
+        let uri = doc
+            .get("jwks_uri")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| failed("has no jwks_uri"))?;
+        validate_jwks_uri(uri).map_err(|e| failed(&format!("has a bad {}", e.description)))?;
+        tracing::info!(issuer = %issuer, jwks_uri = %uri, "enterprise issuer discovery document fetched");
+        if let Some(max_age) = max_age {
+            self.issuer_key_uris
+                .insert(
+                    issuer.to_owned(),
+                    Cached {
+                        value: uri.to_owned(),
+                        fetched_at: now,
+                        expires_at: now + max_age.min(MAX_CACHE_SECONDS),
+                    },
+                )
+                .await;
+        }
+        Ok(uri.to_owned())
+    }
+
+    /// Fetches and caches a JWK Set (by its `Cache-Control`), keeping only usable public keys.
+    async fn fetch_key_set(
+        &self,
+        uri: &str,
+        now: Timestamp,
+        max_bytes: usize,
+    ) -> Result<ClientKeys, KeySetFailure> {
+        let url = validate_jwks_uri(uri).map_err(|e| KeySetFailure::Fetch(e.description))?;
+        check_ip_literal(&url).map_err(KeySetFailure::Fetch)?;
+        let (doc, max_age) = self.fetch(url, max_bytes).await.map_err(
+            |(FetchFailure::Unavailable(why) | FetchFailure::Unacceptable(why))| {
+                KeySetFailure::Fetch(why)
+            },
+        )?;
+        let keys = parse_key_set(&doc).map_err(KeySetFailure::Content)?;
+        tracing::info!(jwks_uri = %uri, "key set fetched");
         if let Some(max_age) = max_age {
             self.key_sets
                 .insert(
@@ -356,6 +475,12 @@ impl CimdResolver {
             serde_json::from_slice(&body).map_err(|_| Unacceptable("is not JSON".to_owned()))?;
         Ok((doc, max_age))
     }
+}
+
+/// Why a key set could not be had: no usable answer, or an answer that is no usable key set.
+enum KeySetFailure {
+    Fetch(String),
+    Content(String),
 }
 
 /// IP literals bypass the resolver, so they are checked here.

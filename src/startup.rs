@@ -65,6 +65,7 @@ impl Application {
             random.as_ref(),
         )
         .await?;
+        keep_enterprise_clients(&settings, &store, clock.now()).await?;
         let upstream: Box<dyn Upstream> = match &settings.upstream {
             Some(cfg) => Box::new(OidcUpstream::new(cfg.clone())?),
             None => Box::new(DevLogin::new(&settings.issuer)?),
@@ -258,6 +259,25 @@ pub fn reuse_window(state: &AppState) -> i64 {
         .refresh_idle_ttl
         .min(7 * 86_400)
         .max(state.settings.refresh_grace)
+}
+
+/// Clients named under an enterprise issuer were registered by an operator, who then configured
+/// the identity provider and the MCP host: their first token may come long after the idle time.
+/// Marked used here, the idle clean-up keeps them.
+async fn keep_enterprise_clients(
+    settings: &Settings,
+    store: &DynStore,
+    now: crate::clock::Timestamp,
+) -> Result<(), crate::store::StoreError> {
+    let registered = settings
+        .enterprise_issuers
+        .iter()
+        .flat_map(|e| &e.client_ids)
+        .filter(|id| !crate::oauth::client::is_metadata_document_id(id));
+    for id in registered {
+        store.touch_client(id, now).await?;
+    }
+    Ok(())
 }
 
 /// Deletes registrations that never completed a token exchange within the idle time.

@@ -71,6 +71,8 @@ pub(super) struct RawSettings {
     pub token_exchange_clients: Setting,
     /// `[[resource]]` tables: protected MCP resources besides `/mcp`.
     pub resource: Vec<RawResource>,
+    /// `[[enterprise_issuer]]` tables: identity providers whose ID-JAGs authgate accepts.
+    pub enterprise_issuer: Vec<RawEnterpriseIssuer>,
 }
 
 /// One `[[resource]]` table of the configuration file.
@@ -84,6 +86,23 @@ pub struct RawResource {
     pub upstream_token: Option<String>,
     /// Tool name to the scopes it needs besides the resource's.
     pub tool_scopes: BTreeMap<String, Vec<String>>,
+}
+
+/// One `[[enterprise_issuer]]` table of the configuration file: an enterprise identity provider
+/// whose Identity Assertion JWT Authorization Grants authgate accepts, and for whom.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(
+    default,
+    deny_unknown_fields,
+    expecting = "an [[enterprise_issuer]] table"
+)]
+pub struct RawEnterpriseIssuer {
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub client_ids: Vec<String>,
+    pub resources: Vec<String>,
+    pub same_users_as_upstream: bool,
+    pub allow_public_clients: bool,
 }
 
 /// The text of one scalar setting. The environment only has strings; the file may also give a

@@ -19,12 +19,12 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-use crate::domain::identity::LoginPolicy;
+use crate::domain::identity::{LoginPolicy, SubjectSpace};
 use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::step_up::ToolScopes;
 
-pub use load::{RawConfig, RawResource};
+pub use load::{RawConfig, RawEnterpriseIssuer, RawResource};
 pub use validate::parse_public_url;
 pub use values::parse_duration;
 
@@ -66,6 +66,23 @@ impl ResourceConfig {
     pub fn offered(&self) -> ScopeSet {
         self.scopes.union(&self.tool_scopes.all())
     }
+}
+
+/// An enterprise identity provider whose ID-JAGs (the jwt-bearer grant, enterprise-managed
+/// authorization) authgate accepts: which clients may present them, for which resources, and
+/// whose accounts its subjects are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnterpriseIssuer {
+    /// Byte for byte the `iss` of its assertions.
+    pub issuer: String,
+    /// Where its keys are; `None`: from its OpenID discovery document.
+    pub jwks_uri: Option<String>,
+    pub client_ids: Vec<String>,
+    /// The resource URIs (audiences) it may grant access to.
+    pub resources: Vec<String>,
+    pub subjects: SubjectSpace,
+    /// Clients without credentials (`none`) may present its assertions too.
+    pub allow_public_clients: bool,
 }
 
 /// A rate of `burst` events refilled over `per_seconds`.
@@ -113,6 +130,8 @@ pub struct Settings {
     pub session_ttl: i64,
     /// The protected MCP resources, the default (`/mcp`) first.
     pub resources: Vec<ResourceConfig>,
+    /// Identity providers whose ID-JAGs are accepted; none: the jwt-bearer grant is off.
+    pub enterprise_issuers: Vec<EnterpriseIssuer>,
     /// Time allowed for an upstream MCP server to start answering.
     pub mcp_upstream_timeout: i64,
     /// An upstream MCP session unused this long is no longer accepted from its caller.
@@ -167,6 +186,7 @@ impl fmt::Debug for Settings {
             .field("cimd_test_hosts", &self.cimd_test_hosts)
             .field("upstream", &self.upstream)
             .field("login_policy", &self.login_policy)
+            .field("enterprise_issuers", &self.enterprise_issuers)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("key_publication_delay", &self.key_publication_delay)
             .field("token_exchange_clients", &self.token_exchange_clients)

@@ -1,5 +1,6 @@
 use super::values::parse_rate;
 use super::*;
+use crate::domain::identity::SubjectSpace;
 
 fn settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
     Settings::from_raw(&RawConfig::from_env(
@@ -627,4 +628,164 @@ fn token_exchange_clients_need_a_resource_that_keeps_tokens() {
             .token_exchange_clients
             .is_empty()
     );
+}
+
+#[test]
+fn the_worked_enterprise_example_is_valid() {
+    let mut raw = RawConfig::from_env([(
+        "AUTHGATE_UPSTREAM_CLIENT_SECRET".to_owned(),
+        "s3cret".to_owned(),
+    )]);
+    raw.overlay_toml(
+        include_str!("../../deploy/enterprise-managed-authorization.toml"),
+        "enterprise-managed-authorization.toml",
+    )
+    .unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    let [okta] = s.enterprise_issuers.as_slice() else {
+        panic!("one issuer: {:?}", s.enterprise_issuers)
+    };
+    assert_eq!(okta.issuer, "https://acme.okta.com");
+    assert_eq!(
+        okta.jwks_uri.as_deref(),
+        Some("https://acme.okta.com/oauth2/v1/keys")
+    );
+    assert_eq!(okta.client_ids.len(), 2);
+    assert_eq!(
+        okta.resources,
+        [
+            "https://mcp.example.com/mcp",
+            "https://mcp.example.com/tickets/mcp"
+        ]
+    );
+    assert_eq!(
+        okta.subjects,
+        SubjectSpace::Upstream {
+            upstream_issuer: "https://acme.okta.com".into()
+        }
+    );
+    assert!(!okta.allow_public_clients);
+}
+
+#[test]
+fn enterprise_issuers_default_to_every_resource_and_their_own_users() {
+    let mut raw = RawConfig::default();
+    raw.overlay_toml(
+        "[[resource]]\npath = \"/b\"\n[[enterprise_issuer]]\nissuer = \"https://idp.example/\"\nclient_ids = [\"agc_1\"]\nallow_public_clients = true\n",
+        "f.toml",
+    )
+    .unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    let e = &s.enterprise_issuers[0];
+    assert_eq!(e.issuer, "https://idp.example/", "kept byte for byte");
+    assert_eq!(e.jwks_uri, None, "from discovery");
+    assert_eq!(
+        e.resources,
+        ["http://127.0.0.1:8080/mcp", "http://127.0.0.1:8080/b"]
+    );
+    assert_eq!(e.subjects, SubjectSpace::Issuer);
+    assert!(e.allow_public_clients);
+    assert!(settings(&[]).unwrap().enterprise_issuers.is_empty());
+}
+
+#[test]
+fn enterprise_issuer_errors_name_the_table_and_key() {
+    let table = |extra: &str| {
+        format!(
+            "[[enterprise_issuer]]\nissuer = \"https://idp.example\"\nclient_ids = [\"agc_1\"]\n{extra}"
+        )
+    };
+    for (text, named) in [
+        (
+            "[[enterprise_issuer]]\nclient_ids = [\"agc_1\"]\n".to_owned(),
+            "enterprise_issuer[0].issuer: is required",
+        ),
+        (
+            "[[enterprise_issuer]]\nissuer = \"http://idp.example\"\nclient_ids = [\"a\"]\n"
+                .to_owned(),
+            "enterprise_issuer[0].issuer: must be an https URL",
+        ),
+        (
+            "[[enterprise_issuer]]\nissuer = \"https://idp.example/?x=1\"\nclient_ids = [\"a\"]\n"
+                .to_owned(),
+            "enterprise_issuer[0].issuer: must be an https URL",
+        ),
+        (
+            "[[enterprise_issuer]]\nissuer = \"https://idp.example\"\n".to_owned(),
+            "enterprise_issuer[0].client_ids: must list",
+        ),
+        (
+            table("jwks_uri = \"http://idp.example/keys\""),
+            "enterprise_issuer[0].jwks_uri: must be an https URL",
+        ),
+        (
+            table("resources = [\"/nowhere\"]"),
+            "enterprise_issuer[0].resources: \"/nowhere\" is not a protected resource",
+        ),
+        (
+            table("same_users_as_upstream = true"),
+            "enterprise_issuer[0].same_users_as_upstream: needs an upstream provider",
+        ),
+        (
+            format!("{}{}", table(""), table("")),
+            "enterprise_issuer[1].issuer: is listed twice",
+        ),
+        (
+            "[[enterprise_issuer]]\nissuer = \"http://127.0.0.1:8080\"\nclient_ids = [\"a\"]\n"
+                .to_owned(),
+            "enterprise_issuer[0].issuer: must be an https URL",
+        ),
+    ] {
+        let mut raw = RawConfig::default();
+        raw.overlay_toml(&text, "f.toml").unwrap();
+        let e = Settings::from_raw(&raw).unwrap_err();
+        assert!(e.0.contains(named), "{e} should contain {named}");
+        assert_eq!(e.0.lines().count(), 1, "{e}");
+    }
+    // authgate never trusts itself as an enterprise issuer.
+    let mut raw = RawConfig::from_env([(
+        "AUTHGATE_PUBLIC_URL".to_owned(),
+        "https://mcp.example.com".to_owned(),
+    )]);
+    crate::config::tests::with_stub_upstream(&mut raw);
+    raw.overlay_toml(
+        "[[enterprise_issuer]]\nissuer = \"https://mcp.example.com\"\nclient_ids = [\"a\"]\n",
+        "f.toml",
+    )
+    .unwrap();
+    let e = Settings::from_raw(&raw).unwrap_err();
+    assert!(
+        e.0.contains("enterprise_issuer[0].issuer: must not be authgate's own issuer"),
+        "{e}"
+    );
+    // Field types and unknown fields are refused by the reader, naming the key.
+    for (text, named) in [
+        (
+            "[[enterprise_issuer]]\nclient_ids = \"agc_1\"\n",
+            "f.toml: enterprise_issuer[0].client_ids: must be",
+        ),
+        (
+            "[[enterprise_issuer]]\nsame_users_as_upstream = \"yes\"\n",
+            "f.toml: enterprise_issuer[0].same_users_as_upstream: must be",
+        ),
+        (
+            "[[enterprise_issuer]]\naudience = \"x\"\n",
+            "f.toml: enterprise_issuer[0].audience: unknown field",
+        ),
+        (
+            "enterprise_issuer = \"https://idp.example\"\n",
+            "f.toml: enterprise_issuer: must be",
+        ),
+    ] {
+        let e = RawConfig::default()
+            .overlay_toml(text, "f.toml")
+            .unwrap_err();
+        assert!(e.0.contains(named), "{e} should contain {named}");
+    }
+}
+
+fn with_stub_upstream(raw: &mut RawConfig) {
+    for (k, v) in UPSTREAM {
+        raw.set(k, v);
+    }
 }

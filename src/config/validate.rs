@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use url::Url;
 
-use super::UpstreamConfig;
-use super::load::{RawResource, RawSettings};
+use super::load::{RawEnterpriseIssuer, RawResource, RawSettings};
 use super::values::{duration, parse_bool, parse_rate, size, split_list};
 use super::{
     ConfigError, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, RateLimits, ResourceConfig, Settings, err,
 };
-use crate::domain::identity::LoginPolicy;
+use super::{EnterpriseIssuer, UpstreamConfig};
+use crate::domain::identity::{LoginPolicy, SubjectSpace};
 use crate::oauth::oidc;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
@@ -34,6 +34,7 @@ pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
     let resources = resources(r, &scopes, &issuer)?;
     let (upstream_token_sealer, token_exchange_clients) =
         upstream_tokens(r, &resources, upstream.is_some())?;
+    let enterprise_issuers = enterprise_issuers(r, &issuer, &resources, upstream.as_ref())?;
     Ok(Settings {
         upstream_token_sealer,
         token_exchange_clients,
@@ -80,6 +81,7 @@ pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
         upstream,
         login_policy,
         resources,
+        enterprise_issuers,
     })
 }
 
@@ -626,6 +628,135 @@ fn upstream_tokens(
     let bytes = crate::keys::decode_encryption_key(kek).map_err(|_| bad_key())?;
     let sealer = crate::sealing::TokenSealer::derive(&bytes).map_err(|_| bad_key())?;
     Ok((Some(sealer), clients))
+}
+
+/// The `[[enterprise_issuer]]` tables, each error naming the table's index and field.
+fn enterprise_issuers(
+    r: &RawSettings,
+    own_issuer: &str,
+    resources: &[ResourceConfig],
+    upstream: Option<&UpstreamConfig>,
+) -> Result<Vec<EnterpriseIssuer>, ConfigError> {
+    let mut issuers: Vec<EnterpriseIssuer> = Vec::new();
+    for (i, raw) in r.enterprise_issuer.iter().enumerate() {
+        let parsed = enterprise_issuer(
+            raw,
+            &|field| format!("enterprise_issuer[{i}].{field}"),
+            own_issuer,
+            resources,
+            upstream,
+        )?;
+        if issuers.iter().any(|e| e.issuer == parsed.issuer) {
+            return Err(err(
+                &format!("enterprise_issuer[{i}].issuer"),
+                "is listed twice",
+            ));
+        }
+        issuers.push(parsed);
+    }
+    Ok(issuers)
+}
+
+fn enterprise_issuer(
+    raw: &RawEnterpriseIssuer,
+    key: &dyn Fn(&str) -> String,
+    own_issuer: &str,
+    resources: &[ResourceConfig],
+    upstream: Option<&UpstreamConfig>,
+) -> Result<EnterpriseIssuer, ConfigError> {
+    let issuer = raw
+        .issuer
+        .as_deref()
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| {
+            err(
+                &key("issuer"),
+                "is required: the identity provider's issuer, exactly as in its assertions' iss",
+            )
+        })?;
+    let https = |raw: &str| {
+        Url::parse(raw).ok().filter(|u| {
+            u.scheme() == "https"
+                && u.host().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && !raw.contains('#')
+        })
+    };
+    if https(issuer).is_none() {
+        return Err(err(
+            &key("issuer"),
+            "must be an https URL without query or fragment (copy it from the provider's discovery document)",
+        ));
+    }
+    if issuer == own_issuer {
+        return Err(err(&key("issuer"), "must not be authgate's own issuer"));
+    }
+    let jwks_uri = match raw.jwks_uri.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(uri) if https(uri).is_some() => Some(uri.to_owned()),
+        Some(_) => {
+            return Err(err(
+                &key("jwks_uri"),
+                "must be an https URL (or leave it out to use the issuer's discovery document)",
+            ));
+        }
+    };
+    let client_ids: Vec<String> = raw
+        .client_ids
+        .iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if client_ids.is_empty() {
+        return Err(err(
+            &key("client_ids"),
+            "must list the client_ids that may present this issuer's assertions",
+        ));
+    }
+    let allowed = if raw.resources.is_empty() {
+        resources.iter().map(|res| res.uri.clone()).collect()
+    } else {
+        let mut allowed = Vec::new();
+        for entry in &raw.resources {
+            let entry = entry.trim();
+            let Some(res) = resources
+                .iter()
+                .find(|res| res.path == entry || res.uri == entry)
+            else {
+                return Err(err(
+                    &key("resources"),
+                    format!(
+                        "{entry:?} is not a protected resource: use /mcp or a [[resource]] path"
+                    ),
+                ));
+            };
+            allowed.push(res.uri.clone());
+        }
+        allowed
+    };
+    let subjects = match (raw.same_users_as_upstream, upstream) {
+        (false, _) => SubjectSpace::Issuer,
+        (true, Some(up)) => SubjectSpace::Upstream {
+            upstream_issuer: up.issuer.clone(),
+        },
+        (true, None) => {
+            return Err(err(
+                &key("same_users_as_upstream"),
+                "needs an upstream provider (AUTHGATE_UPSTREAM_ISSUER) whose users these are",
+            ));
+        }
+    };
+    Ok(EnterpriseIssuer {
+        issuer: issuer.to_owned(),
+        jwks_uri,
+        client_ids,
+        resources: allowed,
+        subjects,
+        allow_public_clients: raw.allow_public_clients,
+    })
 }
 
 fn upstream_url(var: &str, raw: &str) -> Result<Url, ConfigError> {

@@ -45,6 +45,29 @@ impl LoginPolicy {
     }
 }
 
+/// Whose accounts an enterprise issuer's (ID-JAG) `sub` values name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubjectSpace {
+    /// Its own: its people are authgate users of their own, apart from the upstream login's,
+    /// even when the issuer is the same provider.
+    Issuer,
+    /// The upstream login's (the operator says both speak of the same accounts with the same
+    /// `sub`, such as one Okta organization): the person is the same authgate user either way.
+    Upstream { upstream_issuer: String },
+}
+
+/// Prefixed to an enterprise issuer before deriving subjects in its own space: an issuer is an
+/// https URL, so no upstream issuer can ever produce the same input.
+const ENTERPRISE_SPACE: &str = "enterprise-issuer:";
+
+/// authgate's subject for a person an enterprise issuer vouches for in an ID-JAG.
+pub fn enterprise_subject(space: &SubjectSpace, issuer: &str, subject: &str) -> String {
+    match space {
+        SubjectSpace::Issuer => derive_subject(&format!("{ENTERPRISE_SPACE}{issuer}"), subject),
+        SubjectSpace::Upstream { upstream_issuer } => derive_subject(upstream_issuer, subject),
+    }
+}
+
 /// authgate's stable subject for an upstream identity: the same person through the same upstream
 /// always gets the same `sub`, and different upstreams can never collide.
 pub fn derive_subject(upstream_issuer: &str, upstream_subject: &str) -> String {
@@ -98,6 +121,30 @@ mod tests {
         };
         assert!(open.check(&id(None, None)).is_ok());
         assert!(open.check(&id(Some("a@b"), Some(false))).is_err());
+    }
+
+    #[test]
+    fn enterprise_subjects_join_the_upstream_ones_only_when_configured() {
+        let okta = "https://acme.okta.com";
+        let own = enterprise_subject(&SubjectSpace::Issuer, okta, "00u1");
+        assert_ne!(
+            own,
+            derive_subject(okta, "00u1"),
+            "apart by default, same issuer or not"
+        );
+        assert_eq!(own, enterprise_subject(&SubjectSpace::Issuer, okta, "00u1"));
+        assert_ne!(
+            own,
+            enterprise_subject(&SubjectSpace::Issuer, "https://b.okta.com", "00u1")
+        );
+        let linked = SubjectSpace::Upstream {
+            upstream_issuer: okta.to_owned(),
+        };
+        assert_eq!(
+            enterprise_subject(&linked, "https://acme.okta.com/oauth2/ema", "00u1"),
+            derive_subject(okta, "00u1"),
+            "the upstream login's subject"
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 use std::fmt;
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// `client_assertion_type` of a JWT client assertion.
@@ -27,7 +28,7 @@ pub const LEEWAY: i64 = 60;
 pub const MAX_LIFETIME: i64 = 3600;
 /// A key set is a handful of keys; more is not a client's key set.
 const MAX_KEYS: usize = 20;
-const MAX_JTI_LEN: usize = 256;
+pub(super) const MAX_JTI_LEN: usize = 256;
 
 /// The algorithm named `name`, if it is one of [`SIGNING_ALGS`].
 pub fn signing_alg(name: &str) -> Option<Algorithm> {
@@ -180,15 +181,16 @@ impl fmt::Display for AssertionError {
 
 impl std::error::Error for AssertionError {}
 
+/// `aud`: one audience or several (RFC 7519 §4.1.3).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(super) enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
 impl Audience {
-    fn contains(&self, wanted: &str) -> bool {
+    pub(super) fn contains(&self, wanted: &str) -> bool {
         match self {
             Self::One(a) => a == wanted,
             Self::Many(all) => all.iter().any(|a| a == wanted),
@@ -208,7 +210,7 @@ struct Claims {
 }
 
 /// A NumericDate (RFC 7519 §2): seconds, possibly with a fraction.
-fn numeric_date(v: Option<&Value>) -> Result<Option<i64>, AssertionError> {
+pub(super) fn numeric_date(v: Option<&Value>) -> Result<Option<i64>, AssertionError> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -246,20 +248,45 @@ fn key_fits(jwk: &Jwk, alg: Algorithm, alg_name: &str) -> bool {
     declared_ok && shape_ok
 }
 
-/// Verifies a client assertion against the client's keys and `expected`.
-pub fn verify(
-    assertion: &str,
+/// Why a signed JWT's signature is refused, before any claim is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureError {
+    Malformed,
+    UnsupportedAlg,
+    WrongAlg,
+    /// No key of the set has the JWT's `kid` (it may have rotated).
+    UnknownKey,
+    BadSignature,
+}
+
+impl From<SignatureError> for AssertionError {
+    fn from(e: SignatureError) -> Self {
+        match e {
+            SignatureError::Malformed => Self::Malformed,
+            SignatureError::UnsupportedAlg => Self::UnsupportedAlg,
+            SignatureError::WrongAlg => Self::WrongAlg,
+            SignatureError::UnknownKey => Self::UnknownKey,
+            SignatureError::BadSignature => Self::BadSignature,
+        }
+    }
+}
+
+/// Checks a JWT's signature with `keys` (the `kid` picks the key; without one every fitting key
+/// is tried) and returns its header and claims, none of them checked yet. Only [`SIGNING_ALGS`],
+/// and only `required_alg` when one is required.
+pub fn verify_signature<C: DeserializeOwned>(
+    jwt: &str,
     keys: &JwkSet,
-    expected: &Expected<'_>,
-) -> Result<Verified, AssertionError> {
-    let header = jsonwebtoken::decode_header(assertion).map_err(|_| AssertionError::Malformed)?;
+    required_alg: Option<&str>,
+) -> Result<(Header, C), SignatureError> {
+    let header = jsonwebtoken::decode_header(jwt).map_err(|_| SignatureError::Malformed)?;
     let alg_name = serde_json::to_value(header.alg)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    let alg = signing_alg(&alg_name).ok_or(AssertionError::UnsupportedAlg)?;
-    if expected.signing_alg.is_some_and(|a| a != alg_name) {
-        return Err(AssertionError::WrongAlg);
+    let alg = signing_alg(&alg_name).ok_or(SignatureError::UnsupportedAlg)?;
+    if required_alg.is_some_and(|a| a != alg_name) {
+        return Err(SignatureError::WrongAlg);
     }
     let candidates: Vec<&Jwk> = match &header.kid {
         Some(kid) => {
@@ -269,14 +296,15 @@ pub fn verify(
                 .filter(|k| k.common.key_id.as_deref() == Some(kid.as_str()))
                 .collect();
             if named.is_empty() {
-                return Err(AssertionError::UnknownKey);
+                return Err(SignatureError::UnknownKey);
             }
             named
         }
         None => keys.keys.iter().collect(),
     };
     let mut validation = Validation::new(alg);
-    // Time and audience are checked below against the injected clock and this server's URLs.
+    // Time and audience are the caller's to check, against the injected clock and this
+    // server's URLs.
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
@@ -285,9 +313,19 @@ pub fn verify(
         .into_iter()
         .filter(|k| key_fits(k, alg, &alg_name))
         .filter_map(|k| DecodingKey::from_jwk(k).ok())
-        .find_map(|key| jsonwebtoken::decode::<Claims>(assertion, &key, &validation).ok())
-        .ok_or(AssertionError::BadSignature)?
+        .find_map(|key| jsonwebtoken::decode::<C>(jwt, &key, &validation).ok())
+        .ok_or(SignatureError::BadSignature)?
         .claims;
+    Ok((header, claims))
+}
+
+/// Verifies a client assertion against the client's keys and `expected`.
+pub fn verify(
+    assertion: &str,
+    keys: &JwkSet,
+    expected: &Expected<'_>,
+) -> Result<Verified, AssertionError> {
+    let (_, claims) = verify_signature::<Claims>(assertion, keys, expected.signing_alg)?;
     check_claims(&claims, expected)
 }
 

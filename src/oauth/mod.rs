@@ -4,6 +4,7 @@
 pub mod assertion;
 pub mod client;
 pub mod error;
+pub mod id_jag;
 pub mod oidc;
 pub mod pkce;
 pub mod redirect;

@@ -10,6 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 
 use super::assertion::{JWT_BEARER, peek_issuer};
 use super::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
+use super::id_jag;
 use super::scope::ScopeSet;
 use super::secrets::{Secret, kind};
 use super::token_exchange::{GRANT_TOKEN_EXCHANGE, TokenExchangeRequest};
@@ -133,6 +134,12 @@ pub enum TokenRequest {
     },
     /// RFC 8693: an authgate access token for the user's upstream one.
     TokenExchange(TokenExchangeRequest),
+    /// RFC 7523 §2.1 with an Identity Assertion JWT Authorization Grant as the `assertion`.
+    JwtBearer {
+        assertion: Secret<kind::IdentityAssertion>,
+        scope: Option<ScopeSet>,
+        resource: Option<String>,
+    },
 }
 
 impl TokenRequest {
@@ -151,9 +158,14 @@ impl TokenRequest {
                 resource: params.owned("resource"),
             }),
             GRANT_TOKEN_EXCHANGE => Ok(Self::TokenExchange(TokenExchangeRequest::parse(params)?)),
+            id_jag::GRANT_TYPE => Ok(Self::JwtBearer {
+                assertion: Secret::new(params.required("assertion")?),
+                scope: params.get("scope").map(ScopeSet::parse),
+                resource: params.owned("resource"),
+            }),
             _ => Err(OAuthError::new(
                 ErrorCode::UnsupportedGrantType,
-                "grant_type must be authorization_code or refresh_token",
+                "grant_type must be authorization_code, refresh_token or urn:ietf:params:oauth:grant-type:jwt-bearer",
             )),
         }
     }
@@ -164,14 +176,15 @@ impl TokenRequest {
             Self::AuthorizationCode { .. } => GRANT_AUTHORIZATION_CODE,
             Self::RefreshToken { .. } => GRANT_REFRESH_TOKEN,
             Self::TokenExchange(_) => GRANT_TOKEN_EXCHANGE,
+            Self::JwtBearer { .. } => id_jag::GRANT_TYPE,
         }
     }
 
     pub fn resource(&self) -> Option<&str> {
         match self {
-            Self::AuthorizationCode { resource, .. } | Self::RefreshToken { resource, .. } => {
-                resource.as_deref()
-            }
+            Self::AuthorizationCode { resource, .. }
+            | Self::RefreshToken { resource, .. }
+            | Self::JwtBearer { resource, .. } => resource.as_deref(),
             Self::TokenExchange(_) => None,
         }
     }
@@ -353,6 +366,16 @@ mod tests {
             r,
             TokenRequest::RefreshToken { scope: Some(_), .. }
         ));
+        let r = TokenRequest::parse(&params(
+            "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer&assertion=e30.e30.sig&resource=https%3A%2F%2Fa%2Fmcp",
+        ))
+        .unwrap();
+        assert_eq!(r.grant_type(), id_jag::GRANT_TYPE);
+        assert_eq!(r.resource(), Some("https://a/mcp"));
+        assert!(
+            !format!("{r:?}").contains("e30.e30.sig"),
+            "the assertion is redacted"
+        );
         for (body, code) in [
             ("code=c", ErrorCode::InvalidRequest),
             (
@@ -361,6 +384,10 @@ mod tests {
             ),
             ("grant_type=authorization_code", ErrorCode::InvalidRequest),
             ("grant_type=refresh_token", ErrorCode::InvalidRequest),
+            (
+                "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Ajwt-bearer",
+                ErrorCode::InvalidRequest,
+            ),
         ] {
             assert_eq!(
                 TokenRequest::parse(&params(body)).unwrap_err().code,

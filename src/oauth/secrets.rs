@@ -65,6 +65,12 @@ pub mod kind {
         UpstreamRefresh => b"authgate:upstream-refresh:",
         /// An authgate access token presented as an RFC 8693 subject token.
         SubjectToken => b"authgate:subject-token:",
+        /// An Identity Assertion JWT Authorization Grant (enterprise-managed authorization): a
+        /// bearer credential until it expires, so it is never printed.
+        IdentityAssertion => b"authgate:id-jag:",
+        /// A used ID-JAG's issuer and `jti`. Its own label keeps these records apart from the
+        /// client assertions' in the one table both are kept in.
+        IdentityAssertionJti => b"authgate:id-jag-jti:",
     }
 }
 

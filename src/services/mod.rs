@@ -1,10 +1,11 @@
 //! Deciding and persisting, without HTTP types: resolving and authenticating clients, the
-//! authorization flow, the token exchanges, revocation, the upstream login, the users' upstream
-//! tokens, the guard's revocation cache, and UserInfo. Handlers call these and turn their results
-//! into responses.
+//! authorization flow, the token exchanges, enterprise identity assertions, revocation, the
+//! upstream login, the users' upstream tokens, the guard's revocation cache, and UserInfo.
+//! Handlers call these and turn their results into responses.
 
 pub mod authorization;
 pub mod clients;
+pub mod enterprise;
 pub mod grants;
 pub mod revocation;
 pub mod tokens;

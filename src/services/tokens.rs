@@ -1,22 +1,25 @@
 //! The token exchanges: a code for tokens (with an ID token when the grant includes `openid`), a
-//! refresh token for the next one. Each exchange checks first, signs the tokens (pure CPU, so
-//! nothing can fail after the commit), then
-//! persists in one transaction: if any step fails, nothing of it happened, and the client's
-//! retry is not mistaken for a replay.
+//! refresh token for the next one, an enterprise identity provider's ID-JAG for an access token.
+//! Each exchange checks first, signs the tokens (pure CPU, so nothing can fail after the
+//! commit), then persists in one transaction: if any step fails, nothing of it happened, and the
+//! client's retry is not mistaken for a replay.
 
 use crate::clock::Timestamp;
 use crate::domain::grant::{
     CodeError, CodeRedemption, Grant, RefreshOutcome, RefreshToken, seal_successor,
     unseal_successor,
 };
+use crate::domain::identity::{UpstreamIdentity, enterprise_subject};
 use crate::keys::{AccessClaims, IdClaims};
 use crate::oauth::client::GRANT_REFRESH_TOKEN;
+use crate::oauth::id_jag;
 use crate::oauth::oidc;
 use crate::oauth::request::TokenRequest;
 use crate::oauth::scope::ScopeSet;
-use crate::oauth::secrets::{Secret, kind};
+use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::{ErrorCode, OAuthError, resource};
 use crate::services::clients::Client;
+use crate::services::enterprise;
 use crate::state::App;
 use crate::store::StoreError;
 use crate::telemetry::names;
@@ -56,8 +59,24 @@ fn invalid_grant(why: &str) -> TokenError {
     TokenError::OAuth(OAuthError::new(ErrorCode::InvalidGrant, why))
 }
 
+/// Whether this server takes the request's grant type at all: answered before the client
+/// authenticates, as for a grant type nobody supports.
+pub fn check_supported(app: &App, req: &TokenRequest) -> Result<(), OAuthError> {
+    if matches!(req, TokenRequest::JwtBearer { .. }) && app.settings.enterprise_issuers.is_empty() {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "the jwt-bearer grant is not accepted: no enterprise issuer is configured",
+        ));
+    }
+    Ok(())
+}
+
 pub async fn exchange(app: &App, client: &Client, req: TokenRequest) -> Result<Issued, TokenError> {
-    if !client.metadata.allows_grant(req.grant_type()) {
+    // The jwt-bearer grant is allowed by the operator, who names the client under an enterprise
+    // issuer, not by the client's registration (which drops grant types authgate does not
+    // advertise, so one made while no issuer was configured could not have kept it).
+    let operator_allowed = matches!(req, TokenRequest::JwtBearer { .. });
+    if !operator_allowed && !client.metadata.allows_grant(req.grant_type()) {
         return Err(TokenError::OAuth(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "this client did not register this grant type",
@@ -82,12 +101,102 @@ pub async fn exchange(app: &App, client: &Client, req: TokenRequest) -> Result<I
             scope,
             resource,
         } => refresh(app, client, &refresh_token, scope, resource.as_deref()).await,
+        TokenRequest::JwtBearer {
+            assertion,
+            scope,
+            resource,
+        } => jwt_bearer(app, client, &assertion, scope, resource.as_deref()).await,
         // Its answer is the upstream's token, not authgate's: `upstream_tokens::exchange`.
         TokenRequest::TokenExchange(_) => Err(TokenError::OAuth(OAuthError::new(
             ErrorCode::UnsupportedGrantType,
             "token exchange is answered by its own service",
         ))),
     }
+}
+
+/// An ID-JAG for an access token (the ID-JAG draft's §4.4, the extension's §5): the enterprise
+/// identity provider's policy is the consent, so there is no consent page and no code. The
+/// grant gets no refresh token: the client asks the provider for a new ID-JAG when the access
+/// token expires, so the provider's policy (a user removed, a client revoked) is applied again
+/// each time (the draft: the resource authorization server SHOULD NOT issue one).
+async fn jwt_bearer(
+    app: &App,
+    client: &Client,
+    assertion: &Secret<kind::IdentityAssertion>,
+    asked_scope: Option<ScopeSet>,
+    asked_resource: Option<&str>,
+) -> Result<Issued, TokenError> {
+    let now = app.clock.now();
+    let (issuer, presented) = enterprise::verify(app, client, assertion.expose(), now).await?;
+    let served: Vec<String> = app
+        .settings
+        .resources
+        .iter()
+        .map(|r| r.uri.clone())
+        .collect();
+    let resource = id_jag::select_resource(
+        &presented.resources,
+        asked_resource,
+        &served,
+        &issuer.resources,
+    )?;
+    let offered = app
+        .settings
+        .resources
+        .iter()
+        .find(|r| r.uri == resource)
+        .map(|r| &r.scopes)
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidTarget, "unknown resource"))?;
+    let scope = id_jag::grant_scope(presented.scope.as_ref(), asked_scope.as_ref(), offered)?;
+    let person = UpstreamIdentity {
+        issuer: presented.issuer.clone(),
+        subject: presented.subject.clone(),
+        email: presented.email.clone(),
+        email_verified: presented.email_verified,
+    };
+    if app.settings.login_policy.check(&person).is_err() {
+        tracing::info!(issuer = %issuer.issuer, client.id = %client.id, "identity assertion refused by the login policy");
+        return Err(invalid_grant(
+            "the user is not allowed by this server's login policy",
+        ));
+    }
+    let grant = Grant {
+        id: app.random.id(),
+        client_id: client.id.clone(),
+        subject: enterprise_subject(&issuer.subjects, &issuer.issuer, &presented.subject),
+        email: presented.email.clone(),
+        email_verified: presented.email.as_ref().and(presented.email_verified),
+        scope: scope.clone(),
+        resource,
+        // The identity provider authenticated the person, at a time the ID-JAG does not say.
+        auth_time: None,
+        created_at: now,
+        // The grant backs one access token and nothing else.
+        expires_at: now + app.settings.access_token_ttl,
+        last_used_at: now,
+        revoked_at: None,
+    };
+    let issued = sign(app, client, &grant, scope, None, now)?;
+    // Scoped by issuer: two providers may well use the same `jti`.
+    let used =
+        Hashed::<kind::IdentityAssertionJti>::of(&format!("{}\n{}", issuer.issuer, presented.jti));
+
+    let tx = app.store.begin().await?;
+    if !tx
+        .use_identity_assertion(&used, presented.remember_until)
+        .await?
+    {
+        tx.rollback().await?;
+        tracing::warn!(issuer = %issuer.issuer, client.id = %client.id, "identity assertion replayed");
+        return Err(invalid_grant("the assertion was already used"));
+    }
+    tx.insert_direct_grant(&grant).await?;
+    if !client.document {
+        tx.touch_client(&client.id, now).await?;
+    }
+    tx.commit().await?;
+    tracing::info!(client.id = %client.id, grant.id = %grant.id, issuer = %issuer.issuer, "identity assertion exchanged");
+    Ok(issued)
 }
 
 async fn redeem_code(

@@ -277,6 +277,9 @@ pub trait Repo: Send + Sync {
         resource: &str,
         now: Timestamp,
     ) -> Result<Option<Grant>, StoreError>;
+    /// Stores a grant that no code stands for: the jwt-bearer grant's, whose access token comes
+    /// straight from the exchange (the grant is what revocation and the MCP guard look up).
+    async fn insert_direct_grant(&self, grant: &Grant) -> Result<(), StoreError>;
     async fn get_grant(&self, id: &str) -> Result<Option<Grant>, StoreError>;
     /// Revokes a grant and deletes its upstream tokens; `false` when it already was revoked.
     async fn revoke_grant(&self, id: &str, now: Timestamp) -> Result<bool, StoreError>;
@@ -359,6 +362,14 @@ pub trait Repo: Send + Sync {
         expires_at: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Records an ID-JAG (by issuer and `jti`) as used until `expires_at`; exactly one caller
+    /// gets `true`, however many instances race.
+    async fn use_identity_assertion(
+        &self,
+        jti: &Hashed<kind::IdentityAssertionJti>,
+        expires_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+
     /// Stores a key (published from now on, signing from its `activates_at`) and records that
     /// it supersedes the keys activated before it.
     async fn insert_key(&self, k: &KeyRecord) -> Result<(), StoreError>;
@@ -372,9 +383,9 @@ pub trait Repo: Send + Sync {
 
     /// Deletes what can no longer be used: expired pending requests, sessions, MCP session
     /// bindings, codes (kept an hour past expiry so a late replay is still recognised),
-    /// revoked-token entries and used client assertions past their expiry, refresh tokens
-    /// rotated more than `keep_rotated` seconds ago or idle-expired, upstream tokens of revoked
-    /// grants, and grants past their
+    /// revoked-token entries and used client assertions and ID-JAGs past their expiry, refresh
+    /// tokens rotated more than `keep_rotated` seconds ago or idle-expired, upstream tokens of
+    /// revoked grants, and grants past their
     /// absolute end. Returns rows removed.
     async fn delete_expired(&self, now: Timestamp, keep_rotated: i64) -> Result<u64, StoreError>;
 }

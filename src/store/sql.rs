@@ -129,7 +129,8 @@ pub(super) const RELEASE_UPSTREAM_LEASE: &str =
 pub(super) const REVOKE_JTI: &str = "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING";
 pub(super) const SELECT_JTI: &str = "SELECT COUNT(*) FROM revoked_access_tokens WHERE jti = $1";
 
-// A conflict means the assertion was used before: no row changes, so the caller learns it.
+// A conflict means the assertion was used before: no row changes, so the caller learns it. Client
+// assertions and ID-JAGs share the table; their hashes carry different labels.
 pub(super) const USE_ASSERTION: &str = "INSERT INTO client_assertions (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING";
 
 pub(super) const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_der, created_at, activates_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6)";
@@ -210,6 +211,7 @@ macro_rules! repo_operations {
             atomic insert_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> ();
             atomic continue_grant(grant: &$crate::domain::grant::Grant, code: &$crate::domain::grant::AuthorizationCode) -> bool;
             single find_live_grant(subject: &str, client_id: &str, resource: &str, now: $crate::clock::Timestamp) -> Option<$crate::domain::grant::Grant>;
+            single insert_direct_grant(grant: &$crate::domain::grant::Grant) -> ();
             single get_grant(id: &str) -> Option<$crate::domain::grant::Grant>;
             atomic revoke_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
             single touch_grant(id: &str, now: $crate::clock::Timestamp) -> bool;
@@ -228,6 +230,7 @@ macro_rules! repo_operations {
             single revoke_access_token(jti: &str, expires_at: $crate::clock::Timestamp) -> ();
             single is_access_token_revoked(jti: &str) -> bool;
             single use_client_assertion(jti: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::AssertionJti>, expires_at: $crate::clock::Timestamp) -> bool;
+            single use_identity_assertion(jti: &$crate::oauth::secrets::Hashed<$crate::oauth::secrets::kind::IdentityAssertionJti>, expires_at: $crate::clock::Timestamp) -> bool;
             atomic insert_key(k: &$crate::store::KeyRecord) -> ();
             single list_keys() -> Vec<$crate::store::KeyRecord>;
             single key_version() -> i64;
@@ -522,7 +525,7 @@ macro_rules! queries {
                     .await?)
             }
 
-            pub async fn insert_grant(c: &mut Conn, g: &Grant, code: &AuthorizationCode) -> R<()> {
+            pub async fn insert_direct_grant(c: &mut Conn, g: &Grant) -> R<()> {
                 sqlx::query(sql::INSERT_GRANT)
                     .bind(&g.id)
                     .bind(&g.client_id)
@@ -536,8 +539,13 @@ macro_rules! queries {
                     .bind(g.expires_at)
                     .bind(g.last_used_at)
                     .bind(g.revoked_at)
-                    .execute(&mut *c)
+                    .execute(c)
                     .await?;
+                Ok(())
+            }
+
+            pub async fn insert_grant(c: &mut Conn, g: &Grant, code: &AuthorizationCode) -> R<()> {
+                insert_direct_grant(&mut *c, g).await?;
                 insert_code(c, code).await
             }
 
@@ -838,6 +846,19 @@ macro_rules! queries {
             pub async fn use_client_assertion(
                 c: &mut Conn,
                 jti: &Hashed<kind::AssertionJti>,
+                expires_at: Timestamp,
+            ) -> R<bool> {
+                let done = sqlx::query(sql::USE_ASSERTION)
+                    .bind(jti.as_str())
+                    .bind(expires_at)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            pub async fn use_identity_assertion(
+                c: &mut Conn,
+                jti: &Hashed<kind::IdentityAssertionJti>,
                 expires_at: Timestamp,
             ) -> R<bool> {
                 let done = sqlx::query(sql::USE_ASSERTION)

@@ -366,6 +366,48 @@ async fn slow_requests_time_out(backend: Backend) {
     assert_eq!(status_of(&resp), 408, "{resp}");
 }
 
+/// A refusal answered before the request's body arrived: the connection cannot be reused, and
+/// the answer says so, so the client's next request (the metadata fetch after a 401) goes on a
+/// new connection instead of one the server drops. The Python SDK hit exactly that under load.
+async fn a_refusal_before_the_body_closes_the_connection_openly(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let host = host_of(&app);
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    for (head, close) in [
+        (
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                INIT.len()
+            ),
+            true,
+        ),
+        (
+            format!(
+                "POST /mcp HTTP/1.1\r\nHost: evil.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                INIT.len()
+            ),
+            true,
+        ),
+        (format!("GET /mcp HTTP/1.1\r\nHost: {host}\r\n\r\n"), false),
+    ] {
+        // Only the head: the body is still on its way when the guard answers.
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+        assert!(matches!(status_of(&answer), 401 | 421), "{answer}");
+        assert_eq!(
+            answer.contains("\r\nconnection: close\r\n"),
+            close,
+            "{head}: {answer}"
+        );
+    }
+}
+
 async fn floods_get_429_with_retry_after(backend: Backend) {
     let app = spawn_app_with(backend, |raw| {
         stub_upstream(raw);
@@ -480,6 +522,7 @@ both_backends!(
     a_trusted_proxy_forwarding_headers_pass_on,
     bodies_are_bounded_everywhere,
     slow_requests_time_out,
+    a_refusal_before_the_body_closes_the_connection_openly,
     floods_get_429_with_retry_after,
     a_panicking_handler_answers_500_with_a_request_id,
 );

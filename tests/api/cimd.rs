@@ -69,9 +69,10 @@ fn json_doc(body: serde_json::Value, cache: Option<&'static str>) -> Response {
     resp
 }
 
-/// An https server for `claude.ai` and `docs.example`, with its own CA, serving the real
-/// documents and a set of broken ones.
-pub async fn spawn_doc_host() -> DocHost {
+/// Serves `app` over TLS on a loopback port, with a certificate for `names` (and the loopback
+/// names) from a CA of its own: the address, and the CA in PEM for
+/// `AUTHGATE_CIMD_TEST_CA_FILE`.
+pub async fn serve_tls(app: Router, names: &[&str]) -> (SocketAddr, String) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -81,18 +82,46 @@ pub async fn spawn_doc_host() -> DocHost {
     let ca_cert = ca_params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(ca_params, ca_key);
     let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf_params = rcgen::CertificateParams::new(vec![
-        "claude.ai".to_owned(),
-        "chatgpt.com".to_owned(),
-        "vscode.dev".to_owned(),
-        "docs.example".to_owned(),
-        "localhost".to_owned(),
-        "127.0.0.1".to_owned(),
-        "::1".to_owned(),
-    ])
-    .unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    let mut all: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    all.extend(["localhost", "127.0.0.1", "::1"].map(str::to_owned));
+    let leaf = rcgen::CertificateParams::new(all)
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cert_der = leaf.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
+                        .await;
+                }
+            });
+        }
+    });
+    (addr, ca_cert.pem())
+}
 
+/// An https server for `claude.ai` and `docs.example`, with its own CA, serving the real
+/// documents and a set of broken ones.
+pub async fn spawn_doc_host() -> DocHost {
     let hits = Arc::new(AtomicUsize::new(0));
     let counted = hits.clone();
     let counted2 = hits.clone();
@@ -192,37 +221,14 @@ pub async fn spawn_doc_host() -> DocHost {
         .route("/post", get(|| async { json_doc(json!({"client_id":"https://docs.example/post","redirect_uris":["https://docs.example/cb"],"token_endpoint_auth_method":"client_secret_post"}), None) }))
         .route("/badredirect", get(|| async { json_doc(json!({"client_id":"https://docs.example/badredirect","redirect_uris":["http://evil.example/cb"]}), None) }));
 
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let cert_der = leaf.der().clone();
-    let key_der = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der], key_der)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let app = app.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(tcp).await {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
-                        .await;
-                }
-            });
-        }
-    });
+    let (addr, ca_pem) = serve_tls(
+        app,
+        &["claude.ai", "chatgpt.com", "vscode.dev", "docs.example"],
+    )
+    .await;
     DocHost {
         addr,
-        ca_pem: ca_cert.pem(),
+        ca_pem,
         hits,
         short_hits,
         jwks,

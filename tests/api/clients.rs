@@ -16,7 +16,7 @@ use crate::upstream::setup;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/clients");
 
-fn require_installed() {
+pub fn require_installed() {
     assert!(
         std::path::Path::new(DIR)
             .join("node_modules/@modelcontextprotocol/sdk")

@@ -17,7 +17,7 @@ use crate::flow::{
     RegisteredClient, authorize_url, decide, dev_flow, new_pkce, open_consent, param, redeem,
     refresh, register_claude,
 };
-use crate::helpers::{Backend, TestApp, spawn_app_wrapped};
+use crate::helpers::{Backend, TestApp, spawn_app_wrapped, spawn_app_wrapped_with};
 
 /// Operations of the background jobs and the key poll, which may run at any moment: never
 /// counted, never failed.
@@ -602,7 +602,72 @@ async fn userinfo_fails_closed_while_the_database_is_down(backend: Backend) {
     assert_eq!(steps, 2, "the token's revocation, then its grant");
 }
 
+/// The jwt-bearer grant: a failure at any step records neither the ID-JAG's `jti` nor a grant,
+/// so the client's retry with the same ID-JAG is not taken for a replay.
+async fn id_jag_exchange_is_all_or_nothing(backend: Backend) {
+    use crate::enterprise::{CONFIDENTIAL, IDP, present, spawn_idp, trusting};
+    let idp = spawn_idp().await;
+    let faults = Arc::new(Faults::default());
+    let f = faults.clone();
+    let app = spawn_app_wrapped_with(
+        backend,
+        move |inner| Arc::new(FaultyStore { inner, faults: f }) as DynStore,
+        trusting(&idp, None),
+    )
+    .await;
+    idp.serve(&app).await;
+    let (app, idp) = (Arc::new(app), Arc::new(idp));
+    let steps = each_step_fails(
+        &faults,
+        || {
+            let (app, idp) = (app.clone(), idp.clone());
+            async move {
+                let grants = app.count_rows("SELECT COUNT(*) FROM grant_families").await;
+                let jag = idp.id_jag(&app, CONFIDENTIAL, serde_json::json!({}));
+                serde_json::json!({"jag": jag, "grants": grants})
+            }
+        },
+        |input| {
+            let app = app.clone();
+            async move {
+                let resp = present(&app, CONFIDENTIAL, input["jag"].as_str().unwrap(), &[]).await;
+                (resp.status().as_u16(), Value::Null)
+            }
+        },
+        |input| {
+            let app = app.clone();
+            async move {
+                let claims = crate::enterprise::payload(input["jag"].as_str().unwrap());
+                let used = Hashed::<kind::IdentityAssertionJti>::of(&format!(
+                    "{IDP}\n{}",
+                    claims["jti"].as_str().unwrap()
+                ));
+                let recorded = app
+                    .count_rows(&format!(
+                        "SELECT COUNT(*) FROM client_assertions WHERE jti_hash = '{}'",
+                        used.as_str()
+                    ))
+                    .await;
+                assert_eq!(recorded, 0, "the jti is not used up");
+                let grants = app.count_rows("SELECT COUNT(*) FROM grant_families").await;
+                assert_eq!(
+                    Some(grants),
+                    input["grants"].as_i64(),
+                    "no grant was stored"
+                );
+            }
+        },
+        |_, status| async move { status == 200 },
+    )
+    .await;
+    assert!(
+        steps >= 5,
+        "client look-up, begin, jti, grant, touch, commit: {steps}"
+    );
+}
+
 both_backends!(
+    id_jag_exchange_is_all_or_nothing,
     userinfo_fails_closed_while_the_database_is_down,
     code_redemption_is_all_or_nothing,
     refresh_rotation_is_all_or_nothing,

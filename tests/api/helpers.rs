@@ -173,7 +173,13 @@ impl TestApp {
 
     /// Stops the server and starts a new one on the same address, settings and database (reopened),
     /// as a process restart would.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// [`Self::restart`] with changed settings, as an operator restarts with a new configuration.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        tweak(&mut self.settings);
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -283,14 +289,14 @@ pub async fn spawn_app_wrapped(
     backend: Backend,
     wrap: impl FnOnce(DynStore) -> DynStore,
 ) -> TestApp {
-    spawn_app_wrapped_with(backend, |_| {}, wrap).await
+    spawn_app_wrapped_with(backend, wrap, |_| {}).await
 }
 
-/// The same, with settings (`configure` may set any variable).
+/// [`spawn_app_wrapped`], with `configure` setting more.
 pub async fn spawn_app_wrapped_with(
     backend: Backend,
-    configure: impl FnOnce(&mut RawConfig),
     wrap: impl FnOnce(DynStore) -> DynStore,
+    configure: impl FnOnce(&mut RawConfig),
 ) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

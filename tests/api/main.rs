@@ -18,6 +18,7 @@ mod compat;
 mod conformance;
 mod discovery;
 mod doctor;
+mod enterprise;
 mod faults;
 mod flow;
 mod helpers;

@@ -485,11 +485,11 @@ async fn concurrent_step_ups_keep_every_widening(backend: Backend) {
     let at = rendezvous.clone();
     let app = spawn_app_wrapped_with(
         backend,
+        |inner| Arc::new(Meeting { inner, at }) as DynStore,
         |raw| {
             raw.set("AUTHGATE_SCOPES", "mcp");
             raw.set("AUTHGATE_TOOL_SCOPES", "a=alpha,b=beta,c=gamma");
         },
-        |inner| Arc::new(Meeting { inner, at }) as DynStore,
     )
     .await;
     let client = register_public(&app, CB).await;

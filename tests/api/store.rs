@@ -910,7 +910,48 @@ async fn client_assertions_are_used_once(backend: Backend) {
     );
 }
 
+/// ID-JAGs are recorded as client assertions are, once under races, in the same table; the
+/// two kinds never collide, even for the same text. Their grants stand without a code.
+async fn identity_assertions_are_used_once_apart_from_client_assertions(backend: Backend) {
+    let store = fresh_store(backend).await;
+    let text = "https://idp.example\nj-1";
+    let jti = Hashed::<kind::IdentityAssertionJti>::of(text);
+    let attempts = (0..8).map(|_| {
+        let store = store.clone();
+        let jti = jti.clone();
+        tokio::spawn(async move { store.use_identity_assertion(&jti, T0 + 100).await.unwrap() })
+    });
+    let mut won = 0;
+    for attempt in attempts {
+        won += usize::from(attempt.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one of the racing uses is accepted");
+    assert!(
+        store
+            .use_client_assertion(&Hashed::<kind::AssertionJti>::of(text), T0 + 100)
+            .await
+            .unwrap(),
+        "a client assertion with the same text is another record"
+    );
+    assert_eq!(store.delete_expired(T0 + 200, 60).await.unwrap(), 2);
+    assert!(store.use_identity_assertion(&jti, T0 + 400).await.unwrap());
+
+    let direct = grant("g-direct", T0 + 3600);
+    store.insert_direct_grant(&direct).await.unwrap();
+    assert_eq!(store.get_grant("g-direct").await.unwrap(), Some(direct));
+    assert!(
+        store
+            .insert_direct_grant(&grant("g-backwards", T0 - 1))
+            .await
+            .is_err(),
+        "a grant that ends before it starts"
+    );
+}
+
 mod client_assertions {
     use super::*;
-    both_backends!(client_assertions_are_used_once);
+    both_backends!(
+        client_assertions_are_used_once,
+        identity_assertions_are_used_once_apart_from_client_assertions,
+    );
 }

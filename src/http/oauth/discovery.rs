@@ -10,7 +10,8 @@ use serde_json::json;
 
 use crate::config::{ResourceConfig, Settings};
 use crate::oauth::assertion::SIGNING_ALGS;
-use crate::oauth::client::TokenAuthMethod;
+use crate::oauth::client::{GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN, TokenAuthMethod};
+use crate::oauth::id_jag;
 use crate::oauth::oidc;
 use crate::oauth::token_exchange::GRANT_TOKEN_EXCHANGE;
 use crate::state::AppState;
@@ -20,11 +21,17 @@ pub const USERINFO_PATH: &str = "/userinfo";
 
 pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
     let auth_methods: Vec<&str> = TokenAuthMethod::ALL.iter().map(|m| m.as_str()).collect();
-    let mut grant_types = vec!["authorization_code", "refresh_token"];
+    let mut grant_types = vec![GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN];
     if !settings.token_exchange_clients.is_empty() {
         grant_types.push(GRANT_TOKEN_EXCHANGE);
     }
-    json!({
+    // Advertised only when it can succeed: clients such as Claude try the grant whenever it is
+    // listed.
+    let enterprise = !settings.enterprise_issuers.is_empty();
+    if enterprise {
+        grant_types.push(id_jag::GRANT_TYPE);
+    }
+    let mut doc = json!({
         "issuer": settings.issuer,
         "authorization_endpoint": settings.url("/authorize"),
         "token_endpoint": settings.url("/token"),
@@ -42,7 +49,11 @@ pub fn authorization_server_metadata(settings: &Settings) -> serde_json::Value {
         "client_id_metadata_document_supported": settings.cimd_enabled,
         "scopes_supported": settings.offered_scopes().iter().collect::<Vec<_>>(),
         "authorization_response_iss_parameter_supported": true,
-    })
+    });
+    if enterprise {
+        doc["authorization_grant_profiles_supported"] = json!([id_jag::GRANT_PROFILE]);
+    }
+    doc
 }
 
 /// OpenID Connect Discovery 1.0 §3: the authorization-server metadata, so the two documents never

@@ -1,6 +1,7 @@
 //! `POST /token`: the authorization code grant (with PKCE, and an ID token for OpenID clients),
-//! refresh-token rotation (`services::tokens` does the exchanges), and RFC 8693 token exchange
-//! for the user's upstream token (`services::upstream_tokens`).
+//! refresh-token rotation and the jwt-bearer grant with an enterprise ID-JAG
+//! (`services::tokens` does the exchanges), and RFC 8693 token exchange for the user's upstream
+//! token (`services::upstream_tokens`).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -34,6 +35,7 @@ struct TokenResponse {
 
 pub async fn token(State(app): State<AppState>, form: OAuthForm) -> Result<Response, ApiError> {
     let req = TokenRequest::parse(&form.params)?;
+    tokens::check_supported(&app, &req)?;
     let grant_type = req.grant_type();
     let result = exchange(&app, &form, req).await;
     let outcome = result.as_ref().map_or_else(ApiError::label, |_| "ok");
