@@ -67,4 +67,8 @@ pub mod names {
     pub const RATE_LIMITED: &str = "authgate_rate_limited_total";
     /// Database queries of the MCP guard's revocation check (its cache misses), by operation.
     pub const DB_QUERIES: &str = "authgate_db_queries_total";
+    /// Audit events by `kind` and `outcome` (every event, whether or not its row was stored).
+    pub const AUDIT_EVENTS: &str = "authgate_audit_events_total";
+    /// Audit rows not stored, by `reason`: `database` (a failed write) or `queue_full`.
+    pub const AUDIT_WRITE_FAILURES: &str = "authgate_audit_write_failures_total";
 }

@@ -65,8 +65,12 @@ pub(super) struct RawSettings {
     pub cors: Setting,
     pub key_encryption_key: Setting,
     pub key_publication_delay: Setting,
+    pub unlisted_tools: Setting,
+    pub audit_retention: Setting,
     /// `[[resource]]` tables: protected MCP resources besides `/mcp`.
     pub resource: Vec<RawResource>,
+    /// `[[tool]]` tables: the tool rules of the default `/mcp` resource.
+    pub tool: Vec<RawTool>,
 }
 
 /// One `[[resource]]` table of the configuration file.
@@ -76,6 +80,18 @@ pub struct RawResource {
     pub path: Option<String>,
     pub upstream: Option<String>,
     pub scopes: Vec<String>,
+    /// `[[resource.tool]]` tables: this resource's tool rules.
+    pub tool: Vec<RawTool>,
+}
+
+/// One `[[tool]]` or `[[resource.tool]]` table: a rule for the tools whose names match `name`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [[tool]] table")]
+pub struct RawTool {
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    pub allow_users: Vec<String>,
+    pub allow_domains: Vec<String>,
 }
 
 /// The text of one scalar setting. The environment only has strings; the file may also give a

@@ -22,8 +22,9 @@ use url::Url;
 use crate::domain::identity::LoginPolicy;
 use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
+use crate::policy::ToolPolicy;
 
-pub use load::{RawConfig, RawResource};
+pub use load::{RawConfig, RawResource, RawTool};
 pub use validate::parse_public_url;
 pub use values::parse_duration;
 
@@ -51,7 +52,11 @@ pub struct ResourceConfig {
     pub uri: String,
     /// `None`: the built-in MCP server answers.
     pub upstream: Option<Url>,
+    /// What every token for the resource needs.
     pub scopes: ScopeSet,
+    /// What a client may ask for: `scopes` and those its tool rules need (step-up).
+    pub offered: ScopeSet,
+    pub tools: ToolPolicy,
 }
 
 /// A rate of `burst` events refilled over `per_seconds`.
@@ -127,6 +132,8 @@ pub struct Settings {
     pub key_publication_delay: i64,
     /// How often each instance checks whether the keys changed. Not a setting: tests shorten it.
     pub key_poll_interval: std::time::Duration,
+    /// Audit events older than this many seconds are deleted.
+    pub audit_retention: i64,
 }
 
 impl fmt::Debug for Settings {

@@ -429,9 +429,125 @@ fn files_add_up_like_one_document() {
         path: Some("/c".into()),
         upstream: None,
         scopes: vec!["c".into()],
+        ..RawResource::default()
     });
     let s = Settings::from_raw(&raw).unwrap();
     assert_eq!(s.listen.port(), 2);
     let paths: Vec<_> = s.resources.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(paths, ["/mcp", "/a", "/b", "/c"]);
+}
+
+#[test]
+fn tool_rules_from_the_file() {
+    use crate::policy::Unlisted;
+    let mut raw = RawConfig::default();
+    raw.overlay_toml(
+        r#"
+unlisted_tools = "deny"
+[[tool]]
+name = "delete_*"
+scopes = ["admin"]
+[[tool]]
+name = "payroll"
+allow_users = ["Ann@Example.com", "ag_boss"]
+allow_domains = ["@hr.example"]
+[[resource]]
+path = "/github/mcp"
+scopes = ["github"]
+[[resource.tool]]
+name = "merge_*"
+scopes = ["github:write"]
+"#,
+        "f.toml",
+    )
+    .unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    let (mcp, github) = (&s.resources[0], &s.resources[1]);
+    assert_eq!(mcp.tools.rules.len(), 2);
+    assert_eq!(mcp.tools.unlisted, Unlisted::Deny);
+    assert_eq!(
+        github.tools.unlisted,
+        Unlisted::Deny,
+        "the setting is for every resource"
+    );
+    assert_eq!(mcp.tools.rules[1].allow_domains, ["hr.example"]);
+    assert_eq!(
+        mcp.tools.rules[1].allow_users,
+        ["Ann@Example.com", "ag_boss"]
+    );
+    assert_eq!(github.tools.rules[0].name, "merge_*");
+    assert_eq!(
+        mcp.scopes.to_string(),
+        "mcp",
+        "a token needs only the resource's scopes"
+    );
+    assert_eq!(
+        mcp.offered.to_string(),
+        "admin mcp",
+        "and may ask for the tools' too"
+    );
+    assert_eq!(github.offered.to_string(), "github github:write");
+    assert_eq!(s.scopes.to_string(), "admin github github:write mcp");
+    assert_eq!(s.audit_retention, 90 * 86_400);
+    let plain = settings(&[("AUTHGATE_AUDIT_RETENTION", "7d")]).unwrap();
+    assert!(!plain.resources[0].tools.is_active());
+    assert_eq!(plain.audit_retention, 7 * 86_400);
+}
+
+#[test]
+fn bad_tool_rules_name_their_key() {
+    for (toml, key) in [
+        ("[[tool]]\nscopes = [\"a\"]\n", "tool[0].name"),
+        ("[[tool]]\nname = \"a b\"\n", "tool[0].name"),
+        ("[[tool]]\nname = \"\"\n", "tool[0].name"),
+        (
+            "[[tool]]\nname = \"x\"\nscopes = [\"a b\"]\n",
+            "tool[0].scopes",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nscopes = [\"\"]\n",
+            "tool[0].scopes",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nscopes = [\"offline_access\"]\n",
+            "tool[0].scopes",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_users = [\"bob\"]\n",
+            "tool[0].allow_users",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_users = [\"@example.com\"]\n",
+            "tool[0].allow_users",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_domains = [\"a@b\"]\n",
+            "tool[0].allow_domains",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_domains = [\"\"]\n",
+            "tool[0].allow_domains",
+        ),
+        ("[[tool]]\nname = \"x\"\ncolour = 1\n", "tool[0].colour"),
+        (
+            "[[tool]]\nname = \"a\"\n[[tool]]\nname = 5\n",
+            "tool[1].name",
+        ),
+        (
+            "[[resource]]\npath = \"/a\"\n[[resource.tool]]\nname = \"x\"\nallow_users = [\"\"]\n",
+            "resource[0].tool[0].allow_users",
+        ),
+        ("unlisted_tools = \"maybe\"\n", "AUTHGATE_UNLISTED_TOOLS"),
+        (
+            "audit_retention = \"forever\"\n",
+            "AUTHGATE_AUDIT_RETENTION",
+        ),
+    ] {
+        let mut raw = RawConfig::default();
+        let e = raw
+            .overlay_toml(toml, "f.toml")
+            .and_then(|()| Settings::from_raw(&raw).map(|_| ()))
+            .unwrap_err();
+        assert!(e.0.contains(key) && !e.0.contains('\n'), "{toml}: {e}");
+    }
 }

@@ -8,7 +8,7 @@ use secrecy::SecretString;
 use url::Url;
 
 use super::UpstreamConfig;
-use super::load::{RawResource, RawSettings};
+use super::load::{RawResource, RawSettings, RawTool};
 use super::values::{duration, parse_bool, parse_rate, size, split_list};
 use super::{
     ConfigError, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, RateLimits, ResourceConfig, Settings, err,
@@ -17,6 +17,7 @@ use crate::domain::identity::LoginPolicy;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::url_rules::is_loopback_host;
+use crate::policy::{ToolPolicy, ToolRule, Unlisted};
 
 pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
     let listen = socket_addr("AUTHGATE_LISTEN", r.listen.get().unwrap_or(DEFAULT_LISTEN))?;
@@ -59,6 +60,7 @@ pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
         key_sealer: key_sealer(r)?,
         key_publication_delay: key_publication_delay(r)?,
         key_poll_interval: std::time::Duration::from_secs(crate::keys::POLL_SECONDS),
+        audit_retention: duration("AUTHGATE_AUDIT_RETENTION", &r.audit_retention, "90d")?,
         cimd_test_ca_file: r.cimd_test_ca_file.get().map(PathBuf::from),
         issuer,
         public_url,
@@ -368,25 +370,32 @@ fn login_policy(r: &RawSettings, has_upstream: bool) -> Result<LoginPolicy, Conf
     })
 }
 
-/// `/mcp` first, then the `[[resource]]` tables, which take `default_scopes` when they list none.
+/// `/mcp` first (with the top-level `[[tool]]` rules), then the `[[resource]]` tables, which take
+/// `default_scopes` when they list none.
 fn resources(
     r: &RawSettings,
     default_scopes: &ScopeSet,
     issuer: &str,
 ) -> Result<Vec<ResourceConfig>, ConfigError> {
     const VAR: &str = "[[resource]]";
+    let unlisted = unlisted_tools(r)?;
     let mut resources = vec![resource(
         "AUTHGATE_MCP_UPSTREAM",
         "/mcp",
         r.mcp_upstream.get(),
         default_scopes.clone(),
         issuer,
+        tool_policy("tool", &r.tool, unlisted)?,
     )?];
-    for RawResource {
-        path,
-        upstream,
-        scopes,
-    } in &r.resource
+    for (
+        i,
+        RawResource {
+            path,
+            upstream,
+            scopes,
+            tool,
+        },
+    ) in r.resource.iter().enumerate()
     {
         let path = path
             .as_deref()
@@ -397,7 +406,8 @@ fn resources(
         } else {
             own
         };
-        let parsed = resource(VAR, path, upstream.as_deref(), own, issuer)?;
+        let tools = tool_policy(&format!("resource[{i}].tool"), tool, unlisted)?;
+        let parsed = resource(VAR, path, upstream.as_deref(), own, issuer, tools)?;
         if resources.iter().any(|x| x.path == parsed.path) {
             return Err(err(VAR, format!("path {path:?} is listed twice")));
         }
@@ -406,13 +416,100 @@ fn resources(
     Ok(resources)
 }
 
-/// Every resource's scopes are offered.
+/// Every resource's scopes are offered, those its tool rules need included.
 fn offered_scopes(resources: &[ResourceConfig]) -> ScopeSet {
-    ScopeSet::from_list(
-        resources
-            .iter()
-            .flat_map(|res| res.scopes.iter().map(str::to_owned)),
-    )
+    resources
+        .iter()
+        .fold(ScopeSet::default(), |all, res| all.union(&res.offered))
+}
+
+fn unlisted_tools(r: &RawSettings) -> Result<Unlisted, ConfigError> {
+    match r.unlisted_tools.get().map(str::trim) {
+        None | Some("allow") => Ok(Unlisted::Allow),
+        Some("deny") => Ok(Unlisted::Deny),
+        Some(_) => Err(err("AUTHGATE_UNLISTED_TOOLS", "must be allow or deny")),
+    }
+}
+
+/// The rules of `[[tool]]` tables (named `tool[0]`, `resource[1].tool[0]`, ... in errors).
+fn tool_policy(var: &str, raw: &[RawTool], unlisted: Unlisted) -> Result<ToolPolicy, ConfigError> {
+    let rules = raw
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tool_rule(&format!("{var}[{i}]"), t))
+        .collect::<Result<_, _>>()?;
+    Ok(ToolPolicy { rules, unlisted })
+}
+
+fn tool_rule(var: &str, t: &RawTool) -> Result<ToolRule, ConfigError> {
+    let name = t.name.as_deref().ok_or_else(|| {
+        err(
+            &format!("{var}.name"),
+            "is required (a tool name; * matches any run of characters)",
+        )
+    })?;
+    if name.is_empty()
+        || name.len() > 128
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(err(
+            &format!("{var}.name"),
+            "must be a tool name or a pattern such as delete_* (no spaces, at most 128 characters)",
+        ));
+    }
+    // RFC 6749 scope-token characters.
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    };
+    if !t.scopes.iter().all(|s| token(s)) {
+        return Err(err(
+            &format!("{var}.scopes"),
+            "must be scope names without spaces",
+        ));
+    }
+    if t.scopes.iter().any(|s| s == "offline_access") {
+        return Err(err(
+            &format!("{var}.scopes"),
+            "offline_access is not a tool scope",
+        ));
+    }
+    let user = |u: &str| {
+        u.starts_with("ag_") && u.len() > 3
+            || u.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+    };
+    if !t
+        .allow_users
+        .iter()
+        .all(|u| user(u.trim()) && !u.trim().contains(char::is_whitespace))
+    {
+        return Err(err(
+            &format!("{var}.allow_users"),
+            "must be email addresses or subjects (ag_...)",
+        ));
+    }
+    let domains: Vec<String> = t
+        .allow_domains
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_owned())
+        .collect();
+    if domains
+        .iter()
+        .any(|d| d.is_empty() || d.contains(['@', '/', ' ', '*']))
+    {
+        return Err(err(
+            &format!("{var}.allow_domains"),
+            "must be email domains such as corp.example",
+        ));
+    }
+    Ok(ToolRule {
+        name: name.to_owned(),
+        scopes: ScopeSet::from_list(t.scopes.iter().cloned()),
+        allow_users: t.allow_users.iter().map(|u| u.trim().to_owned()).collect(),
+        allow_domains: domains,
+    })
 }
 
 /// Paths authgate itself serves, which a resource may not take.
@@ -436,6 +533,7 @@ fn resource(
     upstream: Option<&str>,
     scopes: ScopeSet,
     issuer: &str,
+    tools: ToolPolicy,
 ) -> Result<ResourceConfig, ConfigError> {
     if !path.starts_with('/')
         || path.len() < 2
@@ -467,7 +565,9 @@ fn resource(
         path: path.to_owned(),
         uri: format!("{issuer}{path}"),
         upstream,
+        offered: scopes.union(&tools.scopes()),
         scopes,
+        tools,
     })
 }
 

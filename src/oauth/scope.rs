@@ -41,6 +41,10 @@ impl ScopeSet {
     pub fn is_subset_of(&self, other: &ScopeSet) -> bool {
         self.0.is_subset(&other.0)
     }
+
+    pub fn union(&self, other: &ScopeSet) -> ScopeSet {
+        Self(self.0.union(&other.0).cloned().collect())
+    }
 }
 
 impl fmt::Display for ScopeSet {

@@ -16,6 +16,7 @@ use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::url_rules::is_loopback_url;
 use crate::oauth::{ErrorCode, OAuthError, resource};
+use crate::services::audit::{self, Kind, Outcome};
 use crate::services::clients::{self, Client, ResolveError};
 use crate::services::upstream::UpstreamError;
 use crate::state::App;
@@ -138,22 +139,17 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
         .map(|r| r.uri.clone())
         .collect();
     let resource = resource::select(req.resource.as_deref(), &uris).map_err(&refuse)?;
-    // Scopes are those of the resource asked for.
-    let Some(offered) = app
-        .settings
-        .resources
-        .iter()
-        .find(|r| r.uri == resource)
-        .map(|r| &r.scopes)
-    else {
+    // Scopes are those of the resource asked for; those only its tool rules need (step-up) are
+    // granted when asked for, never by default.
+    let Some(target) = app.settings.resources.iter().find(|r| r.uri == resource) else {
         return Err(refuse(OAuthError::new(
             ErrorCode::InvalidTarget,
             "unknown resource",
         )));
     };
-    let requested = req.scope.narrow_to(offered);
+    let requested = req.scope.narrow_to(&target.offered);
     let scope = if requested.is_empty() {
-        offered.clone()
+        target.scopes.clone()
     } else {
         requested
     };
@@ -292,6 +288,18 @@ pub async fn consent(
     let Some(client_request) = pending.client_request() else {
         return Err(FlowError::Unknown);
     };
+    let outcome = match decision {
+        Decision::Approve => Outcome::Approved,
+        Decision::Deny => Outcome::Denied,
+    };
+    let mut event = audit::entry(app, Kind::Consent, outcome)
+        .client(&client_request.client_id)
+        .resource(&client_request.resource)
+        .detail(&format!("scope: {}", client_request.scope));
+    if let Some(s) = session {
+        event = event.user(&s.subject, s.email.as_deref());
+    }
+    event.record();
     match (decision, session) {
         (Decision::Deny, _) => {
             metrics::counter!(names::AUTHORIZATIONS, "outcome" => "denied").increment(1);
@@ -436,8 +444,15 @@ async fn log_in(
     pending: &PendingAuthorization,
     identity: UpstreamIdentity,
 ) -> Result<Finished, FlowError> {
+    let client_id = pending.client_request().map(|r| r.client_id.as_str());
     if let Err(why) = app.settings.login_policy.check(&identity) {
         tracing::info!(upstream.issuer = %identity.issuer, "login refused by policy");
+        let sub = derive_subject(&identity.issuer, &identity.subject);
+        audit::entry(app, Kind::Login, Outcome::Refused)
+            .user(&sub, identity.email.as_deref())
+            .client_if(client_id)
+            .detail("refused by the login policy")
+            .record();
         app.store.finish_pending(&pending.id).await?;
         metrics::counter!(names::AUTHORIZATIONS, "outcome" => "refused_by_policy").increment(1);
         return Err(FlowError::Refused(why));
@@ -453,6 +468,10 @@ async fn log_in(
     };
     let next = finish(app, pending, &session, true).await?;
     tracing::info!(user.sub = %session.subject, "user logged in");
+    audit::entry(app, Kind::Login, Outcome::Ok)
+        .user(&session.subject, session.email.as_deref())
+        .client_if(client_id)
+        .record();
     Ok(Finished {
         next,
         session: Some(value),

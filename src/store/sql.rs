@@ -132,6 +132,23 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
     ("DELETE FROM grant_families WHERE expires_at < $1", false),
 ];
 
+macro_rules! audit_columns {
+    () => {
+        "id, at, kind, outcome, subject, email, client_id, resource, tool, latency_ms, request_id, detail"
+    };
+}
+pub(super) const INSERT_AUDIT_EVENT: &str = concat!(
+    "INSERT INTO audit_events (",
+    audit_columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+);
+pub(super) const SELECT_AUDIT_EVENTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_events WHERE ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2) AND ($3 IS NULL OR at >= $3) ORDER BY at DESC, id DESC LIMIT $4"
+);
+pub(super) const DELETE_AUDIT_EVENTS: &str = "DELETE FROM audit_events WHERE at < $1";
+
 /// Every [`Repo`](super::Repo) operation, as `mode name(args) -> result;`, passed to
 /// `$callback!`. `atomic` operations take several statements, so on the pool they run in a
 /// transaction of their own; `single` ones are one statement. Exported for the tests' fault
@@ -180,6 +197,9 @@ macro_rules! repo_operations {
             single key_version() -> i64;
             atomic delete_keys(kids: &[String]) -> u64;
             atomic delete_expired(now: $crate::clock::Timestamp, keep_rotated: i64) -> u64;
+            atomic insert_audit_events(events: &[$crate::store::AuditEvent]) -> u64;
+            single list_audit_events(query: &$crate::store::AuditQuery) -> Vec<$crate::store::AuditEvent>;
+            single delete_audit_events_before(before: $crate::clock::Timestamp) -> u64;
         }
     };
 }
@@ -195,7 +215,8 @@ macro_rules! queries {
             use $crate::store::rows::{self, PendingColumns};
             use $crate::store::sql;
             use $crate::store::{
-                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord, StoreError,
+                AuditEvent, AuditQuery, ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord,
+                SessionRecord, StoreError,
             };
 
             type Conn = $conn;
@@ -677,6 +698,47 @@ macro_rules! queries {
                     removed += q.execute(&mut *c).await?.rows_affected();
                 }
                 Ok(removed)
+            }
+
+            pub async fn insert_audit_events(c: &mut Conn, events: &[AuditEvent]) -> R<u64> {
+                let mut stored = 0;
+                for e in events {
+                    stored += sqlx::query(sql::INSERT_AUDIT_EVENT)
+                        .bind(&e.id)
+                        .bind(e.at)
+                        .bind(&e.kind)
+                        .bind(&e.outcome)
+                        .bind(&e.subject)
+                        .bind(&e.email)
+                        .bind(&e.client_id)
+                        .bind(&e.resource)
+                        .bind(&e.tool)
+                        .bind(e.latency_ms)
+                        .bind(&e.request_id)
+                        .bind(&e.detail)
+                        .execute(&mut *c)
+                        .await?
+                        .rows_affected();
+                }
+                Ok(stored)
+            }
+
+            pub async fn list_audit_events(c: &mut Conn, query: &AuditQuery) -> R<Vec<AuditEvent>> {
+                Ok(sqlx::query_as(sql::SELECT_AUDIT_EVENTS)
+                    .bind(query.user.as_deref())
+                    .bind(query.client_id.as_deref())
+                    .bind(query.since)
+                    .bind(query.limit)
+                    .fetch_all(c)
+                    .await?)
+            }
+
+            pub async fn delete_audit_events_before(c: &mut Conn, before: Timestamp) -> R<u64> {
+                let done = sqlx::query(sql::DELETE_AUDIT_EVENTS)
+                    .bind(before)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

@@ -3,6 +3,7 @@
 //! database) and runs against both storage backends.
 
 mod account;
+mod audit;
 mod auth0;
 mod authorize;
 mod boundary;
@@ -23,6 +24,7 @@ mod mcp;
 mod mcp_sessions;
 mod ops;
 mod pages;
+mod policy;
 mod process;
 mod register;
 mod store;

@@ -187,6 +187,7 @@ fn two_resources(raw: &mut authgate::config::RawConfig) {
         path: Some("/files/mcp".into()),
         upstream: None,
         scopes: vec!["files".into(), "admin".into()],
+        ..RawResource::default()
     });
 }
 
