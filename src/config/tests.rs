@@ -551,3 +551,23 @@ fn bad_tool_rules_name_their_key() {
         assert!(e.0.contains(key) && !e.0.contains('\n'), "{toml}: {e}");
     }
 }
+
+#[test]
+fn the_readme_tool_policy_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme
+        .find("### Tool policy and audit trail")
+        .expect("the section")..];
+    let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let mut raw = RawConfig::from_env(
+        UPSTREAM
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    raw.overlay_toml(example, "README.md").unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    assert_eq!(s.resources[0].tools.rules.len(), 3);
+    assert_eq!(s.resources[1].tools.rules[0].name, "merge_*");
+    assert_eq!(s.resources[0].offered.to_string(), "admin mcp");
+}

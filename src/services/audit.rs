@@ -229,6 +229,10 @@ impl Entry<'_> {
     }
 }
 
+#[expect(
+    clippy::large_enum_variant,
+    reason = "events are nearly every message; boxing them would allocate once per event for the rare flush"
+)]
 enum Msg {
     Event(AuditEvent),
     /// Answered once every event queued before it has been written (or has failed).

@@ -622,7 +622,103 @@ async fn tool_calls_are_audited_with_latency_and_never_arguments(backend: Backen
     assert!(!all.contains(at(&ann)), "tokens are never stored");
 }
 
+/// The official TypeScript and Python SDK clients, logged in through the real OpenID provider,
+/// against the e2e MCP server (SSE answers) behind authgate with `RULES`: the tool list without
+/// `payroll`, a JSON-RPC error for `payroll`, step-up to call `delete_record`, progress streamed
+/// through the policy layer, a refresh; then the audit rows of it all.
+async fn sdk_clients_under_a_tool_policy(backend: Backend) {
+    let (upstream, _server) = crate::clients::start_mcp_server().await;
+    let s = crate::upstream::setup(backend, "client_secret_post", true, move |raw| {
+        raw.set("AUTHGATE_MCP_UPSTREAM", upstream);
+        raw.overlay_toml(RULES, "policy.toml").unwrap();
+    })
+    .await;
+    let url = s.app.url("/mcp");
+    let env = [
+        ("PROGRESS_TOOL", "slow"),
+        ("PROGRESS_ARGS", r#"{"steps":3,"ms":700}"#),
+        ("FORBIDDEN_TOOL", "payroll"),
+        ("STEP_UP_TOOL", "delete_record"),
+        ("STEP_UP_ARGS", r#"{"id":"r-42"}"#),
+    ];
+    let args = r#"{"text":"secret-argument-789"}"#;
+    let clients = [
+        ("TypeScript SDK", "node", "ts-client.mjs"),
+        ("Python SDK", ".venv/bin/python", "py_client.py"),
+    ];
+    for (name, program, script) in clients {
+        let r = crate::clients::run_client(program, script, &url, "echo", args, &env).await;
+        assert_eq!(
+            r["tools"],
+            json!(["echo", "headers", "delete_record", "slow"]),
+            "{name}: payroll is not listed: {r}"
+        );
+        assert_eq!(r["call"], "secret-argument-789");
+        assert_eq!(r["forbidden"]["code"], -32602, "{name}: {r}");
+        let step = &r["stepUp"];
+        assert_eq!(step["call"], "deleted r-42", "{name}: {r}");
+        assert_eq!(step["newLogins"], 1, "{name}: one more authorization: {r}");
+        assert_eq!(step["scopeBefore"], "mcp", "{name}: {r}");
+        assert_eq!(step["scopeAfter"], "admin mcp", "{name}: {r}");
+        let progress: Vec<f64> = r["progress"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(progress.len(), 3, "{name}: {r}");
+        assert!(
+            progress[0] < 1500.0 && progress[2] - progress[0] > 1000.0,
+            "{name}: streamed event by event through the policy: {progress:?}"
+        );
+        assert_eq!(r["refreshed"], true, "{name}: {r}");
+        crate::helpers::record_compat(
+            name,
+            "DCR, tool policy: filtered list, refusal, step-up",
+            backend,
+        );
+    }
+    let rows = audit_rows(&s.app).await;
+    let count = |tool: &str, outcome: &str| {
+        rows.iter()
+            .filter(|r| {
+                r.kind == "tool_call" && r.tool.as_deref() == Some(tool) && r.outcome == outcome
+            })
+            .count()
+    };
+    for (tool, outcome) in [
+        ("echo", "ok"),
+        ("payroll", "forbidden"),
+        ("delete_record", "step_up"),
+        ("delete_record", "ok"),
+        ("slow", "ok"),
+    ] {
+        assert!(
+            count(tool, outcome) >= 2,
+            "{tool} {outcome} for both clients: {rows:#?}"
+        );
+    }
+    let slow = rows
+        .iter()
+        .filter(|r| r.tool.as_deref() == Some("slow"))
+        .filter_map(|r| r.latency_ms)
+        .min()
+        .unwrap();
+    assert!(
+        slow >= 2000,
+        "the streamed call's latency runs to its end: {slow} ms"
+    );
+    assert!(
+        rows.iter().any(|r| r.kind == "consent"
+            && r.outcome == "approved"
+            && r.detail.as_deref() == Some("scope: admin mcp")),
+        "the step-up was consented to: {rows:#?}"
+    );
+    assert!(!format!("{rows:?}").contains("secret-argument-789"));
+}
+
 both_backends!(
+    sdk_clients_under_a_tool_policy,
     tools_list_is_filtered_in_json_and_sse_answers,
     forbidden_calls_get_a_jsonrpc_error_and_never_reach_the_server,
     missing_scope_gets_a_step_up_challenge,

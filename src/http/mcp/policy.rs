@@ -82,7 +82,7 @@ impl Gate {
         id: Option<Value>,
         code: i64,
         message: &'static str,
-    ) -> Response {
+    ) -> McpError {
         self.entry(Kind::PolicyRefusal, outcome)
             .detail(message)
             .record();
@@ -92,14 +92,13 @@ impl Gate {
             code,
             message,
         }
-        .into_response()
     }
 
     /// A JSON-RPC error answering the call itself, with 200: the SDKs hand it to the one call
     /// as a tool error and the session goes on, as when an MCP server refuses a call. A non-2xx
     /// status would fail the whole transport request instead. Notifications and batches have no
     /// single call to answer, so they get 403.
-    fn forbidden(&self, calls: &[Call], inbound: &Inbound) -> Response {
+    fn forbidden(&self, calls: &[Call], inbound: &Inbound) -> McpError {
         for call in calls {
             let detail = if call.decision == ToolDecision::Forbidden {
                 "not allowed for this user"
@@ -118,12 +117,11 @@ impl Gate {
             code: INVALID_PARAMS,
             message: "Tool not available: the gateway's policy does not let this user call it",
         }
-        .into_response()
     }
 
     /// 403 `insufficient_scope` naming every scope the request needs (RFC 6750 §3.1, the MCP
     /// step-up flow): the resource's own and those of the tool rules.
-    fn step_up(&self, calls: &[Call], needed: &ScopeSet) -> Response {
+    fn step_up(&self, calls: &[Call], needed: &ScopeSet) -> McpError {
         let scope = self.resource.scopes.union(needed);
         self.audit_calls(calls, Outcome::StepUp, &format!("needs scope: {needed}"));
         McpError::Challenge {
@@ -131,7 +129,6 @@ impl Gate {
             resource_metadata: resource_metadata_url(&self.app, &self.resource),
             scope: scope.to_string(),
         }
-        .into_response()
     }
 }
 
@@ -182,12 +179,14 @@ pub async fn enforce(
         Err(e) if is_length_limit(&e) => return McpError::TooLarge.into_response(),
         Err(_) => {
             let why = "Parse error: the body could not be read";
-            return gate.refuse(Outcome::Malformed, None, PARSE_ERROR, why);
+            return gate
+                .refuse(Outcome::Malformed, None, PARSE_ERROR, why)
+                .into_response();
         }
     };
     let screening = match judge(&gate, &parts.headers, &bytes) {
         Ok(s) => s,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let lists = if !screening.lists.is_empty() {
         Some(Lists::Ids(screening.lists))
@@ -213,7 +212,7 @@ pub async fn enforce(
 
 /// The body read, its mirrored headers checked and its calls decided: what may go on, or the
 /// answer that refuses it.
-fn judge(gate: &Gate, headers: &HeaderMap, body: &[u8]) -> Result<Screening, Response> {
+fn judge(gate: &Gate, headers: &HeaderMap, body: &[u8]) -> Result<Screening, McpError> {
     let inbound = Inbound::parse(body)
         .map_err(|m| gate.refuse(Outcome::Malformed, None, m.code(), m.message()))?;
     let single_id = match &inbound {
