@@ -45,12 +45,21 @@ impl Upstream {
 
 /// A scripted MCP server: `tools/list` names echo, delete_record and payroll; `tools/call`
 /// answers "called <name>". `X-Answer: sse` answers with an SSE stream: a progress notification
-/// at once, the answer 400 ms later. `X-Answer: slow` answers JSON after 600 ms.
+/// at once, the answer 400 ms later. `X-Answer: slow` answers JSON after 600 ms. `GET` replays,
+/// as a resumed stream may, the answer to a `tools/list` of an earlier request.
 async fn upstream_mcp(
     State(up): State<Arc<Upstream>>,
+    method: axum::http::Method,
     headers: HeaderMap,
     body: String,
 ) -> axum::response::Response {
+    if method == axum::http::Method::GET {
+        let replay = "id: ev-9
+data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"payroll\"},{\"name\":\"echo\"}]}}
+
+";
+        return ([("content-type", "text/event-stream")], replay).into_response();
+    }
     up.bodies.lock().unwrap().push(body.clone());
     let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let result = match msg["method"].as_str() {
@@ -233,6 +242,24 @@ async fn tools_list_is_filtered_in_json_and_sse_answers(backend: Backend) {
     );
     let data: Value = serde_json::from_str(events[1].split("data: ").nth(1).unwrap()).unwrap();
     assert_eq!(names(&data), ["echo", "delete_record"]);
+
+    let replay = app
+        .http
+        .get(app.url("/mcp"))
+        .bearer_auth(at(&ann))
+        .header("Accept", "text/event-stream")
+        .header("Last-Event-ID", "ev-8")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        replay,
+        "id: ev-9\ndata: {\"id\":9,\"jsonrpc\":\"2.0\",\"result\":{\"tools\":[{\"name\":\"echo\"}]}}\n\n",
+        "a resumed stream is filtered too"
+    );
 
     let eve = token(&app, "eve@hr.example", &[]).await;
     let eve_list: Value = mcp(&app, "/mcp", at(&eve), LIST, &[])
