@@ -214,6 +214,22 @@ async fn the_cli_reads_the_audit_trail(backend: Backend) {
     let (code, _, err) = cli(&["--since", "last tuesday"]);
     assert_eq!(code, 2);
     assert!(err.contains("--since"), "{err}");
+
+    let revoked = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["grants", "revoke", "--user", "ann@example.com"])
+        .env_clear()
+        .env("DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    assert!(revoked.status.success());
+    let (_, out, _) = cli(&["--json", "--limit", "1"]);
+    let last: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(last[0]["kind"], "revocation", "{out}");
+    assert_eq!(last[0]["email"], "ann@example.com");
+    assert_eq!(
+        last[0]["detail"],
+        "1 grant(s) revoked by an operator (authgate grants revoke)"
+    );
 }
 
 async fn old_rows_are_pruned_after_the_retention(backend: Backend) {
