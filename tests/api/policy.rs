@@ -35,6 +35,8 @@ allow_domains = ["hr.example"]
 #[derive(Default)]
 struct Upstream {
     bodies: Mutex<Vec<String>>,
+    /// The `Accept-Encoding` of each request, if any.
+    encodings: Mutex<Vec<Option<String>>>,
 }
 
 impl Upstream {
@@ -61,6 +63,11 @@ data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"payroll\"
         return ([("content-type", "text/event-stream")], replay).into_response();
     }
     up.bodies.lock().unwrap().push(body.clone());
+    up.encodings.lock().unwrap().push(
+        headers
+            .get("accept-encoding")
+            .map(|v| v.to_str().unwrap().to_owned()),
+    );
     let msg: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
     let result = match msg["method"].as_str() {
         Some("tools/list") => json!({"tools": [
@@ -93,6 +100,14 @@ data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"payroll\"
             )
                 .into_response()
         }
+        Some("gzip") => (
+            [
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            answer,
+        )
+            .into_response(),
         other => {
             if other == Some("slow") {
                 tokio::time::sleep(Duration::from_millis(600)).await;
@@ -261,6 +276,41 @@ async fn tools_list_is_filtered_in_json_and_sse_answers(backend: Backend) {
         "a resumed stream is filtered too"
     );
 
+    let resp = mcp(
+        &app,
+        "/mcp",
+        at(&ann),
+        LIST,
+        &[("Accept-Encoding", "gzip, br")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        up.encodings.lock().unwrap().last().unwrap(),
+        &None,
+        "no compressed answer to tools/list is asked for: it could not be filtered"
+    );
+    let resp = mcp(&app, "/mcp", at(&ann), LIST, &[("X-Answer", "gzip")]).await;
+    assert_eq!(
+        resp.status(),
+        502,
+        "an encoded answer is not passed on unfiltered"
+    );
+    let call = mcp(
+        &app,
+        "/mcp",
+        at(&ann),
+        &call_body(1, "echo"),
+        &[("Accept-Encoding", "gzip")],
+    )
+    .await;
+    assert_eq!(call.status(), 200);
+    assert_eq!(
+        up.encodings.lock().unwrap().last().unwrap().as_deref(),
+        Some("gzip"),
+        "other requests keep theirs"
+    );
+
     let eve = token(&app, "eve@hr.example", &[]).await;
     let eve_list: Value = mcp(&app, "/mcp", at(&eve), LIST, &[])
         .await
@@ -268,7 +318,11 @@ async fn tools_list_is_filtered_in_json_and_sse_answers(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(names(&eve_list), ["echo", "delete_record", "payroll"]);
-    assert_eq!(up.seen().len(), 3, "every tools/list reached the server");
+    assert_eq!(
+        up.seen().len(),
+        6,
+        "every tools/list (and the call) reached the server"
+    );
 }
 
 async fn forbidden_calls_get_a_jsonrpc_error_and_never_reach_the_server(backend: Backend) {
@@ -449,9 +503,14 @@ async fn bodies_the_policy_cannot_judge_are_refused(backend: Backend) {
     let resp = mcp(&app, "/mcp", at(&ann), &huge, &[]).await;
     assert_eq!(resp.status(), 413, "over AUTHGATE_MCP_MAX_BODY");
     // Without a Content-Length the limit cuts the body while the policy reads it: still 413.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = huge
+    // Just over the limit, so that the client has sent it all before the answer comes.
+    let over = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"t":"{}"}}}}}}"#,
+        "x".repeat(64 * 1024)
+    );
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = over
         .as_bytes()
-        .chunks(4096)
+        .chunks(1024)
         .map(|c| Ok(c.to_vec()))
         .collect();
     let resp = app

@@ -196,6 +196,11 @@ pub async fn enforce(
     } else {
         None
     };
+    let mut parts = parts;
+    if lists.is_some() {
+        // A compressed answer could not be read, so it would have to pass unfiltered.
+        parts.headers.remove(header::ACCEPT_ENCODING);
+    }
     let resp = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
@@ -237,6 +242,18 @@ fn judge(gate: &Gate, headers: &HeaderMap, body: &[u8]) -> Result<Screening, Mcp
 
 /// The answer with the tools this caller may never call taken out of its `tools/list` results.
 async fn filter(gate: &Gate, resp: Response, lists: Lists) -> Response {
+    let encoded = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        tracing::warn!("the MCP server compressed an answer to tools/list unasked; refused");
+        return McpError::Gateway {
+            status: StatusCode::BAD_GATEWAY,
+            why: "the MCP server's answer to tools/list could not be filtered",
+        }
+        .into_response();
+    }
     let is_sse = resp
         .headers()
         .get(header::CONTENT_TYPE)
