@@ -145,7 +145,7 @@ pub fn emit(kind: Kind, outcome: Outcome, e: &AuditEvent) {
         target: "authgate::audit",
         kind = kind.as_str(),
         outcome = outcome.as_str(),
-        sub = e.subject.as_deref(),
+        subject = e.subject.as_deref(),
         email = e.email.as_deref(),
         client_id = e.client_id.as_deref(),
         resource = e.resource.as_deref(),
