@@ -27,6 +27,10 @@ use crate::telemetry::names;
 const QUEUE: usize = 16_384;
 /// Rows per transaction at most.
 const BATCH: usize = 512;
+/// How long the writer waits for more events after the first of a batch: under load a batch then
+/// holds many rows (a few statements, one commit) instead of one, at the price of rows reaching
+/// the table this much later. A flush does not wait.
+const LINGER: Duration = Duration::from_millis(50);
 /// Longest text kept in a column: tool names come from the caller and may be anything.
 const MAX_TEXT: usize = 256;
 
@@ -311,16 +315,20 @@ async fn write(store: DynStore, mut rx: mpsc::Receiver<Msg>, counts: Arc<Counts>
     let mut batch = Vec::with_capacity(BATCH);
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
+        let until = tokio::time::Instant::now() + LINGER;
         let mut next = Some(first);
         while let Some(msg) = next {
             match msg {
                 Msg::Event(e) => batch.push(e),
                 Msg::Flush(done) => waiting.push(done),
             }
-            next = if batch.len() < BATCH {
-                rx.try_recv().ok()
-            } else {
+            next = if batch.len() >= BATCH || !waiting.is_empty() {
                 None
+            } else {
+                tokio::time::timeout_at(until, rx.recv())
+                    .await
+                    .ok()
+                    .flatten()
             };
         }
         if !batch.is_empty() {

@@ -137,11 +137,39 @@ macro_rules! audit_columns {
         "id, at, kind, outcome, subject, email, client_id, resource, tool, latency_ms, request_id, detail"
     };
 }
-pub(super) const INSERT_AUDIT_EVENT: &str = concat!(
-    "INSERT INTO audit_events (",
-    audit_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-);
+/// Rows per `INSERT` of audit events: one statement (one round trip) stores a whole batch of up
+/// to this many, with 12 parameters a row (PostgreSQL and SQLite take thousands).
+pub(super) const AUDIT_ROWS_PER_INSERT: usize = 32;
+const AUDIT_COLUMNS: usize = 12;
+
+/// The `INSERT` of `rows` audit events (1 to `AUDIT_ROWS_PER_INSERT`), built once per size.
+pub(super) fn insert_audit_events(rows: usize) -> &'static str {
+    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = STATEMENTS.get_or_init(|| {
+        (1..=AUDIT_ROWS_PER_INSERT)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|row| {
+                        let params: Vec<String> = (1..=AUDIT_COLUMNS)
+                            .map(|col| format!("${}", row * AUDIT_COLUMNS + col))
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!(
+                    concat!(
+                        "INSERT INTO audit_events (",
+                        audit_columns!(),
+                        ") VALUES {}"
+                    ),
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = rows.clamp(1, AUDIT_ROWS_PER_INSERT) - 1;
+    all.get(index).map_or("", String::as_str)
+}
 pub(super) const SELECT_AUDIT_EVENTS: &str = concat!(
     "SELECT ",
     audit_columns!(),
@@ -702,23 +730,24 @@ macro_rules! queries {
 
             pub async fn insert_audit_events(c: &mut Conn, events: &[AuditEvent]) -> R<u64> {
                 let mut stored = 0;
-                for e in events {
-                    stored += sqlx::query(sql::INSERT_AUDIT_EVENT)
-                        .bind(&e.id)
-                        .bind(e.at)
-                        .bind(&e.kind)
-                        .bind(&e.outcome)
-                        .bind(&e.subject)
-                        .bind(&e.email)
-                        .bind(&e.client_id)
-                        .bind(&e.resource)
-                        .bind(&e.tool)
-                        .bind(e.latency_ms)
-                        .bind(&e.request_id)
-                        .bind(&e.detail)
-                        .execute(&mut *c)
-                        .await?
-                        .rows_affected();
+                for chunk in events.chunks(sql::AUDIT_ROWS_PER_INSERT) {
+                    let mut q = sqlx::query(sql::insert_audit_events(chunk.len()));
+                    for e in chunk {
+                        q = q
+                            .bind(&e.id)
+                            .bind(e.at)
+                            .bind(&e.kind)
+                            .bind(&e.outcome)
+                            .bind(&e.subject)
+                            .bind(&e.email)
+                            .bind(&e.client_id)
+                            .bind(&e.resource)
+                            .bind(&e.tool)
+                            .bind(e.latency_ms)
+                            .bind(&e.request_id)
+                            .bind(&e.detail);
+                    }
+                    stored += q.execute(&mut *c).await?.rows_affected();
                 }
                 Ok(stored)
             }

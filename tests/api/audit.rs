@@ -248,6 +248,52 @@ async fn old_rows_are_pruned_after_the_retention(backend: Backend) {
     assert!(left.iter().all(|r| r.at >= T0 + 2 * 3600), "{left:#?}");
 }
 
+/// The store's side: a batch larger than one statement's rows, the filters, newest first.
+async fn audit_rows_are_stored_in_batches_and_read_by_filter(backend: Backend) {
+    let store = crate::helpers::fresh_store(backend).await;
+    let events: Vec<AuditEvent> = (0..70)
+        .map(|i| {
+            let mut e = authgate::services::audit::event(
+                format!("id-{i:03}"),
+                T0 + i,
+                authgate::services::audit::Kind::ToolCall,
+                authgate::services::audit::Outcome::Ok,
+            );
+            e.subject = Some(format!("ag_{}", i % 2));
+            e.email = Some(format!("user{}@example.com", i % 2));
+            e.client_id = Some(format!("c{}", i % 5));
+            e.tool = Some("echo".into());
+            e.latency_ms = Some(i);
+            e
+        })
+        .collect();
+    assert_eq!(store.insert_audit_events(&events).await.unwrap(), 70);
+    let read = |user: Option<&str>, client: Option<&str>, since: Option<i64>, limit: i64| {
+        let store = store.clone();
+        let query = authgate::store::AuditQuery {
+            user: user.map(str::to_owned),
+            client_id: client.map(str::to_owned),
+            since,
+            limit,
+        };
+        async move { store.list_audit_events(&query).await.unwrap() }
+    };
+    let all = read(None, None, None, 100).await;
+    assert_eq!(all.len(), 70);
+    assert_eq!(all[0], events[69], "newest first, every column as written");
+    assert_eq!(read(Some("ag_1"), None, None, 100).await.len(), 35);
+    assert_eq!(
+        read(Some("user0@example.com"), None, None, 100).await.len(),
+        35
+    );
+    assert_eq!(read(None, Some("c3"), None, 100).await.len(), 14);
+    assert_eq!(read(Some("ag_1"), Some("c3"), None, 100).await.len(), 7);
+    assert_eq!(read(None, None, Some(T0 + 60), 100).await.len(), 10);
+    assert_eq!(read(None, None, None, 5).await.len(), 5);
+    assert_eq!(store.delete_audit_events_before(T0 + 10).await.unwrap(), 10);
+    assert_eq!(read(None, None, None, 100).await.len(), 60);
+}
+
 /// A store on which every audit write fails, as an outage of that table would.
 struct NoAudit(DynStore);
 
@@ -379,6 +425,7 @@ async fn audit_events_are_json_log_lines() {
 }
 
 both_backends!(
+    audit_rows_are_stored_in_batches_and_read_by_filter,
     security_events_are_audited,
     the_cli_reads_the_audit_trail,
     old_rows_are_pruned_after_the_retention,
