@@ -13,7 +13,7 @@
 // Every finished flow appends "client_id<TAB>client_secret<TAB>refresh_token" to TOKENS_FILE.
 //
 // Env: FLOW_CONCURRENCY (4) flows in parallel; FLOW_SECONDS (20) no new flow starts after this;
-// FLOW_MAX (200) flows at most. stdout gets one line for run.sh:
+// FLOW_MAX (200) flows at most; FLOW_RESOURCE_PATH (/mcp) the resource the tokens are for. stdout gets one line for run.sh:
 //   AUTHGATE_FLOWS flows=N errors=N us=N p50_us=N p99_us=N max_us=N requests=N flow_us=N idp_us=N
 // (us: the measured wall time; over the finished flows: requests sent, the sum of their durations,
 // and the time spent waiting for the IdP's answers) and, if a flow failed, "AUTHGATE_FLOWS_SAMPLE <its error>".
@@ -51,6 +51,8 @@ if (mode !== 'flows' && mode !== 'tokens') usage('the first argument is flows or
 if (!baseArg || !issuerArg || !tokensFile) usage('missing arguments');
 const base = baseArg.replace(/\/+$/, '');
 const issuerOrigin = new URL(issuerArg).origin;
+const resourcePath = process.env.FLOW_RESOURCE_PATH || '/mcp';
+if (!/^\/[A-Za-z0-9._~\/-]*$/.test(resourcePath)) usage(`FLOW_RESOURCE_PATH must be a path such as /mcp, not '${resourcePath}'`);
 const concurrency = positive('FLOW_CONCURRENCY', 4);
 const seconds = mode === 'flows' ? positive('FLOW_SECONDS', 20) : 60;
 const maxFlows = mode === 'flows' ? positive('FLOW_MAX', 200) : Number(countArg);
@@ -208,7 +210,7 @@ async function flow(n) {
   const state = b64url(crypto.randomBytes(16));
   const authorize = `${base}/authorize?${form({
     response_type: 'code', client_id: reg.client_id, redirect_uri: REDIRECT_URI, code_challenge: challenge,
-    code_challenge_method: 'S256', state, resource: `${base}/mcp`,
+    code_challenge_method: 'S256', state, resource: `${base}${resourcePath}`,
   })}`;
   const page = expect(await b.go(authorize), 200, 'GET /authorize');
   const consent = firstForm(page.body, authorize, 'consent page');
@@ -261,7 +263,7 @@ async function flow(n) {
     headers: { 'content-type': FORM, accept: 'application/json' },
     body: form({
       grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: REDIRECT_URI,
-      client_id: reg.client_id, client_secret: reg.client_secret, resource: `${base}/mcp`,
+      client_id: reg.client_id, client_secret: reg.client_secret, resource: `${base}${resourcePath}`,
     }),
   }), 200, 'POST /token'), 'POST /token');
   if (!tok.access_token || !tok.refresh_token) throw new FlowError('POST /token: no access_token or refresh_token');

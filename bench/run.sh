@@ -10,6 +10,8 @@
 # upstream OpenID provider (tests/e2e/idp), which then runs next to authgate, driven by bench/flows.mjs.
 # The mcp-direct, mcp and mcp401 phases put the e2e MCP server (tests/e2e/clients/mcp-server.mjs)
 # behind authgate and compare tools/list straight to it with tools/list through authgate's /mcp.
+# The mcp-call and mcp-call-policy phases compare tools/call through /mcp (no tool rules) with
+# tools/call through /policy/mcp (tool rules: the body read, the call decided and audited).
 set -euo pipefail
 export LC_ALL=C
 
@@ -20,10 +22,10 @@ ROOT=$(cd "$HERE/.." && pwd)
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-16}
-PHASES=${PHASES:-metadata register flows refresh mcp-direct mcp mcp401}
+PHASES=${PHASES:-metadata register flows refresh mcp-direct mcp mcp401 mcp-call mcp-call-policy}
 BACKENDS=${BACKENDS:-sqlite postgres}
 PG_URL=${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
-PG_DB=authgate_bench
+PG_DB=${BENCH_PG_DB:-authgate_bench}
 STARTUP_TIMEOUT=${STARTUP_TIMEOUT:-60}
 WARMUP=${WARMUP:-0}
 VERBOSE=${VERBOSE:-0}
@@ -36,16 +38,20 @@ MCP_WARMUP=${MCP_WARMUP:-5}
 BUILTIN_TOKENS=${BUILTIN_TOKENS:-10000}
 BUILTIN_GRANTS=${BUILTIN_GRANTS:-16}
 BUILTIN_MIN_RATIO=0.80
+POLICY_MIN_RATIO=0.90
 IDP_DIR=$ROOT/tests/e2e/idp
 MCP_DIR=$ROOT/tests/e2e/clients
 # The JSON-RPC request of the MCP phases (MCP-Protocol-Version and Accept are set in lua/mcp.lua).
 MCP_TOOLS_LIST='{"jsonrpc":"2.0","id":1,"method":"tools/list"}'
+# The tools/call of the mcp-call phases (lua/mcp-call.lua adds Mcp-Method and Mcp-Name).
+MCP_TOOLS_CALL='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"authgate-bench"}}}'
 # Claude.ai's Dynamic Client Registration body.
 DCR_BODY='{"redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post","grant_types":["authorization_code","refresh_token"],"response_types":["code"],"client_name":"Claude"}'
 
 say() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] FAILED: %s\n' "$*" >&2; exit 1; }
 is_uint() { [[ $1 =~ ^[0-9]+$ ]] && [ "$1" -gt 0 ]; }
+[[ $PG_DB =~ ^[a-z_][a-z0-9_]*$ ]] || die "BENCH_PG_DB must be a plain database name (lower case, digits, _)"
 is_uint "$DURATION" || die "DURATION must be a positive number of seconds, not '$DURATION'"
 is_uint "$THREADS" || die "THREADS must be a positive integer"
 is_uint "$CONNECTIONS" || die "CONNECTIONS must be a positive integer"
@@ -60,14 +66,17 @@ is_uint "$BUILTIN_TOKENS" && [ "$BUILTIN_TOKENS" -le 100000 ] || die "BUILTIN_TO
 is_uint "$BUILTIN_GRANTS" && [ "$BUILTIN_GRANTS" -le "$BUILTIN_TOKENS" ] || die "BUILTIN_GRANTS must be a positive integer, at most BUILTIN_TOKENS"
 # The upstream IdP runs (next to each authgate) only for the phases that log in (mcp: for its token).
 NEEDS_IDP=0
-case " $PHASES " in *" flows "* | *" refresh "* | *" mcp "* | *" builtin "* | *" builtin-10k "*) NEEDS_IDP=1 ;; esac
+case " $PHASES " in *" flows "* | *" refresh "* | *" mcp "* | *" builtin "* | *" builtin-10k "* | *" mcp-call "* | *" mcp-call-policy "*) NEEDS_IDP=1 ;; esac
 # The upstream MCP server runs (next to each authgate, which forwards /mcp to it) for the MCP phases.
 NEEDS_MCP=0
-case " $PHASES " in *" mcp-direct "* | *" mcp "* | *" mcp401 "*) NEEDS_MCP=1 ;; esac
+case " $PHASES " in *" mcp-direct "* | *" mcp "* | *" mcp401 "* | *" mcp-call "* | *" mcp-call-policy "*) NEEDS_MCP=1 ;; esac
+# mcp-call-policy needs the resource with tool rules (/policy/mcp), from a --config file.
+NEEDS_POLICY=0
+case " $PHASES " in *" mcp-call-policy "*) NEEDS_POLICY=1 ;; esac
 # The builtin phases measure authgate's own MCP server, so /mcp must not forward anywhere.
 case " $PHASES " in
   *" builtin "* | *" builtin-10k "*)
-    [ "$NEEDS_MCP" = 0 ] || die "the builtin phases need /mcp on the built-in server: run them apart from mcp-direct, mcp and mcp401 (PHASES=\"builtin builtin-10k\")" ;;
+    [ "$NEEDS_MCP" = 0 ] || die "the builtin phases need /mcp on the built-in server: run them apart from mcp-direct, mcp, mcp401, mcp-call and mcp-call-policy (PHASES=\"builtin builtin-10k\")" ;;
 esac
 for b in $BACKENDS; do
   case $b in sqlite | postgres) ;; *) die "unknown backend '$b' in BACKENDS (sqlite, postgres)" ;; esac
@@ -147,7 +156,7 @@ FLOW_PID=""
 MCP_PID=""
 MCP_URL=""
 MCP_TOKEN=""
-MCP_TOKEN_EXPIRES=0
+declare -A TOKEN_OF=() TOKEN_UNTIL=()
 declare -A PHASE_RPS=() PHASE_P50=() PHASE_DBQ=() PHASE_REQUESTS=()
 METRICS_URL=""
 PG_CREATED=0
@@ -327,7 +336,7 @@ start_mcp() {
 # the caller are dropped); with the upstream IdP running, it logs users in there; with the MCP server
 # running, /mcp forwards to it (AUTHGATE_MCP_UPSTREAM), else /mcp is the built-in server.
 start_server() {
-  local db_url=$1 port=$2 unset_args=() upstream=() v t0 waited=0 metrics_port
+  local db_url=$1 port=$2 unset_args=() upstream=() config=() v t0 waited=0 metrics_port
   BASE="http://127.0.0.1:$port"
   metrics_port=$(free_port)
   [ "$metrics_port" != "$port" ] || metrics_port=$(free_port)
@@ -338,6 +347,28 @@ start_server() {
       AUTHGATE_UPSTREAM_CLIENT_SECRET=authgate-secret AUTHGATE_ALLOW_ANY_USER=true)
   fi
   [ -z "$MCP_URL" ] || upstream+=(AUTHGATE_MCP_UPSTREAM="$MCP_URL")
+  if [ "$NEEDS_POLICY" = 1 ]; then
+    # A second resource on the same MCP server, with tool rules a tools/call of echo must pass:
+    # every rule is evaluated (two do not match echo), and the bench users are @example.test.
+    cat >"$WORK/policy.toml" <<EOF
+[[resource]]
+path = "/policy/mcp"
+upstream = "$MCP_URL"
+
+[[resource.tool]]
+name = "delete_*"
+scopes = ["admin"]
+
+[[resource.tool]]
+name = "payroll"
+allow_domains = ["hr.example"]
+
+[[resource.tool]]
+name = "echo"
+allow_domains = ["example.test"]
+EOF
+    config=(--config "$WORK/policy.toml")
+  fi
   env "${unset_args[@]}" \
     AUTHGATE_LISTEN="127.0.0.1:$port" \
     DATABASE_URL="$db_url" \
@@ -345,7 +376,7 @@ start_server() {
     AUTHGATE_METRICS_LISTEN="127.0.0.1:$metrics_port" \
     AUTHGATE_LOG=warn \
     "${upstream[@]}" \
-    "$BIN" serve >"$WORK/$BACKEND-server.log" 2>&1 &
+    "$BIN" "${config[@]}" serve >"$WORK/$BACKEND-server.log" 2>&1 &
   SERVER_PID=$!
   t0=$(date +%s%N)
   until curl -fsS -o /dev/null --max-time 2 "$BASE/.well-known/oauth-authorization-server" 2>/dev/null; do
@@ -539,7 +570,7 @@ flows_for() {
   local rc=0 limit=$FLOW_SECONDS
   [ "$1" = tokens ] && limit=60
   FLOW_CONCURRENCY=$FLOW_CONCURRENCY FLOW_SECONDS=$FLOW_SECONDS FLOW_MAX=$FLOW_MAX \
-    timeout -k 5 $((limit + 90)) node "$HERE/flows.mjs" "$1" "$BASE" "$IDP_ISSUER" "$TOKENS" ${3:+"$3"} >"$2" 2>&1 &
+    FLOW_RESOURCE_PATH=${FLOW_RESOURCE_PATH:-/mcp} timeout -k 5 $((limit + 90)) node "$HERE/flows.mjs" "$1" "$BASE" "$IDP_ISSUER" "$TOKENS" ${3:+"$3"} >"$2" 2>&1 &
   FLOW_PID=$!
   wait "$FLOW_PID" || rc=$?
   FLOW_PID=""
@@ -631,15 +662,19 @@ phase_refresh() {
 # authgate with a valid token, and through authgate without one. The MCP server (start_mcp) is
 # stateless and answers with JSON, so each POST is one request and one answer on both paths.
 
-# mcp_token: sets MCP_TOKEN to an access token for authgate's /mcp that outlives the next phase (with
-# its warm-up). One unmeasured flow through the IdP, in its own tokens file (the refresh chains never
-# see it), then one refresh grant with that flow's refresh token, whose answer gives the access token
-# and its expires_in. The token is kept for a later mcp phase while it is valid long enough.
+# mcp_token [PATH]: sets MCP_TOKEN to an access token for authgate's PATH (default /mcp) that outlives
+# the next phase (with its warm-up). One unmeasured flow through the IdP, in its own tokens file (the
+# refresh chains never see it), then one refresh grant with that flow's refresh token, whose answer
+# gives the access token and its expires_in. The token is kept (per path) for a later phase while it
+# is valid long enough.
 mcp_token() {
-  local need=$((WARMUP + DURATION + 30)) TOKENS="$WORK/$BACKEND-mcp-token.tsv" id secret refresh answer ttl
-  [ -n "$MCP_TOKEN" ] && [ $(( MCP_TOKEN_EXPIRES - $(date +%s) )) -ge "$need" ] && return 0
+  local path=${1:-/mcp} need=$((WARMUP + DURATION + 30)) TOKENS="$WORK/$BACKEND-mcp-token.tsv" id secret refresh answer ttl
+  if [ -n "${TOKEN_OF[$path]:-}" ] && [ $(( TOKEN_UNTIL[$path] - $(date +%s) )) -ge "$need" ]; then
+    MCP_TOKEN=${TOKEN_OF[$path]}
+    return 0
+  fi
   : >"$TOKENS"
-  flows_setup 1 "an access token for the mcp phase"
+  FLOW_RESOURCE_PATH=$path flows_setup 1 "an access token for $path"
   IFS=$'\t' read -r id secret refresh <"$TOKENS"
   answer=$(curl -sS --max-time 10 -X POST "$BASE/token" -H 'Accept: application/json' \
     --data-urlencode grant_type=refresh_token --data-urlencode "client_id=$id" \
@@ -649,10 +684,11 @@ mcp_token() {
     let j = {}; try { j = JSON.parse(require("fs").readFileSync(0, "utf8")); } catch {}
     console.log(j.access_token || "-", Number.isInteger(j.expires_in) ? j.expires_in : 0)' <<<"$answer")
   [ "$MCP_TOKEN" != - ] || die "$BACKEND: no access_token from /token: $(head -c 300 <<<"$answer")"
-  MCP_TOKEN_EXPIRES=$(( $(date +%s) + ttl ))
+  TOKEN_OF[$path]=$MCP_TOKEN
+  TOKEN_UNTIL[$path]=$(( $(date +%s) + ttl ))
   [ "$ttl" -ge "$need" ] \
     || die "$BACKEND: the access token expires in $ttl s, before the end of the mcp phase ($need s with margin); raise AUTHGATE_ACCESS_TOKEN_TTL"
-  say "$BACKEND: access token for /mcp obtained (expires in $ttl s; the phase needs $need s)"
+  say "$BACKEND: access token for $path obtained (expires in $ttl s; the phase needs $need s)"
 }
 
 # mcp_check URL [TOKEN [TOOL]]: one tools/list with curl before the measured run (naming TOOL, by
@@ -716,6 +752,59 @@ phase_mcp() {
 # (the MCP server is not reached). Anything but a 401 with a Bearer resource_metadata challenge is an error.
 phase_mcp401() {
   WRK_SCRIPT=mcp.lua run_wrk mcp401 401 POST /mcp "$MCP_TOOLS_LIST"
+}
+
+# ------------------------------------------------------------------------------ MCP tool calls
+# tools/call of echo (MCP_TOOLS_CALL, lua/mcp-call.lua) through /mcp, which has no tool rules (the body
+# is not read), and through /policy/mcp, which has (the body is read, Mcp-Method/Mcp-Name checked, the
+# rules evaluated, the call audited). Once both have run, one line compares them: the policy path must
+# keep at least POLICY_MIN_RATIO of the rate without it.
+
+# call_check URL TOKEN: one tools/call with curl before the measured run.
+call_check() {
+  local url=$1 token=$2 status
+  status=$(curl -sS --max-time 10 -o "$WORK/call-check.body" -w '%{http_code}' -X POST "$url" \
+    -H "Authorization: Bearer $token" -H 'Content-Type: application/json' \
+    -H 'Accept: application/json, text/event-stream' -H 'MCP-Protocol-Version: 2025-06-18' \
+    -H 'Mcp-Method: tools/call' -H 'Mcp-Name: echo' --data "$MCP_TOOLS_CALL") || status=000
+  if [ "$status" != 200 ] || ! grep -q '"authgate-bench"' "$WORK/call-check.body"; then
+    head -c 500 "$WORK/call-check.body" >&2; echo >&2
+    tail -n 20 "$WORK/$BACKEND-server.log" "$WORK/$BACKEND-mcp.log" >&2
+    die "$BACKEND: tools/call at $url answered $status before the run, not the echo result"
+  fi
+}
+
+policy_ratio() {
+  [ -n "${PHASE_RPS[mcp-call]:-}" ] && [ -n "${PHASE_RPS[mcp-call-policy]:-}" ] || return 0
+  local verdict
+  verdict=$(awk -v p="${PHASE_RPS[mcp-call-policy]}" -v o="${PHASE_RPS[mcp-call]}" -v min="$POLICY_MIN_RATIO" \
+    'BEGIN { print ((o > 0 && p / o >= min) ? "ok" : "BELOW") }')
+  awk -v b="$BACKEND" -v p="${PHASE_RPS[mcp-call-policy]}" -v o="${PHASE_RPS[mcp-call]}" \
+    -v pp="${PHASE_P50[mcp-call-policy]}" -v op="${PHASE_P50[mcp-call]}" -v min="$POLICY_MIN_RATIO" -v v="$verdict" \
+    'BEGIN { printf "%s policy: mcp-call-policy/mcp-call = %.2f (%.0f vs %.0f req/s, p50 %.2f vs %.2f ms; at least %.2f: %s)\n",
+             b, (o > 0 ? p / o : 0), p, o, pp / 1000, op / 1000, min, v }'
+  if [ "$verdict" != ok ]; then
+    FAILED_PHASES=$((FAILED_PHASES + 1))
+    echo "    errors: tools/call through the tool policy is below $POLICY_MIN_RATIO of the rate without it"
+  fi
+}
+
+# tools/call through /mcp, no tool rules: the guard and the forwarding only.
+phase_mcp-call() {
+  [ -n "$MCP_URL" ] || die "mcp-call needs the MCP server, which is not running"
+  mcp_token /mcp
+  call_check "$BASE/mcp" "$MCP_TOKEN"
+  BENCH_TOKEN=$MCP_TOKEN WRK_SCRIPT=mcp-call.lua run_wrk mcp-call 200 POST /mcp "$MCP_TOOLS_CALL"
+  policy_ratio
+}
+
+# tools/call through /policy/mcp: the same, plus the tool policy and an audit row per call.
+phase_mcp-call-policy() {
+  [ -n "$MCP_URL" ] || die "mcp-call-policy needs the MCP server, which is not running"
+  mcp_token /policy/mcp
+  call_check "$BASE/policy/mcp" "$MCP_TOKEN"
+  BENCH_TOKEN=$MCP_TOKEN WRK_SCRIPT=mcp-call.lua run_wrk mcp-call-policy 200 POST /policy/mcp "$MCP_TOOLS_CALL"
+  policy_ratio
 }
 
 # ------------------------------------------------------------------------------- built-in MCP
@@ -800,7 +889,7 @@ done
 run_backend() {
   BACKEND=$1
   local db_url phase port memory
-  PHASE_RPS=() PHASE_P50=() PHASE_DBQ=() PHASE_REQUESTS=() MCP_TOKEN="" MCP_TOKEN_EXPIRES=0
+  PHASE_RPS=() PHASE_P50=() PHASE_DBQ=() PHASE_REQUESTS=() MCP_TOKEN="" TOKEN_OF=() TOKEN_UNTIL=()
   case $BACKEND in
     sqlite) db_url="sqlite://$WORK/bench.db" ;;
     postgres) pg_create; db_url=$PG_BENCH_URL ;;

@@ -13,6 +13,7 @@ use crate::http::{self, oauth::discovery};
 use crate::keys::Keystore;
 use crate::random::Random;
 use crate::ratelimit::Limiters;
+use crate::services::audit::AuditLog;
 use crate::services::revocation::RevocationCache;
 use crate::services::upstream::Upstream;
 use crate::services::upstream::dev::DevLogin;
@@ -88,6 +89,7 @@ impl Application {
                 Duration::from_secs(u64::try_from(settings.mcp_upstream_timeout).unwrap_or(300)),
             )?,
             limiters: Limiters::new(&settings.rate_limits),
+            audit: AuditLog::new(),
             cimd,
             settings,
             store,
@@ -129,8 +131,14 @@ impl Application {
             }
             None => None,
         };
+        let audit_writer = self
+            .state
+            .audit
+            .start_writer(self.state.store.clone())
+            .await;
         let jobs = tokio::spawn(background_jobs(self.state.clone()));
         let key_poll = tokio::spawn(poll_keys(self.state.clone()));
+        let audit_state = self.state.clone();
         let deadline =
             Duration::from_secs(u64::try_from(self.state.settings.shutdown_timeout).unwrap_or(30));
         let router = http::router(self.state);
@@ -162,6 +170,11 @@ impl Application {
         };
         jobs.abort();
         key_poll.abort();
+        // What requests recorded until now still reaches the table, unless the database hangs.
+        let _ = tokio::time::timeout(Duration::from_secs(5), audit_state.audit.flush()).await;
+        if let Some(w) = audit_writer {
+            w.abort();
+        }
         if let Some(m) = metrics {
             m.abort();
         }
@@ -217,6 +230,11 @@ async fn background_jobs(state: AppState) {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "removed expired authorization data"),
             Err(e) => tracing::warn!(error = %e, "clean-up of expired data failed"),
+        }
+        match prune_audit(&state).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed audit events past their retention"),
+            Err(e) => tracing::warn!(error = %e, "clean-up of old audit events failed"),
         }
         match state.keys.remove_dropped(state.clock.now()).await {
             Ok(0) => {}
@@ -278,6 +296,12 @@ async fn keep_enterprise_clients(
         store.touch_client(id, now).await?;
     }
     Ok(())
+}
+
+/// Deletes the audit events older than `AUTHGATE_AUDIT_RETENTION`.
+pub async fn prune_audit(state: &AppState) -> Result<u64, crate::store::StoreError> {
+    let cutoff = state.clock.now() - state.settings.audit_retention;
+    state.store.delete_audit_events_before(cutoff).await
 }
 
 /// Deletes registrations that never completed a token exchange within the idle time.

@@ -11,6 +11,7 @@ use crate::config::Settings;
 use crate::keys::Keystore;
 use crate::random::Random;
 use crate::ratelimit::Limiters;
+use crate::services::audit::AuditLog;
 use crate::services::revocation::RevocationCache;
 use crate::services::upstream::Upstream;
 use crate::store::DynStore;
@@ -35,6 +36,8 @@ pub struct App {
     pub revocations: RevocationCache,
     /// The HTTP client for upstream MCP servers (connection pool shared by all requests).
     pub mcp_http: reqwest::Client,
+    /// Where audit events go (their rows are written by a background writer).
+    pub audit: AuditLog,
 }
 
 #[derive(Clone)]

@@ -69,4 +69,8 @@ pub mod names {
     pub const DB_QUERIES: &str = "authgate_db_queries_total";
     /// Refreshes of users' upstream tokens, by outcome (`refreshed`, `refused`, `failed`).
     pub const UPSTREAM_TOKEN_REFRESHES: &str = "authgate_upstream_token_refreshes_total";
+    /// Audit events by `kind` and `outcome` (every event, whether or not its row was stored).
+    pub const AUDIT_EVENTS: &str = "authgate_audit_events_total";
+    /// Audit rows not stored, by `reason`: `database` (a failed write) or `queue_full`.
+    pub const AUDIT_WRITE_FAILURES: &str = "authgate_audit_write_failures_total";
 }

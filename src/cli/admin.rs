@@ -25,9 +25,12 @@ pub enum AdminCmd {
     /// Access-token signing keys.
     #[command(subcommand)]
     Keys(KeysCmd),
-    /// Delete expired codes, pending authorizations, sessions, rotated refresh tokens and idle
-    /// registered clients now (the server also does this periodically).
+    /// Delete expired codes, pending authorizations, sessions, rotated refresh tokens, idle
+    /// registered clients and audit events past their retention now (the server also does
+    /// this periodically).
     Cleanup(JsonFlag),
+    /// Read the audit trail: tool calls and security events, newest first.
+    Audit(super::audit::AuditArgs),
 }
 
 #[derive(Subcommand)]
@@ -253,10 +256,11 @@ pub(super) async fn command(
     let store = super::open_store(&settings).await?;
     let now = clock.now();
     match command {
-        AdminCmd::Clients(command) => clients_command(&store, command, now).await,
-        AdminCmd::Grants(command) => grants_command(&store, command, now).await,
+        AdminCmd::Clients(command) => clients_command(&store, command, now, random).await,
+        AdminCmd::Grants(command) => grants_command(&store, command, now, random).await,
         AdminCmd::Keys(command) => keys_command(store, &settings, command, now, random).await,
         AdminCmd::Cleanup(f) => cleanup_command(&store, &settings, f.json, now).await,
+        AdminCmd::Audit(args) => super::audit::command(&store, args, now).await,
     }
 }
 
@@ -264,6 +268,7 @@ async fn clients_command(
     store: &DynStore,
     command: ClientsCmd,
     now: Timestamp,
+    random: &dyn Random,
 ) -> anyhow::Result<ExitCode> {
     match command {
         ClientsCmd::List(f) => print_list(
@@ -323,6 +328,16 @@ async fn clients_command(
         }
         ClientsCmd::Delete { client_id } => match delete_client(store, &client_id, now).await? {
             Some(revoked) => {
+                let detail = "client deleted by an operator (authgate clients delete)";
+                super::audit::operator_revocation(
+                    store,
+                    random,
+                    now,
+                    None,
+                    Some(&client_id),
+                    detail,
+                )
+                .await;
                 println!("deleted client {client_id}; revoked {revoked} grant(s)");
                 Ok(ExitCode::SUCCESS)
             }
@@ -338,6 +353,7 @@ async fn grants_command(
     store: &DynStore,
     command: GrantsCmd,
     now: Timestamp,
+    random: &dyn Random,
 ) -> anyhow::Result<ExitCode> {
     match command {
         GrantsCmd::List { filter, json } => print_list(
@@ -369,9 +385,10 @@ async fn grants_command(
                 eprintln!("name the grants to revoke: --user and/or --client");
                 return Ok(ExitCode::from(2));
             }
-            let n = store
-                .revoke_grants(filter.user.as_deref(), filter.client.as_deref(), now)
-                .await?;
+            let (user, client) = (filter.user.as_deref(), filter.client.as_deref());
+            let n = store.revoke_grants(user, client, now).await?;
+            let detail = format!("{n} grant(s) revoked by an operator (authgate grants revoke)");
+            super::audit::operator_revocation(store, random, now, user, client, &detail).await;
             println!(
                 "revoked {n} grant(s); their refresh tokens stop working now and their access tokens within {} s",
                 crate::startup::REVOCATION_CACHE_SECONDS
@@ -465,23 +482,31 @@ async fn cleanup_command(
         now,
     )
     .await?;
+    let audit_removed = store
+        .delete_audit_events_before(now - settings.audit_retention)
+        .await?;
     if json {
-        return print_json(&report);
+        let mut value = serde_json::to_value(&report)?;
+        value["audit_events_removed"] = audit_removed.into();
+        return print_json(&value);
     }
     println!(
-        "removed {} expired row(s), {} idle client(s) and {} retired signing key(s)",
-        report.expired_rows_removed, report.idle_clients_removed, report.retired_keys_removed
+        "removed {} expired row(s), {} idle client(s), {} retired signing key(s) and {} audit event(s) past their retention",
+        report.expired_rows_removed,
+        report.idle_clients_removed,
+        report.retired_keys_removed,
+        audit_removed
     );
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<ExitCode> {
+pub(super) fn print_json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<ExitCode> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// A list command's output: the items as JSON, or one table row per item.
-fn print_list<T: Serialize>(
+pub(super) fn print_list<T: Serialize>(
     items: &[T],
     json: bool,
     headers: &[&str],

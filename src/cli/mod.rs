@@ -3,6 +3,7 @@
 //! look at a deployment or a tenant from outside and need neither.
 
 pub mod admin;
+pub mod audit;
 pub mod auth0;
 pub mod doctor;
 mod serve;

@@ -25,7 +25,6 @@ pub(super) struct RawSettings {
     pub listen: Setting,
     pub database_url: Setting,
     pub scopes: Setting,
-    pub tool_scopes: Setting,
     pub allowed_redirects: Setting,
     pub allowed_redirect_schemes: Setting,
     pub register_rate_limit: Setting,
@@ -69,8 +68,12 @@ pub(super) struct RawSettings {
     pub key_encryption_key: Setting,
     pub key_publication_delay: Setting,
     pub token_exchange_clients: Setting,
+    pub unlisted_tools: Setting,
+    pub audit_retention: Setting,
     /// `[[resource]]` tables: protected MCP resources besides `/mcp`.
     pub resource: Vec<RawResource>,
+    /// `[[tool]]` tables: the tool rules of the default `/mcp` resource.
+    pub tool: Vec<RawTool>,
     /// `[[enterprise_issuer]]` tables: identity providers whose ID-JAGs authgate accepts.
     pub enterprise_issuer: Vec<RawEnterpriseIssuer>,
 }
@@ -84,8 +87,8 @@ pub struct RawResource {
     pub scopes: Vec<String>,
     /// `"header"`: the MCP server receives the user's upstream access token.
     pub upstream_token: Option<String>,
-    /// Tool name to the scopes it needs besides the resource's.
-    pub tool_scopes: BTreeMap<String, Vec<String>>,
+    /// `[[resource.tool]]` tables: this resource's tool rules.
+    pub tool: Vec<RawTool>,
 }
 
 /// One `[[enterprise_issuer]]` table of the configuration file: an enterprise identity provider
@@ -103,6 +106,16 @@ pub struct RawEnterpriseIssuer {
     pub resources: Vec<String>,
     pub same_users_as_upstream: bool,
     pub allow_public_clients: bool,
+}
+
+/// One `[[tool]]` or `[[resource.tool]]` table: a rule for the tools whose names match `name`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a [[tool]] table")]
+pub struct RawTool {
+    pub name: Option<String>,
+    pub scopes: Vec<String>,
+    pub allow_users: Vec<String>,
+    pub allow_domains: Vec<String>,
 }
 
 /// The text of one scalar setting. The environment only has strings; the file may also give a

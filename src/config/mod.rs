@@ -22,9 +22,9 @@ use url::Url;
 use crate::domain::identity::{LoginPolicy, SubjectSpace};
 use crate::oauth::redirect::RedirectAllowlist;
 use crate::oauth::scope::ScopeSet;
-use crate::oauth::step_up::ToolScopes;
+use crate::policy::ToolPolicy;
 
-pub use load::{RawConfig, RawEnterpriseIssuer, RawResource};
+pub use load::{RawConfig, RawEnterpriseIssuer, RawResource, RawTool};
 pub use validate::parse_public_url;
 pub use values::parse_duration;
 
@@ -52,20 +52,14 @@ pub struct ResourceConfig {
     pub uri: String,
     /// `None`: the built-in MCP server answers.
     pub upstream: Option<Url>,
-    /// Needed for every request (and what the 401 challenge asks for).
+    /// What every token for the resource needs (and what the 401 challenge asks for).
     pub scopes: ScopeSet,
     /// The MCP server receives the user's upstream access token in `X-Authgate-Upstream-Token`
     /// (and may exchange a token for it at `/token`).
     pub upstream_token: bool,
-    /// Needed as well to call these tools (step-up).
-    pub tool_scopes: ToolScopes,
-}
-
-impl ResourceConfig {
-    /// Every scope a token for this resource may carry.
-    pub fn offered(&self) -> ScopeSet {
-        self.scopes.union(&self.tool_scopes.all())
-    }
+    /// What a client may ask for: `scopes` and those its tool rules need (step-up).
+    pub offered: ScopeSet,
+    pub tools: ToolPolicy,
 }
 
 /// An enterprise identity provider whose ID-JAGs (the jwt-bearer grant, enterprise-managed
@@ -170,6 +164,8 @@ pub struct Settings {
     pub key_publication_delay: i64,
     /// How often each instance checks whether the keys changed. Not a setting: tests shorten it.
     pub key_poll_interval: std::time::Duration,
+    /// Audit events older than this many seconds are deleted.
+    pub audit_retention: i64,
 }
 
 impl fmt::Debug for Settings {

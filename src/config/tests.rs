@@ -429,62 +429,6 @@ fn file_errors_are_one_line_name_the_key_and_never_show_the_value() {
 }
 
 #[test]
-fn tool_scopes_add_to_what_a_resource_offers() {
-    let s = settings(&[
-        ("AUTHGATE_SCOPES", "mcp"),
-        (
-            "AUTHGATE_TOOL_SCOPES",
-            "delete_file=admin, write_file=files admin",
-        ),
-    ])
-    .unwrap();
-    let mcp = &s.resources[0];
-    assert_eq!(
-        mcp.scopes.to_string(),
-        "mcp",
-        "every request needs only these"
-    );
-    assert_eq!(mcp.offered().to_string(), "admin files mcp");
-    assert_eq!(s.scopes.to_string(), "admin files mcp");
-    let mut raw = RawConfig::default();
-    raw.overlay_toml(
-        "[[resource]]\npath = \"/gh\"\nscopes = [\"github\"]\ntool_scopes = { create_issue = [\"github:write\"] }\n",
-        "f.toml",
-    )
-    .unwrap();
-    let s = Settings::from_raw(&raw).unwrap();
-    assert_eq!(s.resources[1].offered().to_string(), "github github:write");
-    assert_eq!(s.scopes.to_string(), "github github:write mcp");
-    for (value, says) in [
-        ("delete_file", "tool=scope"),
-        ("=admin", "not a tool name"),
-        ("a b=admin", "not a tool name"),
-        ("delete_file=", "lists no scope"),
-        ("delete_file=offline_access", "offline_access"),
-        ("x=a\"b", "character"),
-        ("x=a,x=b", "listed twice"),
-    ] {
-        let e = settings(&[("AUTHGATE_TOOL_SCOPES", value)]).unwrap_err().0;
-        assert!(
-            e.contains("AUTHGATE_TOOL_SCOPES") && e.contains(says),
-            "{value}: {e}"
-        );
-    }
-    let mut raw = RawConfig::default();
-    raw.overlay_toml(
-        "[[resource]]\npath = \"/gh\"\ntool_scopes = { \"bad name\" = [\"x\"] }\n",
-        "f.toml",
-    )
-    .unwrap();
-    assert!(
-        Settings::from_raw(&raw)
-            .unwrap_err()
-            .0
-            .contains("[[resource]]")
-    );
-}
-
-#[test]
 fn files_add_up_like_one_document() {
     let mut raw = RawConfig::default();
     raw.overlay_toml(
@@ -788,4 +732,139 @@ fn with_stub_upstream(raw: &mut RawConfig) {
     for (k, v) in UPSTREAM {
         raw.set(k, v);
     }
+}
+
+#[test]
+fn bad_tool_rules_name_their_key() {
+    for (toml, key) in [
+        ("[[tool]]\nscopes = [\"a\"]\n", "tool[0].name"),
+        ("[[tool]]\nname = \"a b\"\n", "tool[0].name"),
+        ("[[tool]]\nname = \"\"\n", "tool[0].name"),
+        (
+            "[[tool]]\nname = \"x\"\nscopes = [\"a b\"]\n",
+            "tool[0].scopes",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nscopes = [\"\"]\n",
+            "tool[0].scopes",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nscopes = [\"offline_access\"]\n",
+            "tool[0].scopes",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_users = [\"bob\"]\n",
+            "tool[0].allow_users",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_users = [\"@example.com\"]\n",
+            "tool[0].allow_users",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_domains = [\"a@b\"]\n",
+            "tool[0].allow_domains",
+        ),
+        (
+            "[[tool]]\nname = \"x\"\nallow_domains = [\"\"]\n",
+            "tool[0].allow_domains",
+        ),
+        ("[[tool]]\nname = \"x\"\ncolour = 1\n", "tool[0].colour"),
+        (
+            "[[tool]]\nname = \"a\"\n[[tool]]\nname = 5\n",
+            "tool[1].name",
+        ),
+        (
+            "[[resource]]\npath = \"/a\"\n[[resource.tool]]\nname = \"x\"\nallow_users = [\"\"]\n",
+            "resource[0].tool[0].allow_users",
+        ),
+        ("unlisted_tools = \"maybe\"\n", "AUTHGATE_UNLISTED_TOOLS"),
+        (
+            "audit_retention = \"forever\"\n",
+            "AUTHGATE_AUDIT_RETENTION",
+        ),
+    ] {
+        let mut raw = RawConfig::default();
+        let e = raw
+            .overlay_toml(toml, "f.toml")
+            .and_then(|()| Settings::from_raw(&raw).map(|_| ()))
+            .unwrap_err();
+        assert!(e.0.contains(key) && !e.0.contains('\n'), "{toml}: {e}");
+    }
+}
+
+#[test]
+fn the_readme_tool_policy_example_is_valid() {
+    let readme = include_str!("../../README.md");
+    let section = &readme[readme
+        .find("### Tool policy and audit trail")
+        .expect("the section")..];
+    let start = section.find("```toml\n").expect("an example") + "```toml\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let mut raw = RawConfig::from_env(
+        UPSTREAM
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    raw.overlay_toml(example, "README.md").unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    assert_eq!(s.resources[0].tools.rules.len(), 3);
+    assert_eq!(s.resources[1].tools.rules[0].name, "merge_*");
+    assert_eq!(s.resources[0].offered.to_string(), "admin mcp");
+}
+
+#[test]
+fn tool_rules_from_the_file() {
+    use crate::policy::Unlisted;
+    let mut raw = RawConfig::default();
+    raw.overlay_toml(
+        r#"
+unlisted_tools = "deny"
+[[tool]]
+name = "delete_*"
+scopes = ["admin"]
+[[tool]]
+name = "payroll"
+allow_users = ["Ann@Example.com", "ag_boss"]
+allow_domains = ["@hr.example"]
+[[resource]]
+path = "/github/mcp"
+scopes = ["github"]
+[[resource.tool]]
+name = "merge_*"
+scopes = ["github:write"]
+"#,
+        "f.toml",
+    )
+    .unwrap();
+    let s = Settings::from_raw(&raw).unwrap();
+    let (mcp, github) = (&s.resources[0], &s.resources[1]);
+    assert_eq!(mcp.tools.rules.len(), 2);
+    assert_eq!(mcp.tools.unlisted, Unlisted::Deny);
+    assert_eq!(
+        github.tools.unlisted,
+        Unlisted::Deny,
+        "the setting is for every resource"
+    );
+    assert_eq!(mcp.tools.rules[1].allow_domains, ["hr.example"]);
+    assert_eq!(
+        mcp.tools.rules[1].allow_users,
+        ["Ann@Example.com", "ag_boss"]
+    );
+    assert_eq!(github.tools.rules[0].name, "merge_*");
+    assert_eq!(
+        mcp.scopes.to_string(),
+        "mcp",
+        "a token needs only the resource's scopes"
+    );
+    assert_eq!(
+        mcp.offered.to_string(),
+        "admin mcp",
+        "and may ask for the tools' too"
+    );
+    assert_eq!(github.offered.to_string(), "github github:write");
+    assert_eq!(s.scopes.to_string(), "admin github github:write mcp");
+    assert_eq!(s.audit_retention, 90 * 86_400);
+    let plain = settings(&[("AUTHGATE_AUDIT_RETENTION", "7d")]).unwrap();
+    assert!(!plain.resources[0].tools.is_active());
+    assert_eq!(plain.audit_retention, 7 * 86_400);
 }

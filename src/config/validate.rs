@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use secrecy::SecretString;
 use url::Url;
 
-use super::load::{RawEnterpriseIssuer, RawResource, RawSettings};
+use super::load::{RawEnterpriseIssuer, RawResource, RawSettings, RawTool};
 use super::values::{duration, parse_bool, parse_rate, size, split_list};
 use super::{
     ConfigError, DEFAULT_DATABASE_URL, DEFAULT_LISTEN, RateLimits, ResourceConfig, Settings, err,
@@ -17,8 +17,8 @@ use crate::domain::identity::{LoginPolicy, SubjectSpace};
 use crate::oauth::oidc;
 use crate::oauth::redirect::{RedirectAllowlist, parse_private_scheme};
 use crate::oauth::scope::ScopeSet;
-use crate::oauth::step_up::{ToolScopes, is_tool_name};
 use crate::oauth::url_rules::is_loopback_host;
+use crate::policy::{ToolPolicy, ToolRule, Unlisted};
 
 pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
     let listen = socket_addr("AUTHGATE_LISTEN", r.listen.get().unwrap_or(DEFAULT_LISTEN))?;
@@ -67,6 +67,7 @@ pub(super) fn settings(r: &RawSettings) -> Result<Settings, ConfigError> {
         key_sealer: key_sealer(r)?,
         key_publication_delay: key_publication_delay(r)?,
         key_poll_interval: std::time::Duration::from_secs(crate::keys::POLL_SECONDS),
+        audit_retention: duration("AUTHGATE_AUDIT_RETENTION", &r.audit_retention, "90d")?,
         cimd_test_ca_file: r.cimd_test_ca_file.get().map(PathBuf::from),
         issuer,
         public_url,
@@ -384,32 +385,37 @@ fn login_policy(r: &RawSettings, has_upstream: bool) -> Result<LoginPolicy, Conf
     })
 }
 
-/// `/mcp` first, then the `[[resource]]` tables, which take `default_scopes` when they list none.
+/// `/mcp` first (with the top-level `[[tool]]` rules), then the `[[resource]]` tables, which take
+/// `default_scopes` when they list none.
 fn resources(
     r: &RawSettings,
     default_scopes: &ScopeSet,
     issuer: &str,
 ) -> Result<Vec<ResourceConfig>, ConfigError> {
     const VAR: &str = "[[resource]]";
+    let unlisted = unlisted_tools(r)?;
     let mut resources = vec![resource(
         "AUTHGATE_MCP_UPSTREAM",
         "/mcp",
         r.mcp_upstream.get(),
         default_scopes.clone(),
         issuer,
+        tool_policy("tool", &r.tool, unlisted)?,
     )?];
     if let Some(first) = resources.first_mut() {
         first.upstream_token =
             upstream_token_delivery("AUTHGATE_MCP_UPSTREAM_TOKEN", r.mcp_upstream_token.get())?;
     }
-    resources[0].tool_scopes = default_tool_scopes(r)?;
-    for RawResource {
-        path,
-        upstream,
-        scopes,
-        upstream_token,
-        tool_scopes: tools,
-    } in &r.resource
+    for (
+        i,
+        RawResource {
+            path,
+            upstream,
+            scopes,
+            upstream_token,
+            tool,
+        },
+    ) in r.resource.iter().enumerate()
     {
         let path = path
             .as_deref()
@@ -420,14 +426,9 @@ fn resources(
         } else {
             own
         };
-        let mut parsed = resource(VAR, path, upstream.as_deref(), own, issuer)?;
+        let tools = tool_policy(&format!("resource[{i}].tool"), tool, unlisted)?;
+        let mut parsed = resource(VAR, path, upstream.as_deref(), own, issuer, tools)?;
         parsed.upstream_token = upstream_token_delivery(VAR, upstream_token.as_deref())?;
-        parsed.tool_scopes = tool_scopes(
-            VAR,
-            tools
-                .iter()
-                .map(|(tool, scopes)| (tool.as_str(), ScopeSet::from_list(scopes.iter().cloned()))),
-        )?;
         if resources.iter().any(|x| x.path == parsed.path) {
             return Err(err(VAR, format!("path {path:?} is listed twice")));
         }
@@ -436,65 +437,100 @@ fn resources(
     Ok(resources)
 }
 
-/// `AUTHGATE_TOOL_SCOPES`, the `/mcp` resource's tool scopes: `tool=scope scope,tool2=scope`.
-fn default_tool_scopes(r: &RawSettings) -> Result<ToolScopes, ConfigError> {
-    const VAR: &str = "AUTHGATE_TOOL_SCOPES";
-    let Some(raw) = r.tool_scopes.get() else {
-        return Ok(ToolScopes::default());
-    };
-    let mut entries = Vec::new();
-    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
-        let (tool, scopes) = entry.split_once('=').ok_or_else(|| {
-            err(
-                VAR,
-                "each entry must look like tool=scope (scopes separated by spaces)",
-            )
-        })?;
-        entries.push((tool.trim(), ScopeSet::parse(scopes)));
-    }
-    tool_scopes(VAR, entries.into_iter())
-}
-
-fn tool_scopes<'a>(
-    var: &str,
-    entries: impl Iterator<Item = (&'a str, ScopeSet)>,
-) -> Result<ToolScopes, ConfigError> {
-    let mut tools = std::collections::BTreeMap::new();
-    for (tool, scopes) in entries {
-        if !is_tool_name(tool) {
-            return Err(err(
-                var,
-                format!("{tool:?} is not a tool name (1 to 128 of A-Z a-z 0-9 _ - .)"),
-            ));
-        }
-        if scopes.is_empty() {
-            return Err(err(var, format!("tool {tool:?} lists no scope")));
-        }
-        if scopes.contains("offline_access") {
-            return Err(err(var, "offline_access is not a tool scope"));
-        }
-        // RFC 6749 §3.3 scope-token characters; anything else could not be asked for.
-        if scopes.iter().any(|s| {
-            s.bytes()
-                .any(|b| !(0x21..=0x7e).contains(&b) || b == b'"' || b == b'\\')
-        }) {
-            return Err(err(
-                var,
-                format!("tool {tool:?} has a scope with a character scopes cannot have"),
-            ));
-        }
-        if tools.insert(tool.to_owned(), scopes).is_some() {
-            return Err(err(var, format!("tool {tool:?} is listed twice")));
-        }
-    }
-    Ok(ToolScopes::new(tools))
-}
-
-/// Every resource's scopes, its tools' included, are offered.
+/// Every resource's scopes are offered, those its tool rules need included.
 fn offered_scopes(resources: &[ResourceConfig]) -> ScopeSet {
     resources
         .iter()
-        .fold(ScopeSet::default(), |all, res| all.union(&res.offered()))
+        .fold(ScopeSet::default(), |all, res| all.union(&res.offered))
+}
+
+fn unlisted_tools(r: &RawSettings) -> Result<Unlisted, ConfigError> {
+    match r.unlisted_tools.get().map(str::trim) {
+        None | Some("allow") => Ok(Unlisted::Allow),
+        Some("deny") => Ok(Unlisted::Deny),
+        Some(_) => Err(err("AUTHGATE_UNLISTED_TOOLS", "must be allow or deny")),
+    }
+}
+
+/// The rules of `[[tool]]` tables (named `tool[0]`, `resource[1].tool[0]`, ... in errors).
+fn tool_policy(var: &str, raw: &[RawTool], unlisted: Unlisted) -> Result<ToolPolicy, ConfigError> {
+    let rules = raw
+        .iter()
+        .enumerate()
+        .map(|(i, t)| tool_rule(&format!("{var}[{i}]"), t))
+        .collect::<Result<_, _>>()?;
+    Ok(ToolPolicy { rules, unlisted })
+}
+
+fn tool_rule(var: &str, t: &RawTool) -> Result<ToolRule, ConfigError> {
+    let name = t.name.as_deref().ok_or_else(|| {
+        err(
+            &format!("{var}.name"),
+            "is required (a tool name; * matches any run of characters)",
+        )
+    })?;
+    if name.is_empty()
+        || name.len() > 128
+        || name.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(err(
+            &format!("{var}.name"),
+            "must be a tool name or a pattern such as delete_* (no spaces, at most 128 characters)",
+        ));
+    }
+    // RFC 6749 scope-token characters.
+    let token = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    };
+    if !t.scopes.iter().all(|s| token(s)) {
+        return Err(err(
+            &format!("{var}.scopes"),
+            "must be scope names without spaces",
+        ));
+    }
+    if t.scopes.iter().any(|s| s == "offline_access") {
+        return Err(err(
+            &format!("{var}.scopes"),
+            "offline_access is not a tool scope",
+        ));
+    }
+    let user = |u: &str| {
+        u.starts_with("ag_") && u.len() > 3
+            || u.split_once('@')
+                .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty())
+    };
+    if !t
+        .allow_users
+        .iter()
+        .all(|u| user(u.trim()) && !u.trim().contains(char::is_whitespace))
+    {
+        return Err(err(
+            &format!("{var}.allow_users"),
+            "must be email addresses or subjects (ag_...)",
+        ));
+    }
+    let domains: Vec<String> = t
+        .allow_domains
+        .iter()
+        .map(|d| d.trim().trim_start_matches('@').to_owned())
+        .collect();
+    if domains
+        .iter()
+        .any(|d| d.is_empty() || d.contains(['@', '/', ' ', '*']))
+    {
+        return Err(err(
+            &format!("{var}.allow_domains"),
+            "must be email domains such as corp.example",
+        ));
+    }
+    Ok(ToolRule {
+        name: name.to_owned(),
+        scopes: ScopeSet::from_list(t.scopes.iter().cloned()),
+        allow_users: t.allow_users.iter().map(|u| u.trim().to_owned()).collect(),
+        allow_domains: domains,
+    })
 }
 
 /// Paths authgate itself serves, which a resource may not take.
@@ -519,6 +555,7 @@ fn resource(
     upstream: Option<&str>,
     scopes: ScopeSet,
     issuer: &str,
+    tools: ToolPolicy,
 ) -> Result<ResourceConfig, ConfigError> {
     if !path.starts_with('/')
         || path.len() < 2
@@ -553,10 +590,120 @@ fn resource(
         path: path.to_owned(),
         uri: format!("{issuer}{path}"),
         upstream,
+        offered: scopes.union(&tools.scopes()),
         scopes,
+        tools,
         upstream_token: false,
-        tool_scopes: ToolScopes::default(),
     })
+}
+
+fn upstream_url(var: &str, raw: &str) -> Result<Url, ConfigError> {
+    let bad = || err(var, "upstream must be an absolute http(s) URL");
+    let url = Url::parse(raw.trim()).map_err(|_| bad())?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(bad());
+    }
+    Ok(url)
+}
+
+fn allowed_origins(r: &RawSettings) -> Result<Vec<String>, ConfigError> {
+    const VAR: &str = "AUTHGATE_ALLOWED_ORIGINS";
+    let mut origins = Vec::new();
+    for o in r.allowed_origins.get().map(split_list).unwrap_or_default() {
+        let url = Url::parse(&o)
+            .map_err(|_| err(VAR, "entries must be origins such as http://localhost:6274"))?;
+        if url.host().is_none() || url.path() != "/" || url.query().is_some() {
+            return Err(err(
+                VAR,
+                "entries must be origins such as http://localhost:6274 (no path)",
+            ));
+        }
+        origins.push(url.origin().ascii_serialization());
+    }
+    Ok(origins)
+}
+
+fn trusted_proxies(r: &RawSettings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    r.trusted_proxies
+        .get()
+        .map(split_list)
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            p.parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    err(
+                        "AUTHGATE_TRUSTED_PROXIES",
+                        "entries must be addresses or CIDR ranges such as 10.0.0.0/8",
+                    )
+                })
+        })
+        .collect()
+}
+
+fn metrics_listen(r: &RawSettings) -> Result<Option<SocketAddr>, ConfigError> {
+    r.metrics_listen
+        .get()
+        .map(|v| {
+            v.parse().map_err(|_| {
+                err(
+                    "AUTHGATE_METRICS_LISTEN",
+                    "must be an address and port such as 127.0.0.1:9090",
+                )
+            })
+        })
+        .transpose()
+}
+
+/// `Host` values a reverse proxy may pass through: `name` or `name:port`, nothing else.
+fn allowed_hosts(r: &RawSettings) -> Result<Vec<String>, ConfigError> {
+    let mut hosts = Vec::new();
+    for raw in r.allowed_hosts.get().map(split_list).unwrap_or_default() {
+        let lower = raw.trim().to_ascii_lowercase();
+        let valid = !lower.contains('@')
+            && lower
+                .parse::<http::uri::Authority>()
+                .is_ok_and(|a| !a.host().is_empty());
+        if !valid {
+            return Err(err(
+                "AUTHGATE_ALLOWED_HOSTS",
+                "entries must be host names with an optional port, such as mcp.internal or mcp.internal:8080",
+            ));
+        }
+        hosts.push(lower);
+    }
+    Ok(hosts)
+}
+
+fn log_json(r: &RawSettings) -> Result<bool, ConfigError> {
+    match r.log_format.get().unwrap_or("pretty") {
+        "json" => Ok(true),
+        "pretty" => Ok(false),
+        _ => Err(err("AUTHGATE_LOG_FORMAT", "must be json or pretty")),
+    }
+}
+
+fn key_sealer(r: &RawSettings) -> Result<Option<crate::keys::KeySealer>, ConfigError> {
+    r.key_encryption_key
+        .get()
+        .map(crate::keys::KeySealer::from_setting)
+        .transpose()
+        .map_err(|_| {
+            err(
+                "AUTHGATE_KEY_ENCRYPTION_KEY",
+                "must be 32 random bytes in base64 (openssl rand -base64 32); value not shown",
+            )
+        })
+}
+
+/// Zero is allowed (a single instance needs no publication ahead of use).
+fn key_publication_delay(r: &RawSettings) -> Result<i64, ConfigError> {
+    const VAR: &str = "AUTHGATE_KEY_PUBLICATION_DELAY";
+    match r.key_publication_delay.get().map(str::trim) {
+        Some("0") => Ok(0),
+        _ => duration(VAR, &r.key_publication_delay, "120"),
+    }
 }
 
 /// `header`: the MCP server receives the user's upstream access token; `none` (the default):
@@ -757,113 +904,4 @@ fn enterprise_issuer(
         subjects,
         allow_public_clients: raw.allow_public_clients,
     })
-}
-
-fn upstream_url(var: &str, raw: &str) -> Result<Url, ConfigError> {
-    let bad = || err(var, "upstream must be an absolute http(s) URL");
-    let url = Url::parse(raw.trim()).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(bad());
-    }
-    Ok(url)
-}
-
-fn allowed_origins(r: &RawSettings) -> Result<Vec<String>, ConfigError> {
-    const VAR: &str = "AUTHGATE_ALLOWED_ORIGINS";
-    let mut origins = Vec::new();
-    for o in r.allowed_origins.get().map(split_list).unwrap_or_default() {
-        let url = Url::parse(&o)
-            .map_err(|_| err(VAR, "entries must be origins such as http://localhost:6274"))?;
-        if url.host().is_none() || url.path() != "/" || url.query().is_some() {
-            return Err(err(
-                VAR,
-                "entries must be origins such as http://localhost:6274 (no path)",
-            ));
-        }
-        origins.push(url.origin().ascii_serialization());
-    }
-    Ok(origins)
-}
-
-fn trusted_proxies(r: &RawSettings) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    r.trusted_proxies
-        .get()
-        .map(split_list)
-        .unwrap_or_default()
-        .iter()
-        .map(|p| {
-            p.parse::<ipnet::IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    err(
-                        "AUTHGATE_TRUSTED_PROXIES",
-                        "entries must be addresses or CIDR ranges such as 10.0.0.0/8",
-                    )
-                })
-        })
-        .collect()
-}
-
-fn metrics_listen(r: &RawSettings) -> Result<Option<SocketAddr>, ConfigError> {
-    r.metrics_listen
-        .get()
-        .map(|v| {
-            v.parse().map_err(|_| {
-                err(
-                    "AUTHGATE_METRICS_LISTEN",
-                    "must be an address and port such as 127.0.0.1:9090",
-                )
-            })
-        })
-        .transpose()
-}
-
-/// `Host` values a reverse proxy may pass through: `name` or `name:port`, nothing else.
-fn allowed_hosts(r: &RawSettings) -> Result<Vec<String>, ConfigError> {
-    let mut hosts = Vec::new();
-    for raw in r.allowed_hosts.get().map(split_list).unwrap_or_default() {
-        let lower = raw.trim().to_ascii_lowercase();
-        let valid = !lower.contains('@')
-            && lower
-                .parse::<http::uri::Authority>()
-                .is_ok_and(|a| !a.host().is_empty());
-        if !valid {
-            return Err(err(
-                "AUTHGATE_ALLOWED_HOSTS",
-                "entries must be host names with an optional port, such as mcp.internal or mcp.internal:8080",
-            ));
-        }
-        hosts.push(lower);
-    }
-    Ok(hosts)
-}
-
-fn log_json(r: &RawSettings) -> Result<bool, ConfigError> {
-    match r.log_format.get().unwrap_or("pretty") {
-        "json" => Ok(true),
-        "pretty" => Ok(false),
-        _ => Err(err("AUTHGATE_LOG_FORMAT", "must be json or pretty")),
-    }
-}
-
-fn key_sealer(r: &RawSettings) -> Result<Option<crate::keys::KeySealer>, ConfigError> {
-    r.key_encryption_key
-        .get()
-        .map(crate::keys::KeySealer::from_setting)
-        .transpose()
-        .map_err(|_| {
-            err(
-                "AUTHGATE_KEY_ENCRYPTION_KEY",
-                "must be 32 random bytes in base64 (openssl rand -base64 32); value not shown",
-            )
-        })
-}
-
-/// Zero is allowed (a single instance needs no publication ahead of use).
-fn key_publication_delay(r: &RawSettings) -> Result<i64, ConfigError> {
-    const VAR: &str = "AUTHGATE_KEY_PUBLICATION_DELAY";
-    match r.key_publication_delay.get().map(str::trim) {
-        Some("0") => Ok(0),
-        _ => duration(VAR, &r.key_publication_delay, "120"),
-    }
 }

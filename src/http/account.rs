@@ -15,6 +15,7 @@ use super::pages;
 use crate::clock::format_time;
 use crate::oauth::redirect::redirect_target;
 use crate::oauth::secrets::{Hashed, kind};
+use crate::services::audit::{self, Kind, Outcome};
 use crate::services::authorization;
 use crate::services::clients;
 use crate::state::{App, AppState};
@@ -207,6 +208,11 @@ pub async fn revoke(
         )
         .await?;
     tracing::info!(user.sub = %session.subject, client.id = %form.client_id, grants = n, "access revoked by the user");
+    audit::entry(&app, Kind::Revocation, Outcome::Revoked)
+        .user(&session.subject, session.email.as_deref())
+        .client(&form.client_id)
+        .detail("revoked by the user on the account page")
+        .record();
     let notice = "Access revoked. The application must ask you again before it can connect.";
     render(&app, &session, &cookie, Some(notice.to_owned())).await
 }

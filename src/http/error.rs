@@ -384,6 +384,14 @@ pub enum McpError {
         code: i64,
         message: &'static str,
     },
+    /// A JSON-RPC error answering the request's message (`id`) from the gateway itself: the
+    /// tool policy refused it, with its HTTP status.
+    Policy {
+        status: StatusCode,
+        id: serde_json::Value,
+        code: i64,
+        message: &'static str,
+    },
     /// 502 or 504: the MCP server behind cannot be reached, answered badly or too late.
     Gateway {
         status: StatusCode,
@@ -485,6 +493,18 @@ impl IntoResponse for McpError {
                 status,
                 axum::Json(
                     json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}}),
+                ),
+            )
+                .into_response(),
+            Self::Policy {
+                status,
+                id,
+                code,
+                message,
+            } => (
+                status,
+                axum::Json(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}),
                 ),
             )
                 .into_response(),

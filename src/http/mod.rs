@@ -140,11 +140,24 @@ pub fn router(app: AppState) -> Router {
     outer_layers(routes, &app.settings)
 }
 
+/// Makes the request id available to the audit events that services record while serving it.
+async fn audit_scope(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    crate::services::audit::with_request_id(id, next.run(req)).await
+}
+
 /// What wraps every route: a request id, the request log line, and panics turned into a 500
 /// that carries the id (the connection survives).
 pub fn outer_layers(app: Router, settings: &crate::config::Settings) -> Router {
     let trusted = settings.trusted_proxies.clone();
-    limits::catch_panics(app)
+    limits::catch_panics(app.layer(axum::middleware::from_fn(audit_scope)))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             TraceLayer::new_for_http()

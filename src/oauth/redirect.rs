@@ -228,7 +228,8 @@ impl RedirectAllowlist {
     }
 }
 
-fn glob_match(pattern: &str, text: &str) -> bool {
+/// `*` matches any run of characters (none included); everything else matches itself.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
     let p = pattern.as_bytes();
     let t = text.as_bytes();
     let (mut pi, mut ti) = (0, 0);

@@ -21,6 +21,7 @@ use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::url_rules::is_loopback_url;
 use crate::oauth::{ErrorCode, OAuthError, resource};
+use crate::services::audit::{self, Kind, Outcome};
 use crate::services::clients::{self, Client, ResolveError};
 use crate::services::upstream::{UpstreamError, UpstreamLogin};
 use crate::services::upstream_tokens;
@@ -155,15 +156,15 @@ pub async fn accept(app: &App, req: AuthorizationRequest) -> Result<Accepted, Re
         .map(|r| r.uri.clone())
         .collect();
     let resource = resource::select(req.resource.as_deref(), &uris).map_err(&refuse)?;
-    // Scopes are those of the resource asked for; without any, what every request to it needs
-    // (a tool's own scopes are asked for when a call needs them).
+    // Scopes are those of the resource asked for; those only its tool rules need (step-up) are
+    // granted when asked for, never by default.
     let Some(target) = app.settings.resources.iter().find(|r| r.uri == resource) else {
         return Err(refuse(OAuthError::new(
             ErrorCode::InvalidTarget,
             "unknown resource",
         )));
     };
-    let scope = oidc::granted_scope(&req.scope, &target.offered(), &target.scopes);
+    let scope = oidc::granted_scope(&req.scope, &target.offered, &target.scopes);
     let (nonce, login) = if scope.contains(oidc::OPENID) {
         openid_request(app, &req, &client.id)
             .await
@@ -420,6 +421,18 @@ pub async fn consent(
     let Some(client_request) = pending.client_request() else {
         return Err(FlowError::Unknown);
     };
+    let outcome = match decision {
+        Decision::Approve => Outcome::Approved,
+        Decision::Deny => Outcome::Denied,
+    };
+    let mut event = audit::entry(app, Kind::Consent, outcome)
+        .client(&client_request.client_id)
+        .resource(&client_request.resource)
+        .detail(&format!("scope: {}", client_request.scope));
+    if let Some(s) = session {
+        event = event.user(&s.subject, s.email.as_deref());
+    }
+    event.record();
     match (decision, session) {
         (Decision::Deny, _) => deny(app, &pending, client_request).await,
         (Decision::Approve, Some(session))
@@ -658,8 +671,15 @@ async fn admit(
     pending: &PendingAuthorization,
     identity: UpstreamIdentity,
 ) -> Result<Who, FlowError> {
+    let client_id = pending.client_request().map(|r| r.client_id.as_str());
     if let Err(why) = app.settings.login_policy.check(&identity) {
         tracing::info!(upstream.issuer = %identity.issuer, "login refused by policy");
+        let sub = derive_subject(&identity.issuer, &identity.subject);
+        audit::entry(app, Kind::Login, Outcome::Refused)
+            .user(&sub, identity.email.as_deref())
+            .client_if(client_id)
+            .detail("refused by the login policy")
+            .record();
         app.store.finish_pending(&pending.id).await?;
         metrics::counter!(names::AUTHORIZATIONS, "outcome" => "refused_by_policy").increment(1);
         return Err(FlowError::Refused(why));
@@ -698,6 +718,11 @@ async fn log_in(
     )
     .await?;
     tracing::info!(user.sub = %session.subject, "user logged in");
+    let client_id = pending.client_request().map(|r| r.client_id.as_str());
+    audit::entry(app, Kind::Login, Outcome::Ok)
+        .user(&session.subject, session.email.as_deref())
+        .client_if(client_id)
+        .record();
     Ok(Finished {
         next,
         session: Some(value),

@@ -4,6 +4,7 @@
 use crate::clock::Timestamp;
 use crate::oauth::OAuthError;
 use crate::oauth::secrets::Hashed;
+use crate::services::audit::{self, Kind, Outcome};
 use crate::services::clients::Client;
 use crate::state::App;
 use crate::store::{DynStore, StoreError};
@@ -32,6 +33,12 @@ pub async fn revoke_token(app: &App, client: &Client, token: &str) -> Result<(),
         }
         app.store.revoke_grant(&grant.id, now).await?;
         tracing::info!(grant.id = %grant.id, "grant revoked by its client");
+        audit::entry(app, Kind::Revocation, Outcome::Revoked)
+            .user(&grant.subject, grant.email.as_deref())
+            .client(&client.id)
+            .resource(&grant.resource)
+            .detail("refresh token revoked by its client: the whole grant")
+            .record();
         return Ok(());
     }
     if let Ok(claims) = app.keys.verify_signature(token) {
@@ -42,6 +49,12 @@ pub async fn revoke_token(app: &App, client: &Client, token: &str) -> Result<(),
             .revoke_access_token(&claims.jti, claims.exp)
             .await?;
         tracing::info!(client.id = %client.id, "access token revoked");
+        audit::entry(app, Kind::Revocation, Outcome::Revoked)
+            .user(&claims.sub, claims.email.as_deref())
+            .client(&client.id)
+            .resource(&claims.aud)
+            .detail("access token revoked by its client")
+            .record();
     }
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! Deciding and persisting, without HTTP types: resolving and authenticating clients, the
 //! authorization flow, the token exchanges, enterprise identity assertions, revocation, the
-//! upstream login, the users' upstream tokens, the guard's revocation cache, and UserInfo.
-//! Handlers call these and turn their results into responses.
+//! upstream login, the users' upstream tokens, the guard's revocation cache, UserInfo, and the
+//! audit trail. Handlers call these and turn their results into responses.
 
+pub mod audit;
 pub mod authorization;
 pub mod clients;
 pub mod enterprise;

@@ -18,6 +18,7 @@ use crate::oauth::request::TokenRequest;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::{ErrorCode, OAuthError, resource};
+use crate::services::audit::{self, Kind, Outcome};
 use crate::services::clients::Client;
 use crate::services::enterprise;
 use crate::state::App;
@@ -213,7 +214,7 @@ async fn redeem_code(
     };
     match code.redeem(redemption, now) {
         Ok(()) => {}
-        Err(CodeError::Replayed) => return Err(replayed_code(app, &grant.id, now).await),
+        Err(CodeError::Replayed) => return Err(replayed_code(app, &grant, now).await),
         Err(CodeError::Invalid(e)) => return Err(e.into()),
     }
     check_resource(resource, &grant)?;
@@ -234,7 +235,7 @@ async fn redeem_code(
     if !tx.use_code(&hash, now).await? {
         // Another request redeemed it first (it was checked unused a moment ago).
         tx.rollback().await?;
-        return Err(replayed_code(app, &grant.id, now).await);
+        return Err(replayed_code(app, &grant, now).await);
     }
     if !client.document {
         tx.touch_client(&client.id, now).await?;
@@ -249,9 +250,15 @@ async fn redeem_code(
 }
 
 /// A code presented twice: someone else may hold it, so everything it produced is revoked.
-async fn replayed_code(app: &App, grant_id: &str, now: Timestamp) -> TokenError {
-    tracing::warn!(grant.id = %grant_id, "authorization code replayed; revoking its grant");
-    if let Err(e) = app.store.revoke_grant(grant_id, now).await {
+async fn replayed_code(app: &App, grant: &Grant, now: Timestamp) -> TokenError {
+    tracing::warn!(grant.id = %grant.id, "authorization code replayed; revoking its grant");
+    audit::entry(app, Kind::CodeReplay, Outcome::Revoked)
+        .user(&grant.subject, grant.email.as_deref())
+        .client(&grant.client_id)
+        .resource(&grant.resource)
+        .detail("an authorization code was presented again; its grant is revoked")
+        .record();
+    if let Err(e) = app.store.revoke_grant(&grant.id, now).await {
         return TokenError::Store(e);
     }
     invalid_grant("the code was already used")
@@ -308,6 +315,12 @@ async fn refresh(
         RefreshOutcome::Reuse => {
             tracing::warn!(grant.id = %grant.id, client.id = %client.id, "rotated refresh token reused; revoking the grant");
             metrics::counter!(names::REFRESH_EVENTS, "event" => "reuse").increment(1);
+            audit::entry(app, Kind::RefreshReuse, Outcome::Revoked)
+                .user(&grant.subject, grant.email.as_deref())
+                .client(&client.id)
+                .resource(&grant.resource)
+                .detail("a rotated refresh token was used again; its grant is revoked")
+                .record();
             app.store.revoke_grant(&grant.id, now).await?;
             Err(invalid_grant("the refresh token was already used"))
         }

@@ -151,6 +151,39 @@ pub struct ConsentRecord {
     pub last_used_at: Timestamp,
 }
 
+/// One entry of the audit trail: a tool call or a security event. It never holds a tool's
+/// arguments, a token or a secret; `detail` is a short sentence of authgate's own.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct AuditEvent {
+    pub id: String,
+    pub at: Timestamp,
+    /// `tool_call`, `login`, `consent`, `refresh_reuse`, `code_replay`, `revocation`,
+    /// `policy_refusal`.
+    pub kind: String,
+    pub outcome: String,
+    pub subject: Option<String>,
+    pub email: Option<String>,
+    pub client_id: Option<String>,
+    /// The resource URI (token audience).
+    pub resource: Option<String>,
+    pub tool: Option<String>,
+    pub latency_ms: Option<i64>,
+    /// The request's `X-Request-Id`, as in the logs.
+    pub request_id: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Which audit events to read (every filter optional), newest first, at most `limit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// A subject (`ag_...`) or an email address.
+    pub user: Option<String>,
+    pub client_id: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<Timestamp>,
+    pub limit: i64,
+}
+
 #[derive(Clone, sqlx::FromRow)]
 pub struct KeyRecord {
     pub kid: String,
@@ -388,6 +421,12 @@ pub trait Repo: Send + Sync {
     /// revoked grants, and grants past their
     /// absolute end. Returns rows removed.
     async fn delete_expired(&self, now: Timestamp, keep_rotated: i64) -> Result<u64, StoreError>;
+
+    /// Appends audit events, all or none. Returns how many were stored.
+    async fn insert_audit_events(&self, events: &[AuditEvent]) -> Result<u64, StoreError>;
+    async fn list_audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Deletes the audit events from before `before` (the retention). Returns how many.
+    async fn delete_audit_events_before(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// The database: operations one by one, and units of work.

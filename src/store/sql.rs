@@ -176,6 +176,51 @@ pub(super) const DELETE_EXPIRED: &[(&str, bool)] = &[
     ("DELETE FROM grant_families WHERE expires_at < $1", false),
 ];
 
+macro_rules! audit_columns {
+    () => {
+        "id, at, kind, outcome, subject, email, client_id, resource, tool, latency_ms, request_id, detail"
+    };
+}
+/// Rows per `INSERT` of audit events: one statement (one round trip) stores a whole batch of up
+/// to this many, with 12 parameters a row (PostgreSQL and SQLite take thousands).
+pub(super) const AUDIT_ROWS_PER_INSERT: usize = 32;
+const AUDIT_COLUMNS: usize = 12;
+
+/// The `INSERT` of `rows` audit events (1 to `AUDIT_ROWS_PER_INSERT`), built once per size.
+pub(super) fn insert_audit_events(rows: usize) -> &'static str {
+    static STATEMENTS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let all = STATEMENTS.get_or_init(|| {
+        (1..=AUDIT_ROWS_PER_INSERT)
+            .map(|n| {
+                let values: Vec<String> = (0..n)
+                    .map(|row| {
+                        let params: Vec<String> = (1..=AUDIT_COLUMNS)
+                            .map(|col| format!("${}", row * AUDIT_COLUMNS + col))
+                            .collect();
+                        format!("({})", params.join(", "))
+                    })
+                    .collect();
+                format!(
+                    concat!(
+                        "INSERT INTO audit_events (",
+                        audit_columns!(),
+                        ") VALUES {}"
+                    ),
+                    values.join(", ")
+                )
+            })
+            .collect()
+    });
+    let index = rows.clamp(1, AUDIT_ROWS_PER_INSERT) - 1;
+    all.get(index).map_or("", String::as_str)
+}
+pub(super) const SELECT_AUDIT_EVENTS: &str = concat!(
+    "SELECT ",
+    audit_columns!(),
+    " FROM audit_events WHERE ($1 IS NULL OR subject = $1 OR email = $1) AND ($2 IS NULL OR client_id = $2) AND ($3 IS NULL OR at >= $3) ORDER BY at DESC, id DESC LIMIT $4"
+);
+pub(super) const DELETE_AUDIT_EVENTS: &str = "DELETE FROM audit_events WHERE at < $1";
+
 /// Every [`Repo`](super::Repo) operation, as `mode name(args) -> result;`, passed to
 /// `$callback!`. `atomic` operations take several statements, so on the pool they run in a
 /// transaction of their own; `single` ones are one statement. Exported for the tests' fault
@@ -236,6 +281,9 @@ macro_rules! repo_operations {
             single key_version() -> i64;
             atomic delete_keys(kids: &[String]) -> u64;
             atomic delete_expired(now: $crate::clock::Timestamp, keep_rotated: i64) -> u64;
+            atomic insert_audit_events(events: &[$crate::store::AuditEvent]) -> u64;
+            single list_audit_events(query: &$crate::store::AuditQuery) -> Vec<$crate::store::AuditEvent>;
+            single delete_audit_events_before(before: $crate::clock::Timestamp) -> u64;
         }
     };
 }
@@ -251,8 +299,8 @@ macro_rules! queries {
             use $crate::store::rows::{self, PendingColumns};
             use $crate::store::sql;
             use $crate::store::{
-                ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord, SessionRecord,
-                StoreError, UpstreamTokenRecord,
+                AuditEvent, AuditQuery, ClientRecord, ConsentRecord, KeyRecord, McpSessionRecord,
+                SessionRecord, StoreError, UpstreamTokenRecord,
             };
 
             type Conn = $conn;
@@ -922,6 +970,48 @@ macro_rules! queries {
                     removed += q.execute(&mut *c).await?.rows_affected();
                 }
                 Ok(removed)
+            }
+
+            pub async fn insert_audit_events(c: &mut Conn, events: &[AuditEvent]) -> R<u64> {
+                let mut stored = 0;
+                for chunk in events.chunks(sql::AUDIT_ROWS_PER_INSERT) {
+                    let mut q = sqlx::query(sql::insert_audit_events(chunk.len()));
+                    for e in chunk {
+                        q = q
+                            .bind(&e.id)
+                            .bind(e.at)
+                            .bind(&e.kind)
+                            .bind(&e.outcome)
+                            .bind(&e.subject)
+                            .bind(&e.email)
+                            .bind(&e.client_id)
+                            .bind(&e.resource)
+                            .bind(&e.tool)
+                            .bind(e.latency_ms)
+                            .bind(&e.request_id)
+                            .bind(&e.detail);
+                    }
+                    stored += q.execute(&mut *c).await?.rows_affected();
+                }
+                Ok(stored)
+            }
+
+            pub async fn list_audit_events(c: &mut Conn, query: &AuditQuery) -> R<Vec<AuditEvent>> {
+                Ok(sqlx::query_as(sql::SELECT_AUDIT_EVENTS)
+                    .bind(query.user.as_deref())
+                    .bind(query.client_id.as_deref())
+                    .bind(query.since)
+                    .bind(query.limit)
+                    .fetch_all(c)
+                    .await?)
+            }
+
+            pub async fn delete_audit_events_before(c: &mut Conn, before: Timestamp) -> R<u64> {
+                let done = sqlx::query(sql::DELETE_AUDIT_EVENTS)
+                    .bind(before)
+                    .execute(c)
+                    .await?;
+                Ok(done.rows_affected())
             }
         }
     };

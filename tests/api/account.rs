@@ -11,7 +11,7 @@ use crate::flow::{self, new_pkce, refresh, register_claude};
 use crate::helpers::{Backend, TestApp, spawn_app};
 
 /// Logs `browser` into /account with the development login; returns the page HTML.
-async fn account_login(app: &TestApp, browser: &Browser) -> String {
+pub async fn account_login(app: &TestApp, browser: &Browser) -> String {
     let first = browser.get(&app.url("/account")).await;
     if first.status() == 200 {
         return first.text().await.unwrap();

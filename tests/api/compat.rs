@@ -527,7 +527,11 @@ async fn vscode_steps_up_on_insufficient_scope(backend: Backend) {
     let s = setup(backend, "client_secret_post", true, move |raw| {
         raw.set("AUTHGATE_MCP_UPSTREAM", mcp_url);
         raw.set("AUTHGATE_SCOPES", "mcp");
-        raw.set("AUTHGATE_TOOL_SCOPES", "headers=admin");
+        raw.overlay_toml(
+            "[[tool]]\nname = \"headers\"\nscopes = [\"admin\"]\n",
+            "tools.toml",
+        )
+        .unwrap();
     })
     .await;
     let app = &s.app;

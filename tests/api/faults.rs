@@ -28,6 +28,9 @@ const BACKGROUND: &[&str] = &[
     "delete_keys",
     "delete_expired",
     "delete_idle_clients",
+    // The audit trail's writer stores rows whenever a batch is ready.
+    "insert_audit_events",
+    "delete_audit_events_before",
 ];
 
 /// When armed, the `fail_at`-th counted operation fails as an outage would, before it runs.

@@ -153,7 +153,11 @@ async fn inspector_cli_through_forwarding(backend: Backend) {
     .await;
     let r = run_inspector(&s.app, "headers", "{}").await;
     assert_flow(&s.app, &r);
-    assert_eq!(r["tools"], json!(["echo", "headers", "slow"]), "{r}");
+    assert_eq!(
+        r["tools"],
+        json!(["echo", "headers", "delete_record", "payroll", "slow"]),
+        "{r}"
+    );
     for call in [&r["call"], &r["refreshCall"]] {
         let seen: Value = serde_json::from_str(call.as_str().unwrap()).unwrap();
         assert_eq!(seen["authorization"], false, "no token passthrough: {seen}");

@@ -7,6 +7,7 @@
 //! database) and runs against both storage backends.
 
 mod account;
+mod audit;
 mod auth0;
 mod authorize;
 mod boundary;
@@ -30,6 +31,7 @@ mod mcp_sessions;
 mod oidc;
 mod ops;
 mod pages;
+mod policy;
 mod private_key_jwt;
 mod process;
 mod register;

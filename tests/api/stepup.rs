@@ -53,11 +53,13 @@ fn challenge_scope(resp: &reqwest::Response) -> String {
         .to_owned()
 }
 
-/// `/mcp` needs `mcp`; its `whoami` tool needs `admin` too, a made-up `export` tool `files`.
+/// `/mcp` needs `mcp`; its `whoami` tool needs `admin` too, a made-up `export` tool `files`
+/// (tool rules with scopes).
 async fn app_with_tool_scopes(backend: Backend) -> TestApp {
     spawn_app_with(backend, |raw| {
         raw.set("AUTHGATE_SCOPES", "mcp");
-        raw.set("AUTHGATE_TOOL_SCOPES", "whoami=admin,export=files");
+        raw.overlay_toml("[[tool]]\nname = \"whoami\"\nscopes = [\"admin\"]\n[[tool]]\nname = \"export\"\nscopes = [\"files\"]\n", "tools.toml")
+            .unwrap();
         raw.set("AUTHGATE_MCP_MAX_BODY", "16KiB");
     })
     .await
@@ -129,15 +131,14 @@ async fn insufficient_scope_names_every_scope_the_call_needs(backend: Backend) {
         "it has files"
     );
 
-    // A body that parsers could read differently needs every tool's scope.
+    // A body that parsers could read differently is not forwarded at all.
     let smuggled = r#"{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"whoami","name":"echo"}}"#;
     let refused = mcp(&app, token, smuggled).await;
     assert_eq!(
         refused.status(),
-        403,
+        400,
         "a repeated name is not read as the harmless one"
     );
-    assert_eq!(challenge_scope(&refused), "admin files mcp");
 
     // The body is read to find the tool, never beyond the limit (no length given: chunked).
     let chunks = (0..2).map(|_| Ok::<_, std::io::Error>(vec![b' '; 12 * 1024]));
@@ -488,7 +489,8 @@ async fn concurrent_step_ups_keep_every_widening(backend: Backend) {
         |inner| Arc::new(Meeting { inner, at }) as DynStore,
         |raw| {
             raw.set("AUTHGATE_SCOPES", "mcp");
-            raw.set("AUTHGATE_TOOL_SCOPES", "a=alpha,b=beta,c=gamma");
+            raw.overlay_toml("[[tool]]\nname = \"a\"\nscopes = [\"alpha\"]\n[[tool]]\nname = \"b\"\nscopes = [\"beta\"]\n[[tool]]\nname = \"c\"\nscopes = [\"gamma\"]\n", "tools.toml")
+            .unwrap();
         },
     )
     .await;

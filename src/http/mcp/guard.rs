@@ -9,9 +9,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -21,7 +20,7 @@ use crate::http::error::{Challenge, McpError};
 use crate::http::extract::{Bearer, bearer};
 use crate::keys::{AccessClaims, TokenRejection};
 use crate::oauth::scope::ScopeSet;
-use crate::oauth::step_up::{Operation, challenge_scope};
+use crate::oauth::step_up::challenge_scope;
 use crate::state::{App, AppState};
 use crate::telemetry::names;
 
@@ -148,22 +147,18 @@ pub async fn boundary(
 
 pub async fn authenticate(
     State((app, resource)): State<ResourceState>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     let claims = match verified(&app, &resource, req.headers()).await {
         Ok(claims) => claims,
         Err(refusal) => return refused(&app, &resource, &req, refusal),
     };
-    // Only a verified caller's body is read.
-    let (mut req, operation) = match operation(&resource, req).await {
-        Ok(read) => read,
-        Err(too_large) => return too_large,
-    };
+    // What a tool needs besides is the tool policy's to check (`policy.rs`), once the body is
+    // read; here every request needs the resource's own scopes.
     let held = ScopeSet::parse(&claims.scope);
-    let needed = resource.tool_scopes.needed(&resource.scopes, &operation);
-    if !needed.is_subset_of(&held) {
-        let ask = challenge_scope(&held, &resource.offered(), &needed);
+    if !resource.scopes.is_subset_of(&held) {
+        let ask = challenge_scope(&held, &resource.offered, &resource.scopes);
         return refused(&app, &resource, &req, Refusal::InsufficientScope(ask));
     }
     req.extensions_mut().insert(Caller {
@@ -181,26 +176,6 @@ fn refused(app: &App, resource: &ResourceConfig, req: &Request, refusal: Refusal
     let mut resp = refuse(app, resource, refusal);
     unread_body_closes(req, &mut resp);
     resp
-}
-
-/// What the request does, read from its body only when the resource has tools that need scopes
-/// of their own (otherwise the body streams through unread). The body limit layer has bounded
-/// it already; the bytes read are the ones passed on, so the MCP server executes exactly what
-/// was checked.
-async fn operation(
-    resource: &ResourceConfig,
-    req: Request,
-) -> Result<(Request, Operation), Response> {
-    if resource.tool_scopes.is_empty() || req.method() != Method::POST {
-        return Ok((req, Operation::Calls(Vec::new())));
-    }
-    let (parts, body) = req.into_parts();
-    // Past the limit (or broken off, when no client is left to read the answer).
-    let bytes = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .map_err(|_| McpError::TooLarge.into_response())?;
-    let operation = Operation::read(&bytes);
-    Ok((Request::from_parts(parts, Body::from(bytes)), operation))
 }
 
 /// The claims of a valid, unrevoked token for this resource.

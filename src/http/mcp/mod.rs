@@ -6,6 +6,7 @@ pub mod forward;
 pub mod guard;
 pub mod headers;
 pub mod host;
+pub mod policy;
 pub mod session;
 
 use std::sync::Arc;
@@ -69,9 +70,9 @@ fn cors(app: &AppState) -> CorsLayer {
         .max_age(Duration::from_secs(86_400))
 }
 
-/// Every protected resource at its path: boundary, CORS, token, then the MCP server. The layers
-/// wrap every method, so nothing is routed, redirected or refused with 405 before the token is
-/// checked.
+/// Every protected resource at its path: boundary, CORS, token, the tool policy (only on
+/// resources with tool rules), then the MCP server. The layers wrap every method, so nothing is
+/// routed, redirected or refused with 405 before the token is checked.
 pub fn routes(app: &AppState) -> Router {
     let mut resources = Router::new();
     for resource in &app.settings.resources {
@@ -82,6 +83,11 @@ pub fn routes(app: &AppState) -> Router {
                 .with_state(state.clone())
         } else {
             Router::new().route_service(&resource.path, builtin::service())
+        };
+        let route = if resource.tools.is_active() {
+            route.route_layer(from_fn_with_state(state.clone(), policy::enforce))
+        } else {
+            route
         };
         let route = route
             .route_layer(from_fn_with_state(state.clone(), guard::authenticate))

@@ -89,7 +89,7 @@ pub fn protected_resource_metadata(
     json!({
         "resource": resource.uri,
         "authorization_servers": [settings.issuer],
-        "scopes_supported": resource.offered().iter().collect::<Vec<_>>(),
+        "scopes_supported": resource.offered.iter().collect::<Vec<_>>(),
         "bearer_methods_supported": ["header"],
         "resource_name": format!("MCP server {}", resource.path),
     })

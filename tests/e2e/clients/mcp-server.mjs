@@ -17,6 +17,8 @@
 //                            `Authorization: Bearer <X-Authgate-Upstream-Token of this call>`
 //                            (the user's token at the upstream provider, which authgate sends),
 //                            and returns JSON text {status, body}; {status: 0} without the header
+//   delete_record {id}    -> "deleted <id>"      (authgate's tool-policy tests make it need a scope)
+//   payroll {}            -> "payroll report"    (and this one only for some users)
 //
 // Env: PORT (default 0 = free port), MCP_STATELESS=1 (no sessions: a new server per request),
 //      MCP_JSON_RESPONSE=1 (answer POSTs with JSON instead of SSE; progress is then not streamed),
@@ -43,6 +45,16 @@ const TOOLS = [
   {
     name: 'headers',
     description: 'Returns the HTTP request headers this server received for the call, as JSON text.',
+    inputSchema: { type: 'object', properties: {} },
+  },
+  {
+    name: 'delete_record',
+    description: 'Pretends to delete a record; returns "deleted <id>".',
+    inputSchema: { type: 'object', properties: { id: { type: 'string' } } },
+  },
+  {
+    name: 'payroll',
+    description: 'Returns "payroll report".',
     inputSchema: { type: 'object', properties: {} },
   },
   {
@@ -93,6 +105,10 @@ function newMcpServer() {
         return text(String(args.text ?? ''));
       case 'headers':
         return text(JSON.stringify(headersReport(extra.requestInfo?.headers)));
+      case 'delete_record':
+        return text(`deleted ${String(args.id ?? '')}`);
+      case 'payroll':
+        return text('payroll report');
       case 'slow': {
         const steps = Number.isInteger(args.steps) && args.steps > 0 ? Math.min(args.steps, 100) : 5;
         const ms = Number.isInteger(args.ms) && args.ms >= 0 ? Math.min(args.ms, 60000) : 1000;

@@ -10,7 +10,9 @@ Usage: tests/e2e/clients/.venv/bin/python tests/e2e/clients/py_client.py <MCP_UR
 Env:   LOGIN_USER (ann@example.test), LOGIN_PASSWORD (secret), AUTH_METHOD (none | client_secret_post |
        client_secret_basic), REDIRECT_URI (default http://127.0.0.1:<free port>/callback),
        REFRESH_MODE (expire | wait | none), PROGRESS_TOOL (+ PROGRESS_ARGS json), EXPECT_AUTH (1; 0 =
-       a plain server is fine), TIMEOUT_S (120), VERBOSE=1.
+       a plain server is fine), TIMEOUT_S (120), VERBOSE=1,
+       FORBIDDEN_TOOL (a call that must fail with a JSON-RPC error),
+       STEP_UP_TOOL (+ STEP_UP_ARGS json: a call that must succeed, after the SDK's own step-up).
 Output: one line per HTTP request the SDK made, then `RESULT {json}`; exit 0 only if all succeeded.
 """
 
@@ -28,7 +30,7 @@ import anyio
 import anyio.to_thread
 import httpx2
 
-from mcp import ClientSession
+from mcp import ClientSession, MCPError
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider, TokenStorage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
@@ -206,6 +208,31 @@ async def run() -> None:
                 print(f"[mcp] tools/call {ENV['PROGRESS_TOOL']} -> {result['progressCall']} after {result['progressTotalMs']} ms, {len(progress)} progress notifications")
                 if r.is_error:
                     raise RuntimeError(f"tool {ENV['PROGRESS_TOOL']} returned isError: {result['progressCall']}")
+
+            if ENV.get("FORBIDDEN_TOOL"):
+                try:
+                    refused = await session.call_tool(ENV["FORBIDDEN_TOOL"], {})
+                except MCPError as e:
+                    result["forbidden"] = {"code": e.error.code, "message": e.error.message}
+                    print(f"[mcp] tools/call {ENV['FORBIDDEN_TOOL']} -> JSON-RPC error {e.error.code}: {e.error.message}")
+                else:
+                    raise RuntimeError(f"tool {ENV['FORBIDDEN_TOOL']} was not refused: {text_of(refused)}")
+
+            if ENV.get("STEP_UP_TOOL"):
+                walks_before = walker.walks
+                scope_before = storage.tokens.scope if storage.tokens else None
+                stepped = await session.call_tool(ENV["STEP_UP_TOOL"], json.loads(ENV.get("STEP_UP_ARGS") or "{}"))
+                result["stepUp"] = {
+                    "call": text_of(stepped),
+                    "isError": bool(stepped.is_error),
+                    "newLogins": walker.walks - walks_before,
+                    "scopeBefore": scope_before,
+                    "scopeAfter": storage.tokens.scope if storage.tokens else None,
+                    "authorizeScope": result["authorize"]["scope"],
+                }
+                print(f"[mcp] tools/call {ENV['STEP_UP_TOOL']} -> {text_of(stepped)} (step-up: {result['stepUp']})")
+                if stepped.is_error:
+                    raise RuntimeError(f"tool {ENV['STEP_UP_TOOL']} returned isError: {text_of(stepped)}")
 
             if result["auth"] and REFRESH_MODE != "none":
                 before = storage.tokens

@@ -12,7 +12,9 @@
 //        client_secret_basic: the DCR token_endpoint_auth_method), REDIRECT_URI (default
 //        http://127.0.0.1:<free port>/callback), REFRESH_MODE (expire | auth | wait | none),
 //        PROGRESS_TOOL (+ PROGRESS_ARGS json), EXPECT_AUTH (1; 0 = a plain server without OAuth is fine),
-//        TIMEOUT_MS (120000), VERBOSE=1 (browser hops and MCP request headers), PRINT_TOKEN=1.
+//        TIMEOUT_MS (120000), VERBOSE=1 (browser hops and MCP request headers), PRINT_TOKEN=1,
+//        FORBIDDEN_TOOL (a call that must fail with a JSON-RPC error), STEP_UP_TOOL (+ STEP_UP_ARGS: a
+//        call answered 403 insufficient_scope, then made again after authorizing the challenged scope).
 // Output: one line per HTTP request the SDK made, then a last line `RESULT {json}`.
 // Exit:   0 when every step succeeded, 1 otherwise (RESULT then has ok:false and error).
 
@@ -20,6 +22,7 @@ import net from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { UnauthorizedError, auth } from '@modelcontextprotocol/sdk/client/auth.js';
+import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import { walk, describeHop, CookieJar } from './browser.mjs';
 
 const [mcpArg, toolArg, argsArg] = process.argv.slice(2);
@@ -212,6 +215,54 @@ try {
     result.progressTotalMs = Date.now() - started;
     console.log(`[mcp] tools/call ${env.PROGRESS_TOOL} -> ${result.progressCall} after ${result.progressTotalMs} ms, ${progress.length} progress notifications`);
     if (r.isError) throw new Error(`tool ${env.PROGRESS_TOOL} returned isError: ${result.progressCall}`);
+  }
+
+  // 3b. Optional: a tool the policy never lets this user call: a JSON-RPC error for that call alone.
+  if (env.FORBIDDEN_TOOL) {
+    try {
+      const r = await client.callTool({ name: env.FORBIDDEN_TOOL, arguments: {} });
+      throw new Error(`tool ${env.FORBIDDEN_TOOL} was not refused: ${text(r)}`);
+    } catch (e) {
+      if (!(e instanceof McpError)) throw e;
+      result.forbidden = { code: e.code, message: e.message };
+      console.log(`[mcp] tools/call ${env.FORBIDDEN_TOOL} -> JSON-RPC error ${e.code}: ${e.message}`);
+    }
+  }
+
+  // 3c. Optional: step-up. SDK 1.32.2 answers 403 insufficient_scope by refreshing (a refresh
+  //     cannot widen the scope), gets the same 403 and gives up; a host then has to authorize
+  //     again, which the SDK does with the challenged scope once it holds no refresh token.
+  if (env.STEP_UP_TOOL) {
+    const stepArgs = env.STEP_UP_ARGS ? JSON.parse(env.STEP_UP_ARGS) : {};
+    const scopeBefore = provider.tokens()?.scope;
+    let sdkAlone;
+    try {
+      await client.callTool({ name: env.STEP_UP_TOOL, arguments: stepArgs });
+      throw new Error(`tool ${env.STEP_UP_TOOL} was called without stepping up`);
+    } catch (e) {
+      if (!String(e?.message).includes('403')) throw e;
+      sdkAlone = e.message;
+      console.log(`[step-up] the SDK alone: ${e.message}`);
+    }
+    await client.listTools(); // a success clears the SDK's record of the last 403
+    const walksBefore = provider.walks;
+    provider._tokens = { ...provider.tokens(), refresh_token: undefined };
+    let stepped;
+    try {
+      stepped = await client.callTool({ name: env.STEP_UP_TOOL, arguments: stepArgs });
+    } catch (e) {
+      if (!(e instanceof UnauthorizedError) || !provider.pending || provider.walks === walksBefore) throw e;
+      const code = await provider.pending;
+      await transport.finishAuth(code);
+      stepped = await client.callTool({ name: env.STEP_UP_TOOL, arguments: stepArgs });
+    }
+    result.stepUp = {
+      call: text(stepped), isError: Boolean(stepped.isError), sdkAlone,
+      newLogins: provider.walks - walksBefore, scopeBefore, scopeAfter: provider.tokens()?.scope,
+      authorizeScope: result.authorize?.scope,
+    };
+    console.log(`[mcp] tools/call ${env.STEP_UP_TOOL} -> ${result.stepUp.call} (step-up: ${JSON.stringify(result.stepUp)})`);
+    if (stepped.isError) throw new Error(`tool ${env.STEP_UP_TOOL} returned isError: ${result.stepUp.call}`);
   }
 
   // 4. Refresh, then prove the refreshed access token works.
