@@ -49,7 +49,8 @@ end
 function response(status, headers, body)
   local next_token = status == 200 and string.match(body or "", '"refresh_token"%s*:%s*"([^"]+)"')
   if next_token then token = next_token end
-  tally.record(status, next_token ~= nil, body)
+  -- `next_token` is false (not nil) for a non-200 answer: test it for truth, not for nil.
+  tally.record(status, next_token and true or false, body)
 end
 
 -- Write every chain's newest token back, then let tally print the figures.
