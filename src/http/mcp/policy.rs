@@ -158,6 +158,18 @@ fn is_length_limit(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Which `tools/list` answers the response may carry: those of the request's ids, or any (a
+/// stream resumed by GET may replay the answer to an earlier tools/list).
+fn lists_to_filter(ids: Vec<Value>, method: &Method) -> Option<Lists> {
+    if !ids.is_empty() {
+        Some(Lists::Ids(ids))
+    } else if method == Method::GET {
+        Some(Lists::AnyResult)
+    } else {
+        None
+    }
+}
+
 pub async fn enforce(
     State((app, resource)): State<ResourceState>,
     req: Request,
@@ -194,14 +206,7 @@ pub async fn enforce(
         Ok(s) => s,
         Err(refused) => return refused.into_response(),
     };
-    let lists = if !screening.lists.is_empty() {
-        Some(Lists::Ids(screening.lists))
-    } else if parts.method == Method::GET {
-        // A stream resumed by GET may replay the answer to an earlier tools/list.
-        Some(Lists::AnyResult)
-    } else {
-        None
-    };
+    let lists = lists_to_filter(screening.lists, &parts.method);
     let mut parts = parts;
     if lists.is_some() {
         // A compressed answer could not be read, so it would have to pass unfiltered.
