@@ -216,7 +216,9 @@ async fn background_jobs(state: AppState) {
             .unwrap_or(600)
             .clamp(1, 600),
     );
-    let mut tick = tokio::time::interval(period);
+    // Not at start: a fresh instance has nothing urgent to clean, and a first pass racing the
+    // first requests would make the moment of a clean-up depend on scheduling.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         tick.tick().await;
         if let Err(e) = remove_idle_clients(&state).await {
@@ -257,7 +259,8 @@ async fn poll_keys(state: AppState) {
         .settings
         .key_poll_interval
         .max(Duration::from_millis(10));
-    let mut tick = tokio::time::interval(period);
+    // The keys were loaded while building the application: the first check is due one period on.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;

@@ -87,7 +87,10 @@ async fn a_rotation_is_published_everywhere_after_one_poll_and_signs_only_from_i
     backend: Backend,
 ) {
     let a = spawn_app(backend).await;
-    let b = a.another_instance(|_| {}).await;
+    // This test polls B by hand; its background poll must not look first.
+    let b = a
+        .another_instance(|s| s.key_poll_interval = Duration::from_secs(3600))
+        .await;
     assert_eq!(a.state.settings.key_publication_delay, DELAY, "the default");
     let client = register_claude(&a).await;
     let grant = full_grant(&a, &client).await;
