@@ -90,8 +90,19 @@ impl Authgate {
     /// Starts the binary on `port` with only the given variables (nothing inherited but PATH),
     /// and waits until `/healthz` answers.
     async fn start(name: &'static str, port: u16, env: &[(&str, String)]) -> Self {
+        Self::start_with_args(name, port, env, &[]).await
+    }
+
+    /// `start`, with arguments after `serve` (such as `--config FILE`).
+    async fn start_with_args(
+        name: &'static str,
+        port: u16,
+        env: &[(&str, String)],
+        args: &[&str],
+    ) -> Self {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_authgate"));
         cmd.arg("serve")
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("AUTHGATE_LISTEN", format!("127.0.0.1:{port}"))
@@ -439,6 +450,75 @@ async fn sigterm_cuts_streams_at_the_shutdown_timeout_and_exits_0() {
     eprintln!(
         "sigterm with a 1 s deadline: exit 0 {exited_after:?} after SIGTERM; the client got {events} of 60 events"
     );
+}
+
+/// The audit writer waits a moment for fuller batches, so the row of a tool call that ends while
+/// the server drains is still in memory when the last connection closes: shutdown must write it
+/// before the process exits, or the trail misses the calls made during every deploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_the_audit_rows_of_calls_that_end_while_draining() {
+    let dir = TempDir::new("sigterm-audit");
+    // A rule that matches every tool and restricts nothing: it turns the audit of calls on.
+    let config = dir.path().join("authgate.toml");
+    std::fs::write(&config, "[[tool]]\nname = \"*\"\n").unwrap();
+    let config = config.display().to_string();
+    let upstream = spawn_upstream().await;
+    let port = free_port();
+    let env = [sqlite_env(&dir), ("AUTHGATE_MCP_UPSTREAM", upstream)];
+    let mut ag =
+        Authgate::start_with_args("authgate", port, &env, &["--config", config.as_str()]).await;
+    let remote = ag.remote();
+    let token = access_token(&remote).await;
+
+    // The upstream answers a call whose body names "stream" with 5 events over about 2 s.
+    let resp = reqwest::Client::new()
+        .post(remote.url("/mcp"))
+        .bearer_auth(&token)
+        .header("Content-Type", "application/json")
+        .header("Accept", "application/json, text/event-stream")
+        .header("MCP-Protocol-Version", "2025-06-18")
+        .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"stream","arguments":{}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut text = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
+    ag.signal("TERM").await;
+    while let Some(chunk) = stream.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    assert!(
+        text.contains("\"last\":true"),
+        "the call ran to its end: {text}"
+    );
+    let status = ag
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|| panic!("still running 10 s after SIGTERM:\n{}", ag.tail(40)));
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["audit", "--json"])
+        .env_clear()
+        .env("DATABASE_URL", &env[0].1)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let calls: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "tool_call").collect();
+    assert_eq!(
+        calls.len(),
+        1,
+        "the call that ended after SIGTERM is in the trail: {rows:#?}\n{}",
+        ag.tail(20)
+    );
+    assert_eq!(calls[0]["tool"], "stream");
+    assert_eq!(calls[0]["outcome"], "ok");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
