@@ -789,6 +789,18 @@ async fn chatgpt_over_cimd(backend: Backend) {
     assert_eq!(tokens.status(), 200);
     let tokens: Value = tokens.json().await.unwrap();
     tool_call_and_list(app, tokens["access_token"].as_str().unwrap()).await;
+    // A client that can sign must sign: its refresh token alone (stolen) buys nothing.
+    let unsigned = token_call(
+        app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
+            ("resource", &resource),
+            ("client_id", CHATGPT_CIMD),
+        ],
+    )
+    .await;
+    assert_eq!(unsigned.status(), 401, "{}", unsigned.text().await.unwrap());
     let refreshed = signed(&[
         ("grant_type", "refresh_token"),
         ("refresh_token", tokens["refresh_token"].as_str().unwrap()),
