@@ -270,6 +270,16 @@ async fn spawn_upstream() -> String {
 }
 
 async fn start_stream(remote: &Remote, token: &str, method: &str) -> reqwest::Response {
+    start_stream_with(
+        remote,
+        token,
+        format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}"}}"#),
+    )
+    .await
+}
+
+/// `start_stream` with a whole JSON-RPC body.
+async fn start_stream_with(remote: &Remote, token: &str, body: String) -> reqwest::Response {
     // Its own client: the stream must not share a connection with anything else.
     let http = reqwest::Client::new();
     let resp = http
@@ -278,7 +288,7 @@ async fn start_stream(remote: &Remote, token: &str, method: &str) -> reqwest::Re
         .header("Content-Type", "application/json")
         .header("Accept", "application/json, text/event-stream")
         .header("MCP-Protocol-Version", "2025-06-18")
-        .body(format!(r#"{{"jsonrpc":"2.0","id":7,"method":"{method}"}}"#))
+        .body(body)
         .send()
         .await
         .unwrap();
@@ -471,17 +481,13 @@ async fn sigterm_writes_the_audit_rows_of_calls_that_end_while_draining() {
     let token = access_token(&remote).await;
 
     // The upstream answers a call whose body names "stream" with 5 events over about 2 s.
-    let resp = reqwest::Client::new()
-        .post(remote.url("/mcp"))
-        .bearer_auth(&token)
-        .header("Content-Type", "application/json")
-        .header("Accept", "application/json, text/event-stream")
-        .header("MCP-Protocol-Version", "2025-06-18")
-        .body(r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"stream","arguments":{}}}"#)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let resp = start_stream_with(
+        &remote,
+        &token,
+        r#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"stream","arguments":{}}}"#
+            .to_owned(),
+    )
+    .await;
     let mut stream = resp.bytes_stream();
     let mut text = String::from_utf8(stream.next().await.unwrap().unwrap().to_vec()).unwrap();
     ag.signal("TERM").await;
