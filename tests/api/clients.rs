@@ -7,7 +7,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::both_backends;
@@ -46,17 +45,7 @@ pub async fn start_mcp_server_with(env: &[(&str, &str)]) -> (String, Child) {
         .kill_on_drop(true)
         .spawn()
         .expect("node must be installed");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the MCP server did not start")
-        .unwrap()
-        .expect("the MCP server exited");
-    let url = line
-        .strip_prefix("MCP SERVER READY ")
-        .expect("a READY line")
-        .trim()
-        .to_owned();
+    let url = crate::helpers::ready_line(&mut child, "MCP SERVER READY ", "the MCP server").await;
     (url, child)
 }
 

@@ -437,3 +437,34 @@ pub fn record_compat(client: &str, registration: &str, backend: Backend) {
         serde_json::json!({"client": client, "registration": registration, "backend": backend});
     std::fs::write(dir.join(format!("{name}.json")), record.to_string()).unwrap();
 }
+
+/// How long a helper process (the IdP, an MCP server) may take to print its READY line. Only a
+/// hang should reach it: with the suite's other tests loading both cores, node's start-up (module
+/// loading, the IdP's RSA key) once took more than 20 s.
+pub const CHILD_START: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Reads `child`'s first stdout line, which must be `<prefix><rest>`; returns `rest`, trimmed.
+/// A timeout names the machine's load so a slow machine is told apart from a hung child.
+pub async fn ready_line(child: &mut tokio::process::Child, prefix: &str, what: &str) -> String {
+    use tokio::io::AsyncBufReadExt as _;
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let started = std::time::Instant::now();
+    let line = match tokio::time::timeout(CHILD_START, lines.next_line()).await {
+        Ok(line) => line
+            .expect("reading the child's stdout")
+            .unwrap_or_else(|| panic!("{what} exited before it was ready")),
+        Err(_) => {
+            let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+            panic!(
+                "{what} did not start within {:?} (load average: {})",
+                started.elapsed(),
+                load.trim()
+            )
+        }
+    };
+    line.strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{what} printed {line:?}, not its READY line"))
+        .trim()
+        .to_owned()
+}

@@ -63,17 +63,8 @@ impl McpServer {
             .kill_on_drop(true)
             .spawn()
             .expect("node must be installed");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
-            .await
-            .expect("the MCP server did not start")
-            .unwrap()
-            .expect("the MCP server exited");
-        let url = line
-            .strip_prefix("MCP SERVER READY ")
-            .expect("a READY line")
-            .trim()
-            .to_owned();
+        let url =
+            crate::helpers::ready_line(&mut child, "MCP SERVER READY ", "the MCP server").await;
         let log = Arc::new(Mutex::new(Vec::new()));
         let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = log.clone();

@@ -5,13 +5,12 @@
 use std::process::Stdio;
 
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::both_backends;
 use crate::browser::{Browser, form_action, form_inputs, location};
 use crate::flow::{self, RegisteredClient, new_pkce, param, redeem, refresh, register_claude};
-use crate::helpers::{Backend, TestApp, spawn_app_on};
+use crate::helpers::{Backend, TestApp, ready_line, spawn_app_on};
 
 pub struct Idp {
     pub issuer: String,
@@ -54,18 +53,7 @@ pub async fn start_idp_with(
     let mut child = cmd
         .spawn()
         .expect("node must be installed for the end-to-end tests");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the IdP did not start within 20 s")
-        .unwrap()
-        .expect("the IdP exited");
-    let issuer = line
-        .strip_prefix("IDP READY ")
-        .expect("a READY line")
-        .trim()
-        .to_owned();
+    let issuer = ready_line(&mut child, "IDP READY ", "the IdP").await;
     Idp {
         issuer,
         _child: child,

@@ -943,7 +943,6 @@ impl UpstreamApi {
 
 /// The TypeScript SDK test server (stateful, JSON answers) with `UPSTREAM_API_URL`.
 async fn start_mcp_server(api: &UpstreamApi) -> (String, tokio::process::Child) {
-    use tokio::io::AsyncBufReadExt as _;
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/clients");
     assert!(
         std::path::Path::new(dir)
@@ -962,17 +961,7 @@ async fn start_mcp_server(api: &UpstreamApi) -> (String, tokio::process::Child) 
         .kill_on_drop(true)
         .spawn()
         .expect("node must be installed");
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
-        .await
-        .expect("the MCP server did not start")
-        .unwrap()
-        .expect("the MCP server exited");
-    let url = line
-        .strip_prefix("MCP SERVER READY ")
-        .expect("a READY line")
-        .trim()
-        .to_owned();
+    let url = crate::helpers::ready_line(&mut child, "MCP SERVER READY ", "the MCP server").await;
     (url, child)
 }
 
