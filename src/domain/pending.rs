@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::clock::Timestamp;
+use crate::domain::upstream_token::SealedWaitingTokens;
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::scope::ScopeSet;
 use crate::oauth::secrets::{Hashed, kind};
@@ -84,6 +85,9 @@ pub struct Confirmation {
     pub token: Hashed<kind::Confirmation>,
     pub subject: String,
     pub email: Option<String>,
+    /// The provider's tokens from the login, when the request's resource keeps them for its MCP
+    /// server: the confirmation hands them to the grant.
+    pub upstream_tokens: Option<SealedWaitingTokens>,
 }
 
 /// How far the request got.
@@ -418,6 +422,7 @@ mod tests {
             token: Hashed::of("t"),
             subject: "sub".into(),
             email: None,
+            upstream_tokens: None,
         }
     }
 

@@ -124,6 +124,33 @@ pub fn sealing_context(grant_id: &str, part: Part) -> String {
     format!("authgate:upstream-token:v1:{part}:{grant_id}")
 }
 
+/// The associated data of a login's tokens waiting, sealed together, with the request
+/// `pending_id` for its confirmation (never a grant's context: those start with the part's name).
+pub fn waiting_sealing_context(pending_id: &str) -> String {
+    format!("authgate:upstream-token:v1:waiting:{pending_id}")
+}
+
+/// A login's upstream tokens, sealed, waiting with its request for a confirmation. Ciphertext,
+/// but kept out of logs all the same.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SealedWaitingTokens(String);
+
+impl SealedWaitingTokens {
+    pub fn from_stored(sealed: String) -> Self {
+        Self(sealed)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SealedWaitingTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedWaitingTokens([redacted])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +244,9 @@ mod tests {
         assert_ne!(a, sealing_context("g2", Part::Access));
         assert_ne!(a, sealing_context("g1", Part::Refresh));
         assert_eq!(a, "authgate:upstream-token:v1:access:g1");
+        assert_ne!(
+            waiting_sealing_context("g1"),
+            sealing_context("waiting:g1", Part::Access)
+        );
     }
 }

@@ -494,7 +494,16 @@ pub async fn confirm(app: &App, token: &str, decision: Decision) -> Result<Next,
                 email_verified: None,
                 auth_time: pending.created_at,
             };
-            finish(app, &pending, &who, None, Proof::Login(None)).await
+            let tokens = match &confirmation.upstream_tokens {
+                Some(sealed) => Some(
+                    upstream_tokens::open_waiting(app, &pending.id, sealed, app.clock.now())
+                        .map_err(|e| {
+                            StoreError::Corrupt(format!("waiting upstream tokens: {e}"))
+                        })?,
+                ),
+                None => None,
+            };
+            finish(app, &pending, &who, None, Proof::Login(tokens.as_ref())).await
         }
     }
 }
@@ -614,9 +623,7 @@ pub async fn upstream_returned(
     let who = admit(app, &pending, identity).await?;
     match returned {
         Return::SameBrowser => log_in(app, &pending, who, tokens.as_ref()).await,
-        // The provider's tokens are not kept across the confirmation page: a resource that needs
-        // them refuses the confirmed request (`finish`), and the client authorizes again.
-        Return::WithoutCookie => to_confirmation(app, &pending, who).await,
+        Return::WithoutCookie => to_confirmation(app, &pending, who, tokens.as_ref()).await,
     }
 }
 
@@ -752,6 +759,7 @@ async fn to_confirmation(
     app: &App,
     pending: &PendingAuthorization,
     who: Who,
+    tokens: Option<&UpstreamTokens>,
 ) -> Result<Finished, FlowError> {
     let Some(request) = pending.client_request() else {
         return Err(FlowError::Unusable(Unusable::OtherBrowser));
@@ -761,11 +769,22 @@ async fn to_confirmation(
         Err(ResolveError::Unknown(_)) => return Err(FlowError::Unknown),
         Err(ResolveError::Store(e)) => return Err(e.into()),
     };
+    // A resource that hands the user's upstream tokens to its MCP server refuses a grant without
+    // them, so the login's tokens wait, sealed with the request, for the confirmation to hand
+    // them to the grant; without them a webview would go round the login for ever.
+    let upstream_tokens = match tokens {
+        Some(t) if needs_provider_login(app, request) => Some(
+            upstream_tokens::seal_waiting(app, &pending.id, t, app.clock.now())
+                .map_err(|e| StoreError::Corrupt(format!("waiting upstream tokens: {e}")))?,
+        ),
+        _ => None,
+    };
     let token = Secret::<kind::Confirmation>::new(app.random.token());
     let confirmation = Confirmation {
         token: token.hash(),
         subject: who.subject.clone(),
         email: who.email.clone(),
+        upstream_tokens,
     };
     pending
         .to_confirmation(confirmation.clone())

@@ -11,10 +11,11 @@ use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::domain::upstream_token::{
-    LEASE_SECONDS, Lifetime, Part, Plan, UpstreamTokens, plan, sealing_context,
+    LEASE_SECONDS, Lifetime, Part, Plan, SealedWaitingTokens, UpstreamTokens, plan,
+    sealing_context, waiting_sealing_context,
 };
 use crate::keys::TokenRejection;
-use crate::oauth::secrets::{Secret, kind};
+use crate::oauth::secrets::{Hashed, Secret, kind};
 use crate::oauth::token_exchange::TokenExchangeRequest;
 use crate::oauth::{ErrorCode, OAuthError};
 use crate::sealing::{SealError, TokenSealer};
@@ -61,6 +62,55 @@ pub fn seal(
 ) -> Result<UpstreamTokenRecord, SealError> {
     let sealer = sealer(app)?;
     sealed_record(app, sealer, grant_id, tokens, None, now, 1)
+}
+
+/// A login's tokens as they wait for its confirmation: one sealed value, bound to the request,
+/// with the access token's expiry as a time (the confirmation may come minutes later).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Waiting {
+    access_token: String,
+    refresh_token: Option<String>,
+    expires_at: Option<Timestamp>,
+}
+
+/// Seals the tokens a login brought, obtained at `now`, to wait with the request `pending_id`.
+pub fn seal_waiting(
+    app: &App,
+    pending_id: &Hashed<kind::Pending>,
+    tokens: &UpstreamTokens,
+    now: Timestamp,
+) -> Result<SealedWaitingTokens, SealError> {
+    let waiting = Waiting {
+        access_token: tokens.access_token.expose().to_owned(),
+        refresh_token: tokens.refresh_token.as_ref().map(|r| r.expose().to_owned()),
+        expires_at: tokens.expires_at(now),
+    };
+    let plain = serde_json::to_string(&waiting).map_err(|_| SealError::Seal)?;
+    let sealed = sealer(app)?.seal(
+        &waiting_sealing_context(pending_id.as_str()),
+        &plain,
+        app.random.as_ref(),
+    )?;
+    Ok(SealedWaitingTokens::from_stored(sealed))
+}
+
+/// The tokens waiting with the request `pending_id`, as if the provider had answered at `now`.
+pub fn open_waiting(
+    app: &App,
+    pending_id: &Hashed<kind::Pending>,
+    sealed: &SealedWaitingTokens,
+    now: Timestamp,
+) -> Result<UpstreamTokens, SealError> {
+    let plain = sealer(app)?.open(
+        &waiting_sealing_context(pending_id.as_str()),
+        sealed.as_str(),
+    )?;
+    let waiting: Waiting = serde_json::from_str(&plain).map_err(|_| SealError::Open)?;
+    Ok(UpstreamTokens {
+        access_token: Secret::new(waiting.access_token),
+        refresh_token: waiting.refresh_token.map(Secret::new),
+        expires_in: waiting.expires_at.map(|at| at - now),
+    })
 }
 
 fn sealer(app: &App) -> Result<&TokenSealer, SealError> {

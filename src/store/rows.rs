@@ -6,6 +6,7 @@ use crate::domain::pending::{
     ClientAuthorization, Confirmation, LoginConstraint, PendingAuthorization, Purpose, Stage,
     UpstreamLeg,
 };
+use crate::domain::upstream_token::SealedWaitingTokens;
 use crate::oauth::client::ClientMetadata;
 use crate::oauth::pkce::CodeChallenge;
 use crate::oauth::scope::ScopeSet;
@@ -67,6 +68,7 @@ pub(super) struct PendingRow {
     pub subject: Option<String>,
     pub email: Option<String>,
     pub confirm_hash: Option<String>,
+    pub upstream_tokens: Option<String>,
     pub created_at: i64,
     pub expires_at: i64,
     pub nonce: Option<String>,
@@ -104,6 +106,11 @@ impl TryFrom<PendingRow> for PendingAuthorization {
             _ => return Err(corrupt("pending authorization purpose")),
         };
         let authorize = matches!(purpose, Purpose::Authorize(_));
+        if row.upstream_tokens.is_some() && row.status != "confirm" {
+            return Err(corrupt(
+                "upstream tokens of a request not awaiting confirmation",
+            ));
+        }
         let stage = match (
             row.status.as_str(),
             row.upstream_state_hash,
@@ -125,6 +132,7 @@ impl TryFrom<PendingRow> for PendingAuthorization {
                     token: Hashed::from_stored(token),
                     subject,
                     email: row.email,
+                    upstream_tokens: row.upstream_tokens.map(SealedWaitingTokens::from_stored),
                 })
             }
             ("done", _, None, None, None, _) => Stage::Done,
@@ -375,6 +383,7 @@ mod tests {
             subject: None,
             email: None,
             confirm_hash: None,
+            upstream_tokens: None,
             created_at: 0,
             expires_at: 600,
             nonce: None,
@@ -424,6 +433,17 @@ mod tests {
                 .stage,
             Stage::AwaitingConfirmation(_)
         ));
+        let with_tokens = PendingRow {
+            upstream_tokens: Some("sealed1:x".into()),
+            ..confirming("authorize", true, true)
+        };
+        assert!(matches!(
+            PendingAuthorization::try_from(with_tokens).unwrap().stage,
+            Stage::AwaitingConfirmation(Confirmation {
+                upstream_tokens: Some(_),
+                ..
+            })
+        ));
         for bad in [
             confirming("account", true, true),
             confirming("authorize", false, true),
@@ -435,6 +455,10 @@ mod tests {
             PendingRow {
                 upstream_nonce: Some("n".into()),
                 ..confirming("authorize", true, true)
+            },
+            PendingRow {
+                upstream_tokens: Some("sealed1:x".into()),
+                ..row("authorize", "upstream", true)
             },
         ] {
             assert!(PendingAuthorization::try_from(bad).is_err());

@@ -13,13 +13,13 @@ pub(super) const DELETE_IDLE_CLIENTS: &str =
 
 macro_rules! pending_columns {
     () => {
-        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, subject, email, confirm_hash, created_at, expires_at, nonce, login_not_before, login_subject"
+        "id_hash, browser_hash, purpose, client_id, redirect_uri, state, code_challenge, scope, resource, status, upstream_state_hash, upstream_nonce, upstream_verifier, subject, email, confirm_hash, created_at, expires_at, nonce, login_not_before, login_subject, upstream_tokens"
     };
 }
 pub(super) const INSERT_PENDING: &str = concat!(
     "INSERT INTO pending_authorizations (",
     pending_columns!(),
-    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
 );
 pub(super) const SELECT_PENDING: &str = concat!(
     "SELECT ",
@@ -38,8 +38,8 @@ pub(super) const SELECT_PENDING_BY_CONFIRMATION: &str = concat!(
 );
 pub(super) const SET_PENDING_UPSTREAM: &str = "UPDATE pending_authorizations SET status = 'upstream', upstream_state_hash = $2, upstream_nonce = $3, upstream_verifier = $4 WHERE id_hash = $1 AND status IN ('consent', 'upstream')";
 // The leg's secrets go, so the upstream `state` (kept, unique) cannot start a second login.
-pub(super) const SET_PENDING_CONFIRMATION: &str = "UPDATE pending_authorizations SET status = 'confirm', upstream_verifier = NULL, upstream_nonce = NULL, subject = $2, email = $3, confirm_hash = $4 WHERE id_hash = $1 AND status = 'upstream'";
-pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL, subject = NULL, email = NULL WHERE id_hash = $1 AND status <> 'done'";
+pub(super) const SET_PENDING_CONFIRMATION: &str = "UPDATE pending_authorizations SET status = 'confirm', upstream_verifier = NULL, upstream_nonce = NULL, subject = $2, email = $3, confirm_hash = $4, upstream_tokens = $5 WHERE id_hash = $1 AND status = 'upstream'";
+pub(super) const FINISH_PENDING: &str = "UPDATE pending_authorizations SET status = 'done', upstream_verifier = NULL, upstream_nonce = NULL, subject = NULL, email = NULL, upstream_tokens = NULL WHERE id_hash = $1 AND status <> 'done'";
 
 pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions (id_hash, subject, email, email_verified, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6)";
 pub(super) const SELECT_SESSION: &str = "SELECT id_hash, subject, email, email_verified, created_at, expires_at FROM sessions WHERE id_hash = $1";
@@ -379,6 +379,11 @@ macro_rules! queries {
                     .bind(cols.nonce)
                     .bind(cols.login_not_before)
                     .bind(cols.login_subject)
+                    .bind(
+                        cols.confirmation
+                            .and_then(|c| c.upstream_tokens.as_ref())
+                            .map(|t| t.as_str()),
+                    )
                     .execute(c)
                     .await?;
                 Ok(())
@@ -425,6 +430,7 @@ macro_rules! queries {
                     .bind(&confirmation.subject)
                     .bind(&confirmation.email)
                     .bind(confirmation.token.as_str())
+                    .bind(confirmation.upstream_tokens.as_ref().map(|t| t.as_str()))
                     .execute(c)
                     .await?;
                 Ok(done.rows_affected() == 1)

@@ -14,7 +14,7 @@ use axum::routing::any;
 use serde_json::Value;
 
 use crate::both_backends;
-use crate::browser::{Browser, location};
+use crate::browser::{Browser, form_inputs, location};
 use crate::flow::{self, RegisteredClient, new_pkce, param, redeem, register_claude};
 use crate::helpers::{Backend, TestApp};
 use crate::upstream::{Idp, Setup, setup_with_idp, walk};
@@ -455,6 +455,129 @@ async fn revoking_a_grant_deletes_its_upstream_tokens(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(token_rows(app).await, 0);
+}
+
+/// Rows of pending requests holding a login's sealed upstream tokens.
+async fn waiting_token_rows(app: &TestApp) -> i64 {
+    app.count_rows("SELECT COUNT(*) FROM pending_authorizations WHERE upstream_tokens IS NOT NULL")
+        .await
+}
+
+/// Approves a request for `/mcp` in one browser and logs in at the provider from a webview that
+/// lost authgate's cookie (see webview.rs): the confirmation page's token.
+async fn login_in_a_webview(
+    app: &TestApp,
+    client: &RegisteredClient,
+    pkce: &flow::Pkce,
+) -> (Browser, String) {
+    let url = flow::authorize_url(
+        app,
+        &client.id,
+        &client.redirect_uri,
+        pkce,
+        &[("resource", &app.url("/mcp"))],
+    );
+    let approving = Browser::new();
+    let request = flow::open_consent(&approving, &url).await;
+    let approved = flow::decide(&approving, app, &request, "approve").await;
+    assert_eq!(approved.status(), 303);
+    let webview = Browser::new();
+    let callback = walk(
+        &webview,
+        app,
+        &location(&approved),
+        &app.url("/oauth/callback"),
+        USER,
+    )
+    .await
+    .unwrap_or_else(|r| panic!("the login stopped at {} ({})", r.url(), r.status()));
+    let page = webview.get(&callback).await;
+    assert_eq!(page.status(), 200, "the confirmation page");
+    let token = form_inputs(&page.text().await.unwrap())["confirm"].clone();
+    (webview, token)
+}
+
+async fn confirm_in(
+    app: &TestApp,
+    webview: &Browser,
+    token: &str,
+    decision: &str,
+) -> reqwest::Response {
+    webview
+        .post_form(
+            &app.url("/authorize/consent"),
+            &[("confirm", token), ("decision", decision)],
+            Some(&app.base),
+        )
+        .await
+}
+
+/// A login that came back without the browser cookie waits for its confirmation with the
+/// provider's tokens sealed beside it; the confirmed grant keeps them, so the MCP server gets the
+/// user's token (without them the resource would refuse the grant and the webview would loop
+/// through the login for ever). A denial, or no answer, drops them.
+async fn a_webview_that_drops_the_cookie_keeps_the_upstream_tokens(backend: Backend) {
+    let g = gate(backend, "3600", |_| {}).await;
+    let app = &g.s.app;
+    let client = register_claude(app).await;
+    let pkce = new_pkce();
+    let (webview, token) = login_in_a_webview(app, &client, &pkce).await;
+    assert_eq!(token_rows(app).await, 0, "no grant before the confirmation");
+    assert_eq!(
+        app.count_rows(
+            "SELECT COUNT(*) FROM pending_authorizations WHERE status = 'confirm' AND upstream_tokens LIKE 'sealed1:%'"
+        )
+        .await,
+        1,
+        "the provider's tokens wait sealed with the request"
+    );
+
+    let done = confirm_in(app, &webview, &token, "approve").await;
+    assert_eq!(done.status(), 303);
+    let back = location(&done);
+    let code = param(&back, "code").unwrap_or_else(|| panic!("a code: {back}"));
+    assert_eq!(waiting_token_rows(app).await, 0, "moved to the grant");
+    assert_eq!(token_rows(app).await, 1);
+    let resp = redeem(app, &client, &code, &pkce).await;
+    assert_eq!(resp.status(), 200);
+    let tokens: Value = resp.json().await.unwrap();
+    assert_eq!(call(app, "/mcp", access_token(&tokens)).await.status(), 200);
+    let upstream = g.mcp.last();
+    assert_eq!(
+        userinfo(&g.s.idp, &upstream).await,
+        200,
+        "the MCP server got the user's token at the provider"
+    );
+    let quoted = upstream.replace('\'', "''");
+    assert_eq!(
+        app.count_rows(&format!(
+            "SELECT COUNT(*) FROM pending_authorizations WHERE upstream_tokens LIKE '%{quoted}%'"
+        ))
+        .await,
+        0
+    );
+
+    // Denied: nothing kept.
+    let (webview, token) = login_in_a_webview(app, &client, &new_pkce()).await;
+    assert_eq!(waiting_token_rows(app).await, 1);
+    let denied = confirm_in(app, &webview, &token, "deny").await;
+    assert_eq!(denied.status(), 303);
+    assert_eq!(
+        param(&location(&denied), "error").as_deref(),
+        Some("access_denied")
+    );
+    assert_eq!(waiting_token_rows(app).await, 0);
+    assert_eq!(token_rows(app).await, 1, "only the confirmed grant's");
+
+    // Never answered: gone with the expired request.
+    login_in_a_webview(app, &client, &new_pkce()).await;
+    assert_eq!(waiting_token_rows(app).await, 1);
+    app.clock.advance(3600);
+    app.store
+        .delete_expired(app.clock_now(), 3600)
+        .await
+        .unwrap();
+    assert_eq!(waiting_token_rows(app).await, 0);
 }
 
 async fn one_refresh_across_instances(backend: Backend) {
@@ -1102,6 +1225,7 @@ both_backends!(
     upstream_tokens_are_kept_sealed_and_sent_to_the_mcp_server,
     returning_users_log_in_at_the_provider_again,
     revoking_a_grant_deletes_its_upstream_tokens,
+    a_webview_that_drops_the_cookie_keeps_the_upstream_tokens,
     one_refresh_across_instances,
     a_refused_refresh_sends_the_client_back_to_authorize,
     an_unreachable_provider_keeps_the_tokens,
