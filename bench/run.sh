@@ -11,7 +11,8 @@
 # The mcp-direct, mcp and mcp401 phases put the e2e MCP server (tests/e2e/clients/mcp-server.mjs)
 # behind authgate and compare tools/list straight to it with tools/list through authgate's /mcp.
 # The mcp-call and mcp-call-policy phases compare tools/call through /mcp (no tool rules) with
-# tools/call through /policy/mcp (tool rules: the body read, the call decided and audited).
+# tools/call through /policy/mcp (tool rules: the body read, the call decided and audited), in
+# POLICY_ROUNDS alternated rounds when both are listed.
 set -euo pipefail
 export LC_ALL=C
 
@@ -39,6 +40,7 @@ BUILTIN_TOKENS=${BUILTIN_TOKENS:-10000}
 BUILTIN_GRANTS=${BUILTIN_GRANTS:-16}
 BUILTIN_MIN_RATIO=0.80
 POLICY_MIN_RATIO=0.90
+POLICY_ROUNDS=${POLICY_ROUNDS:-3}
 IDP_DIR=$ROOT/tests/e2e/idp
 MCP_DIR=$ROOT/tests/e2e/clients
 # The JSON-RPC request of the MCP phases (MCP-Protocol-Version and Accept are set in lua/mcp.lua).
@@ -61,6 +63,7 @@ is_uint "$FLOW_CONCURRENCY" || die "FLOW_CONCURRENCY must be a positive integer"
 is_uint "$FLOW_SECONDS" || die "FLOW_SECONDS must be a positive number of seconds"
 is_uint "$FLOW_MAX" || die "FLOW_MAX must be a positive integer"
 is_uint "$REFRESH_CHAINS" || die "REFRESH_CHAINS must be a positive integer"
+is_uint "$POLICY_ROUNDS" || die "POLICY_ROUNDS must be a positive integer"
 [[ $MCP_WARMUP =~ ^[0-9]+$ ]] || die "MCP_WARMUP must be a number of seconds (0: none)"
 is_uint "$BUILTIN_TOKENS" && [ "$BUILTIN_TOKENS" -le 100000 ] || die "BUILTIN_TOKENS must be an integer from 1 to 100000"
 is_uint "$BUILTIN_GRANTS" && [ "$BUILTIN_GRANTS" -le "$BUILTIN_TOKENS" ] || die "BUILTIN_GRANTS must be a positive integer, at most BUILTIN_TOKENS"
@@ -793,21 +796,65 @@ policy_ratio() {
   fi
 }
 
+# One measured tools/call run: $1 is the phase's name in the report, $2 the resource's path.
+call_run() {
+  local name=$1 path=$2
+  mcp_token "$path"
+  call_check "$BASE$path" "$MCP_TOKEN"
+  BENCH_TOKEN=$MCP_TOKEN WRK_SCRIPT=mcp-call.lua run_wrk "$name" 200 POST "$path" "$MCP_TOOLS_CALL"
+}
+
+# Both tool-call phases in PHASES: POLICY_ROUNDS rounds of each, alternated, compared by their mean
+# rates. The MCP server (one Node process) sets the rate of both, and its CPU per request drifts by
+# up to a fifth between one run and the next (its garbage collector, its JIT): one run of each
+# would compare that drift as much as the policy; alternating lays it on both sides alike.
+POLICY_ROUNDS_DONE=""
+policy_rounds() {
+  local r side name sum_rps sum_p50
+  declare -A SUM_RPS=() SUM_P50=()
+  for r in $(seq 1 "$POLICY_ROUNDS"); do
+    for side in mcp-call mcp-call-policy; do
+      name="$side.r$r"
+      if [ "$side" = mcp-call ]; then call_run "$name" /mcp; else call_run "$name" /policy/mcp; fi
+      SUM_RPS[$side]=$(awk -v a="${SUM_RPS[$side]:-0}" -v b="${PHASE_RPS[$name]}" 'BEGIN { printf "%.3f", a + b }')
+      SUM_P50[$side]=$(( ${SUM_P50[$side]:-0} + PHASE_P50[$name] ))
+    done
+  done
+  for side in mcp-call mcp-call-policy; do
+    sum_rps=${SUM_RPS[$side]} sum_p50=${SUM_P50[$side]}
+    PHASE_RPS[$side]=$(awk -v a="$sum_rps" -v n="$POLICY_ROUNDS" 'BEGIN { printf "%.3f", a / n }')
+    PHASE_P50[$side]=$(( sum_p50 / POLICY_ROUNDS ))
+    awk -v b="$BACKEND" -v ph="$side" -v r="${PHASE_RPS[$side]}" -v p="${PHASE_P50[$side]}" -v n="$POLICY_ROUNDS" \
+      'BEGIN { printf "%s %s: mean of %d rounds %.0f req/s, p50 %.2f ms\n", b, ph, n, r, p / 1000 }'
+  done
+  POLICY_ROUNDS_DONE=$BACKEND
+  policy_ratio
+}
+
+# Whether this run alternates the two tool-call phases (both listed, more than one round).
+alternating_calls() {
+  [ "$POLICY_ROUNDS" -gt 1 ] && [ "$NEEDS_POLICY" = 1 ] && case " $PHASES " in *" mcp-call "*) true ;; *) false ;; esac
+}
+
 # tools/call through /mcp, no tool rules: the guard and the forwarding only.
 phase_mcp-call() {
   [ -n "$MCP_URL" ] || die "mcp-call needs the MCP server, which is not running"
-  mcp_token /mcp
-  call_check "$BASE/mcp" "$MCP_TOKEN"
-  BENCH_TOKEN=$MCP_TOKEN WRK_SCRIPT=mcp-call.lua run_wrk mcp-call 200 POST /mcp "$MCP_TOOLS_CALL"
+  if alternating_calls; then
+    [ "$POLICY_ROUNDS_DONE" = "$BACKEND" ] || policy_rounds
+    return 0
+  fi
+  call_run mcp-call /mcp
   policy_ratio
 }
 
 # tools/call through /policy/mcp: the same, plus the tool policy and an audit row per call.
 phase_mcp-call-policy() {
   [ -n "$MCP_URL" ] || die "mcp-call-policy needs the MCP server, which is not running"
-  mcp_token /policy/mcp
-  call_check "$BASE/policy/mcp" "$MCP_TOKEN"
-  BENCH_TOKEN=$MCP_TOKEN WRK_SCRIPT=mcp-call.lua run_wrk mcp-call-policy 200 POST /policy/mcp "$MCP_TOOLS_CALL"
+  if alternating_calls; then
+    [ "$POLICY_ROUNDS_DONE" = "$BACKEND" ] || policy_rounds
+    return 0
+  fi
+  call_run mcp-call-policy /policy/mcp
   policy_ratio
 }
 
