@@ -96,7 +96,13 @@ pub struct ClientMetadata {
     /// The one algorithm the client's assertions are signed with, when it names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_endpoint_auth_signing_alg: Option<String>,
+    /// What its ID tokens are signed with, when the client asked: always [`ID_TOKEN_ALG`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token_signed_response_alg: Option<String>,
 }
+
+/// The one algorithm of authgate's ID tokens (its signing keys are ES256).
+pub const ID_TOKEN_ALG: &str = "ES256";
 
 impl ClientMetadata {
     pub fn allows_grant(&self, grant: &str) -> bool {
@@ -256,6 +262,13 @@ pub fn parse_client_metadata(
         )));
     }
 
+    // OpenID Connect Registration's default is RS256, which authgate cannot sign with. A client
+    // that names an algorithm gets the one it will receive in the answer (RFC 7591 §3.2.1: a value
+    // may be replaced, and the answer says so), rather than a refusal: most clients copy the field
+    // from a template and never ask for an ID token.
+    let id_token_signed_response_alg =
+        opt_string(obj, "id_token_signed_response_alg")?.map(|_| ID_TOKEN_ALG.to_owned());
+
     Ok(ClientMetadata {
         redirect_uris,
         token_endpoint_auth_method,
@@ -274,6 +287,7 @@ pub fn parse_client_metadata(
         jwks_uri,
         jwks,
         token_endpoint_auth_signing_alg,
+        id_token_signed_response_alg,
     })
 }
 
@@ -755,6 +769,27 @@ mod tests {
         let mut plain = chatgpt_document();
         plain["jwks_uri"] = json!("http://chatgpt.com/oauth/jwks.json");
         assert_eq!(doc(plain).unwrap_err().code, ErrorCode::InvalidClient);
+    }
+
+    #[test]
+    fn a_named_id_token_algorithm_is_answered_with_the_one_used() {
+        let base = json!({"redirect_uris":["https://a.example/cb"]});
+        assert_eq!(
+            reg(base.clone()).unwrap().id_token_signed_response_alg,
+            None
+        );
+        for asked in ["RS256", "ES256", "none"] {
+            let mut body = base.clone();
+            body["id_token_signed_response_alg"] = json!(asked);
+            assert_eq!(
+                reg(body).unwrap().id_token_signed_response_alg.as_deref(),
+                Some(ID_TOKEN_ALG),
+                "{asked}"
+            );
+        }
+        let mut bad = base;
+        bad["id_token_signed_response_alg"] = json!(["RS256"]);
+        assert_eq!(reg(bad).unwrap_err().code, ErrorCode::InvalidClientMetadata);
     }
 
     #[test]

@@ -279,6 +279,50 @@ async fn openid_code_exchange_issues_an_id_token(backend: Backend) {
     assert!(refreshed.get("id_token").is_none(), "{refreshed}");
 }
 
+/// OpenID Connect Registration's default ID token algorithm is RS256; authgate signs with ES256.
+/// A client that names one is answered with the one it will get (RFC 7591 §3.2.1), and its ID
+/// tokens carry it; a client that names none sees no such field (Claude's registration answer
+/// stays as it was).
+async fn a_named_id_token_algorithm_is_answered_with_the_one_used(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let plain: Value = flow::register(
+        &app,
+        json!({"redirect_uris":[CB],"token_endpoint_auth_method":"none"}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert!(
+        plain.get("id_token_signed_response_alg").is_none(),
+        "{plain}"
+    );
+    let resp = flow::register(
+        &app,
+        json!({"redirect_uris":[CB],"token_endpoint_auth_method":"none","id_token_signed_response_alg":"RS256"}),
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["id_token_signed_response_alg"], "ES256", "{body}");
+    let client = RegisteredClient {
+        id: body["client_id"].as_str().unwrap().to_owned(),
+        secret: None,
+        redirect_uri: CB.to_owned(),
+    };
+    let tokens = openid_tokens(&app, &Browser::new(), &client, "ann@example.com").await;
+    let header = jsonwebtoken::decode_header(tokens["id_token"].as_str().unwrap()).unwrap();
+    assert_eq!(header.alg, Algorithm::ES256);
+    let wrong = flow::register(
+        &app,
+        json!({"redirect_uris":[CB],"id_token_signed_response_alg":256}),
+    )
+    .await;
+    assert_eq!(wrong.status(), 400);
+    let err: Value = wrong.json().await.unwrap();
+    assert_eq!(err["error"], "invalid_client_metadata");
+}
+
 async fn openid_without_email_releases_the_subject_only(backend: Backend) {
     let app = spawn_app(backend).await;
     let client = register_public(&app, CB).await;
@@ -970,6 +1014,7 @@ both_backends!(
     discovery_under_a_path_is_path_inserted,
     openid_code_exchange_issues_an_id_token,
     openid_without_email_releases_the_subject_only,
+    a_named_id_token_algorithm_is_answered_with_the_one_used,
     clients_without_openid_see_no_change,
     userinfo_answers_for_openid_tokens,
     userinfo_refuses_bad_requests_and_tokens,

@@ -39,6 +39,7 @@ fn client(id: &str, created_at: i64) -> ClientRecord {
             jwks_uri: None,
             jwks: None,
             token_endpoint_auth_signing_alg: None,
+            id_token_signed_response_alg: Some("ES256".into()),
         },
         created_at,
         last_used_at: None,
