@@ -494,15 +494,14 @@ pub async fn confirm(app: &App, token: &str, decision: Decision) -> Result<Next,
                 email_verified: None,
                 auth_time: pending.created_at,
             };
-            let tokens = match &confirmation.upstream_tokens {
-                Some(sealed) => Some(
+            let tokens = confirmation
+                .upstream_tokens
+                .as_ref()
+                .map(|sealed| {
                     upstream_tokens::open_waiting(app, &pending.id, sealed, app.clock.now())
-                        .map_err(|e| {
-                            StoreError::Corrupt(format!("waiting upstream tokens: {e}"))
-                        })?,
-                ),
-                None => None,
-            };
+                })
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("waiting upstream tokens: {e}")))?;
             finish(app, &pending, &who, None, Proof::Login(tokens.as_ref())).await
         }
     }

@@ -18,6 +18,7 @@ use crate::browser::{Browser, form_inputs, location};
 use crate::flow::{self, RegisteredClient, new_pkce, param, redeem, register_claude};
 use crate::helpers::{Backend, TestApp};
 use crate::upstream::{Idp, Setup, setup_with_idp, walk};
+use crate::webview::{approved_elsewhere, confirm};
 
 /// 32 bytes (0, 1, ..., 31) in base64.
 pub const KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -470,46 +471,23 @@ async fn login_in_a_webview(
     client: &RegisteredClient,
     pkce: &flow::Pkce,
 ) -> (Browser, String) {
-    let url = flow::authorize_url(
+    let resource = app.url("/mcp");
+    let (_, _, upstream) = approved_elsewhere(
         app,
         &client.id,
         &client.redirect_uri,
         pkce,
-        &[("resource", &app.url("/mcp"))],
-    );
-    let approving = Browser::new();
-    let request = flow::open_consent(&approving, &url).await;
-    let approved = flow::decide(&approving, app, &request, "approve").await;
-    assert_eq!(approved.status(), 303);
-    let webview = Browser::new();
-    let callback = walk(
-        &webview,
-        app,
-        &location(&approved),
-        &app.url("/oauth/callback"),
-        USER,
+        &[("resource", &resource)],
     )
-    .await
-    .unwrap_or_else(|r| panic!("the login stopped at {} ({})", r.url(), r.status()));
+    .await;
+    let webview = Browser::new();
+    let callback = walk(&webview, app, &upstream, &app.url("/oauth/callback"), USER)
+        .await
+        .unwrap_or_else(|r| panic!("the login stopped at {} ({})", r.url(), r.status()));
     let page = webview.get(&callback).await;
     assert_eq!(page.status(), 200, "the confirmation page");
     let token = form_inputs(&page.text().await.unwrap())["confirm"].clone();
     (webview, token)
-}
-
-async fn confirm_in(
-    app: &TestApp,
-    webview: &Browser,
-    token: &str,
-    decision: &str,
-) -> reqwest::Response {
-    webview
-        .post_form(
-            &app.url("/authorize/consent"),
-            &[("confirm", token), ("decision", decision)],
-            Some(&app.base),
-        )
-        .await
 }
 
 /// A login that came back without the browser cookie waits for its confirmation with the
@@ -532,7 +510,7 @@ async fn a_webview_that_drops_the_cookie_keeps_the_upstream_tokens(backend: Back
         "the provider's tokens wait sealed with the request"
     );
 
-    let done = confirm_in(app, &webview, &token, "approve").await;
+    let done = confirm(app, &webview, &token, "approve").await;
     assert_eq!(done.status(), 303);
     let back = location(&done);
     let code = param(&back, "code").unwrap_or_else(|| panic!("a code: {back}"));
@@ -560,7 +538,7 @@ async fn a_webview_that_drops_the_cookie_keeps_the_upstream_tokens(backend: Back
     // Denied: nothing kept.
     let (webview, token) = login_in_a_webview(app, &client, &new_pkce()).await;
     assert_eq!(waiting_token_rows(app).await, 1);
-    let denied = confirm_in(app, &webview, &token, "deny").await;
+    let denied = confirm(app, &webview, &token, "deny").await;
     assert_eq!(denied.status(), 303);
     assert_eq!(
         param(&location(&denied), "error").as_deref(),

@@ -24,7 +24,8 @@ fn no_session_cookie(resp: &reqwest::Response) -> bool {
         .all(|c| !c.to_str().unwrap().contains("authgate-session"))
 }
 
-async fn confirm(
+/// Answers the confirmation page of a login that came back without the cookie.
+pub async fn confirm(
     app: &TestApp,
     browser: &Browser,
     token: &str,
@@ -39,15 +40,17 @@ async fn confirm(
         .await
 }
 
-/// A browser that starts a request and approves it; returns the upstream login URL.
-async fn approved_elsewhere(
+/// A browser that starts a request (with `extra` parameters) and approves it; returns the
+/// upstream login URL.
+pub async fn approved_elsewhere(
     app: &TestApp,
     client_id: &str,
     redirect_uri: &str,
     challenge_of: &crate::flow::Pkce,
+    extra: &[(&str, &str)],
 ) -> (Browser, String, String) {
     let browser = Browser::new();
-    let url = authorize_url(app, client_id, redirect_uri, challenge_of, &[]);
+    let url = authorize_url(app, client_id, redirect_uri, challenge_of, extra);
     let request = open_consent(&browser, &url).await;
     let approved = decide(&browser, app, &request, "approve").await;
     assert_eq!(approved.status(), 303);
@@ -59,7 +62,8 @@ async fn a_webview_that_drops_the_cookie_confirms_after_the_login(backend: Backe
     let app = &s.app;
     let client = register_claude(app).await;
     let pkce = new_pkce();
-    let (_, _, upstream) = approved_elsewhere(app, &client.id, &client.redirect_uri, &pkce).await;
+    let (_, _, upstream) =
+        approved_elsewhere(app, &client.id, &client.redirect_uri, &pkce, &[]).await;
     // The webview comes back from the provider without authgate's cookie.
     let webview = Browser::new();
     let callback = walk(
@@ -194,7 +198,7 @@ async fn a_victim_lured_to_log_in_on_the_attackers_request_gives_them_nothing(ba
     let attacker_client = register_public(app, ATTACKER_CB).await;
     // The attacker approves their own client's request and hands the provider's login URL on.
     let (attacker, request, upstream) =
-        approved_elsewhere(app, &attacker_client.id, ATTACKER_CB, &new_pkce()).await;
+        approved_elsewhere(app, &attacker_client.id, ATTACKER_CB, &new_pkce(), &[]).await;
     let victim = Browser::new();
     let callback = walk(
         &victim,
@@ -250,7 +254,7 @@ async fn the_development_login_takes_a_browser_without_the_cookie_not_another_on
     let app = spawn_app(backend).await;
     let client = register_public(&app, CB).await;
     let pkce = new_pkce();
-    let (_, _, login_url) = approved_elsewhere(&app, &client.id, CB, &pkce).await;
+    let (_, _, login_url) = approved_elsewhere(&app, &client.id, CB, &pkce, &[]).await;
     let state = param(&login_url, "state").unwrap();
     let form = [("state", state.as_str()), ("email", "ann@example.com")];
     let other = Browser::new();
@@ -327,7 +331,7 @@ async fn account_logins_and_late_confirmations_are_refused(backend: Backend) {
 
     // A confirmation is part of its request, and ends with it.
     let client = register_public(&app, CB).await;
-    let (_, _, login_url) = approved_elsewhere(&app, &client.id, CB, &new_pkce()).await;
+    let (_, _, login_url) = approved_elsewhere(&app, &client.id, CB, &new_pkce(), &[]).await;
     let state = param(&login_url, "state").unwrap();
     let back = webview
         .post_form(
